@@ -1,0 +1,235 @@
+"""Self-moving point (SMP) kernels.
+
+A kernel is a continuous function on [-1, 1]^d built from P points, each with a learned position, a
+learned radius and a learned value per filter (Kim & Park, "SMPConv: Self-moving Point Representations
+for Continuous Convolution", CVPR 2023, arXiv:2304.02330). Sampling it on a grid of any size gives a dense
+kernel:
+
+    K[f, node] = sum_p  weights[f, p] * relu(1 - |positions[p] - node|_1 / radii[p])
+
+Layout of a sampled kernel: the last axis runs along x (coordinate 0, -1 = left) and, in 2D, the axis
+before it along y (coordinate 1) pointing up, so row 0 is y = +1. This is the authors' orientation.
+
+This module knows nothing of networks: it turns points into dense kernels.
+"""
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.fx
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'SMPKernel', 'project_radii']
+
+# Radii live in [RADIUS_MIN, RADIUS_MAX]: the authors clamp to this range after every optimizer step.
+RADIUS_MIN = 1e-3
+RADIUS_MAX = 1.0
+
+
+def points_for_kernel(kernel_size: int, divisor: int = 4) -> int:
+    """The paper's point budget for a k x k kernel: floor(k^2 / divisor) (4 for SMPConv-T/B, 8 for mobile)."""
+    return kernel_size * kernel_size // divisor
+
+
+def kernel_grid(
+        kernel_size: List[int],
+        device: Optional[torch.device] = None,
+        dtype: Optional[torch.dtype] = None,
+) -> List[torch.Tensor]:
+    """Coordinates of the kernel's nodes, one tensor per point coordinate, broadcastable to `kernel_size`."""
+    ndim = len(kernel_size)
+    if ndim not in (1, 2):
+        raise ValueError(f'SMP kernels are 1D or 2D, got kernel_size {kernel_size}')
+    coords: List[torch.Tensor] = []
+    for coord in range(ndim):
+        axis = ndim - 1 - coord
+        nodes = torch.linspace(-1., 1., kernel_size[axis], device=device, dtype=dtype)
+        if coord == 1:
+            nodes = nodes.flip(0)  # y points up: row 0 is y = +1
+        shape = [1] * ndim
+        shape[axis] = kernel_size[axis]
+        coords.append(nodes.view(shape))
+    return coords
+
+
+def smp_kernel(
+        positions: torch.Tensor,
+        radii: torch.Tensor,
+        weights: torch.Tensor,
+        kernel_size: List[int],
+        normalize: bool = False,
+        grid: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """Sample the SMP function on a `kernel_size` grid.
+
+    Args:
+        positions: [P, d] shared by all filters, or [F, P, d] per filter.
+        radii: [P], or [F, P] with per-filter positions. Used as given (see `SMPKernel` for the clamp).
+        weights: [F, P] or [F, I, P]: each point's value per filter (and input channel).
+        kernel_size: d sizes, in tensor order ([height, width] in 2D).
+        normalize: divide by the number of points covering each node, as the paper's eq. (1) does.
+        grid: [d, *kernel_size] node coordinates to use instead of the exact linspace grid.
+
+    Returns:
+        Dense kernel of shape [*weights.shape[:-1], *kernel_size].
+    """
+    ndim = positions.shape[-1]
+    if ndim != len(kernel_size):
+        raise ValueError(f'{ndim}D points cannot be sampled on a {len(kernel_size)}D grid {kernel_size}')
+    if grid is None:
+        coords = kernel_grid(kernel_size, device=positions.device, dtype=positions.dtype)
+    else:
+        coords = grid.unbind(0)
+    # distances [..., P, *kernel_size]: summed per coordinate by broadcasting, so the largest
+    # intermediate has one element per point and node.
+    point_shape = list(positions.shape[:-1]) + [1] * ndim
+    distance = (positions[..., 0].reshape(point_shape) - coords[0]).abs()
+    for coord in range(1, ndim):
+        distance = distance + (positions[..., coord].reshape(point_shape) - coords[coord]).abs()
+    interp = F.relu(1. - distance / radii.reshape(point_shape))
+    if normalize:
+        # |N(x)| has no gradient: it only counts the points whose support covers each node.
+        coverage = (interp > 0).sum(dim=-ndim - 1, keepdim=True).to(interp.dtype)
+        interp = interp * (1. / (coverage + 1e-6))
+    num_points = positions.shape[-2]
+    interp = interp.flatten(-ndim)  # [..., P, K]
+    if positions.dim() == 2:
+        kernel = weights.reshape(-1, num_points) @ interp
+    else:
+        kernel = weights.reshape(positions.shape[0], -1, num_points) @ interp
+    return kernel.reshape(list(weights.shape[:-1]) + list(kernel_size))
+
+
+# FX records kernel generation as one call: its shape logic runs on concrete parameters.
+torch.fx.wrap('smp_kernel')
+
+
+def _to_size(kernel_size: Union[int, Sequence[int]], ndim: int) -> Tuple[int, ...]:
+    size = (kernel_size,) * ndim if isinstance(kernel_size, int) else tuple(kernel_size)
+    if len(size) != ndim or any(k < 1 for k in size):
+        raise ValueError(f'kernel_size must be {ndim} positive sizes, got {kernel_size}')
+    return size
+
+
+class SMPKernel(nn.Module):
+    """Learned self-moving points that sample a dense kernel of any size.
+
+    Parameters: `positions` [P, d] (or [F, P, d] per filter), `radii` [P] (or [F, P]) and `weights`
+    [F, P] (or [F, I, P] when each filter spans `in_per_filter` input channels). The depthwise ImageNet
+    models share positions and radii across the channels of a layer.
+    """
+
+    def __init__(
+            self,
+            num_filters: int,
+            num_points: int,
+            kernel_size: Union[int, Sequence[int]],
+            ndim: int = 2,
+            in_per_filter: Optional[int] = None,
+            shared_positions: bool = True,
+            normalize: bool = False,
+            position_std: float = 0.2,
+            weight_std: float = 0.02,
+            init_radius: Optional[float] = None,
+            radius_range: Tuple[float, float] = (RADIUS_MIN, RADIUS_MAX),
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            num_filters: F, the number of kernels produced (the channels of a depthwise conv).
+            num_points: P, the number of points.
+            kernel_size: default sampling size; also sets the initial radius.
+            ndim: 1 (sequences) or 2 (images).
+            in_per_filter: input channels per filter for full convolutions; None for depthwise.
+            shared_positions: one set of points for all filters, else one set per filter.
+            normalize: divide by the number of covering points (paper eq. 1); off for ImageNet models.
+            position_std: std of the truncated normal that places the points in [-1, 1]^d.
+            weight_std: std of the (normal, cut at +-2) point values.
+            init_radius: initial radius; default twice the grid step of the smallest axis, 4 / k.
+            radius_range: the interval radii are kept in (the authors' CIFAR/sequence models use 1e-4).
+        """
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        self.kernel_size = _to_size(kernel_size, ndim)
+        self.normalize = normalize
+        self.position_std = position_std
+        self.weight_std = weight_std
+        self.radius_min, self.radius_max = radius_range
+        if not 0. < self.radius_min <= self.radius_max:
+            raise ValueError(f'radius_range must satisfy 0 < min <= max, got {radius_range}')
+        self.init_radius = 4. / min(self.kernel_size) if init_radius is None else init_radius
+        if not self.radius_min <= self.init_radius <= self.radius_max:
+            raise ValueError(f'init_radius {self.init_radius} outside radius_range {radius_range}')
+        point_dims = (num_points,) if shared_positions else (num_filters, num_points)
+        weight_dims = (num_filters,) if in_per_filter is None else (num_filters, in_per_filter)
+        self.positions = nn.Parameter(torch.empty(*point_dims, ndim, **dd))
+        self.radii = nn.Parameter(torch.empty(*point_dims, **dd))
+        self.weights = nn.Parameter(torch.empty(*weight_dims, num_points, **dd))
+        # Node coordinates taken over from a checkpoint (the authors' EMA drifts its grid buffer); None
+        # means the exact linspace grid. Only used when sampling at `kernel_size`.
+        self.register_buffer('grid', None)
+        self.reset_parameters()
+
+    @property
+    def num_points(self) -> int:
+        return self.positions.shape[-2]
+
+    def reset_parameters(self) -> None:
+        nn.init.trunc_normal_(self.positions, std=self.position_std, a=-1., b=1.)
+        nn.init.constant_(self.radii, self.init_radius)
+        nn.init.trunc_normal_(self.weights, std=self.weight_std)  # cut at +-2, as the authors', not at 2 std
+
+    @torch.no_grad()
+    def project_radii(self) -> None:
+        """Clamp the radii into `radius_range`; call after each optimizer step."""
+        self.radii.clamp_(self.radius_min, self.radius_max)
+
+    def forward(self, kernel_size: Optional[List[int]] = None) -> torch.Tensor:
+        """Dense kernel [F, (I,) *kernel_size], sampled at `self.kernel_size` unless another size is given."""
+        default_size = list(self.kernel_size)
+        size = default_size if kernel_size is None else kernel_size
+        grid = self.grid if size == default_size else None
+        # The clamp keeps a loop that never projects from sampling with a non-positive radius.
+        radii = self.radii.clamp(self.radius_min, self.radius_max)
+        return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid)
+
+    @torch.jit.ignore
+    def set_grid(self, grid: Optional[torch.Tensor]) -> None:
+        """Sample at `kernel_size` on the given [d, *kernel_size] node coordinates (None: the exact grid)."""
+        if grid is not None:
+            if tuple(grid.shape) != self._grid_shape():
+                raise ValueError(f'grid of shape {tuple(grid.shape)} does not fit kernel_size '
+                                 f'{self.kernel_size}: expected {self._grid_shape()}')
+            grid = grid.to(device=self.positions.device, dtype=self.positions.dtype)
+        self.grid = grid
+
+    def _grid_shape(self) -> Tuple[int, ...]:
+        return (len(self.kernel_size), *self.kernel_size)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # The grid is optional state: a state dict without one means the exact grid.
+        key = prefix + 'grid'
+        grid = state_dict.get(key)
+        if grid is None:
+            self.grid = None
+        elif tuple(grid.shape) == self._grid_shape():
+            self.grid = torch.empty(self._grid_shape(), device=self.positions.device, dtype=self.positions.dtype)
+        else:
+            error_msgs.append(f'size mismatch for {key}: copying a param with shape {tuple(grid.shape)}, '
+                              f'the shape for kernel_size {self.kernel_size} is {self._grid_shape()}.')
+            return
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def extra_repr(self) -> str:
+        return (f'num_filters={self.weights.shape[0]}, num_points={self.num_points}, '
+                f'kernel_size={self.kernel_size}, normalize={self.normalize}')
+
+
+def project_radii(module: nn.Module) -> None:
+    """Clamp the radii of every SMP kernel inside `module` into its range."""
+    for m in module.modules():
+        if isinstance(m, SMPKernel):
+            m.project_radii()
