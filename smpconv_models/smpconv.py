@@ -1,0 +1,409 @@
+""" SMPConv
+
+Paper: `SMPConv: Self-moving Point Representations for Continuous Convolution` - https://arxiv.org/abs/2304.02330
+@inproceedings{kim2023smpconv,
+  title={SMPConv: Self-moving Point Representations for Continuous Convolution},
+  author={Kim, Sanghyeon and Park, Eunbyung},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2023},
+}
+
+The ImageNet networks are RepLKNet (https://arxiv.org/abs/2203.06717) with every large depthwise kernel
+generated from self-moving points. Original code: https://github.com/sangnekim/SMPConv (MIT licence).
+"""
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, ConvNormAct, calculate_drop_path_rates, get_device_dtype, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models._features import feature_take_indices
+
+from .layers import ConvFFNBlock, LargeKernelBlock
+from .official import (
+    convert_official_state_dict,
+    is_official_state_dict,
+    load_checkpoint_file,
+    official_model_args,
+    select_state_dict,
+)
+from .smp import points_for_kernel, project_radii
+
+__all__ = ['SMPConvNet', 'from_official', 'checkpoint_filter_fn']
+
+
+class SMPConvStage(nn.Module):
+    """Optional downsampling transition, then `depth` pairs of large-kernel and FFN blocks."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            depth: int,
+            kernel_size: int,
+            num_points: int,
+            downsample: bool = True,
+            ffn_ratio: float = 4.,
+            dw_ratio: float = 1.,
+            small_kernel_size: Optional[int] = 5,
+            drop_path_rates: Optional[List[float]] = None,
+            device=None,
+            dtype=None,
+    ):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        self.grad_checkpointing = False
+        if downsample:
+            self.downsample = nn.Sequential(
+                ConvNormAct(in_chs, out_chs, 1, **dd),
+                ConvNormAct(out_chs, out_chs, 3, stride=2, groups=out_chs, **dd),
+            )
+        else:
+            self.downsample = nn.Identity()
+        drop_path_rates = drop_path_rates or [0.] * depth
+        blocks = []
+        for rate in drop_path_rates:
+            blocks += [
+                LargeKernelBlock(
+                    out_chs, int(out_chs * dw_ratio), kernel_size, num_points, small_kernel_size, rate, **dd),
+                ConvFFNBlock(out_chs, int(out_chs * ffn_ratio), rate, **dd),
+            ]
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.downsample(x)
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return x
+
+
+class SMPConvNet(nn.Module):
+    """SMPConv ImageNet network: a RepLKNet whose large depthwise kernels come from self-moving points."""
+
+    def __init__(
+            self,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            depths: Sequence[int] = (2, 2, 8, 2),
+            dims: Sequence[int] = (96, 192, 384, 768),
+            kernel_sizes: Sequence[int] = (31, 29, 27, 13),
+            num_points: Optional[Sequence[int]] = None,
+            ffn_ratio: float = 4.,
+            dw_ratio: float = 1.,
+            small_kernel_size: Optional[int] = 5,
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+            device=None,
+            dtype=None,
+    ):
+        """
+        Args:
+            in_chans: Number of input image channels.
+            num_classes: Number of classes for classification head, 0 for none.
+            global_pool: Global pooling type.
+            depths: Number of (large-kernel block, FFN block) pairs in each stage.
+            dims: Feature dimension of each stage.
+            kernel_sizes: Size of the SMP kernels in each stage (odd).
+            num_points: Points per SMP kernel in each stage; default floor(k^2 / 4) as in SMPConv-T/B.
+            ffn_ratio: Hidden width of the FFN blocks relative to the stage width.
+            dw_ratio: Width of the large-kernel branch relative to the stage width.
+            small_kernel_size: Size of the parallel dense depthwise kernel, None or 0 for none.
+            drop_rate: Head pre-classifier dropout rate.
+            drop_path_rate: Stochastic depth rate, reached linearly at the last block pair.
+        """
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        num_stages = len(depths)
+        if num_points is None:
+            num_points = [points_for_kernel(k) for k in kernel_sizes]
+        if not len(dims) == len(kernel_sizes) == len(num_points) == num_stages:
+            raise ValueError(f'depths, dims, kernel_sizes and num_points need one entry per stage, got '
+                             f'{len(depths)}, {len(dims)}, {len(kernel_sizes)} and {len(num_points)}')
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+
+        stem_chs = dims[0]
+        self.stem = nn.Sequential(
+            ConvNormAct(in_chans, stem_chs, 3, stride=2, **dd),
+            ConvNormAct(stem_chs, stem_chs, 3, groups=stem_chs, **dd),
+            ConvNormAct(stem_chs, stem_chs, 1, **dd),
+            ConvNormAct(stem_chs, stem_chs, 3, stride=2, groups=stem_chs, **dd),
+        )
+
+        dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
+        stages = []
+        prev_chs = stem_chs
+        reduction = 4
+        self.feature_info = []
+        for i in range(num_stages):
+            if i > 0:
+                reduction *= 2
+            stages.append(SMPConvStage(
+                prev_chs,
+                dims[i],
+                depth=depths[i],
+                kernel_size=kernel_sizes[i],
+                num_points=num_points[i],
+                downsample=i > 0,
+                ffn_ratio=ffn_ratio,
+                dw_ratio=dw_ratio,
+                small_kernel_size=small_kernel_size,
+                drop_path_rates=dp_rates[i],
+                **dd,
+            ))
+            prev_chs = dims[i]
+            self.feature_info += [dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}')]
+        self.stages = nn.Sequential(*stages)
+        self.num_features = prev_chs
+
+        self.norm = nn.BatchNorm2d(self.num_features, **dd)
+        self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.head_hidden_size = self.head.num_features
+        named_apply(_init_weights, self)
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(
+            stem=r'^stem',
+            blocks=r'^stages\.(\d+)' if coarse else [
+                (r'^stages\.(\d+)\.downsample', (0,)),
+                (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+                (r'^norm', (99999,)),
+            ]
+        )
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        # point positions are coordinates, not magnitudes: decaying them would pull every point to the centre
+        return {'*.points.positions'}
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for s in self.stages:
+            s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def project_radii(self) -> None:
+        """Clamp every SMP radius into its valid range; call after each optimizer step."""
+        project_radii(self)
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, in_features=self.num_features, **get_device_dtype(self))
+        self.head_hidden_size = self.head.num_features
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features that returns intermediates.
+
+        Args:
+            x: Input image tensor.
+            indices: Take last n stages if int, all if None, select matching indices if sequence.
+            norm: Apply the final norm to the last stage's output when it is taken.
+            stop_early: Stop iterating over stages when last desired intermediate hit.
+            output_fmt: Shape of intermediate feature outputs.
+            intermediates_only: Only return intermediate features.
+
+        Returns:
+            List of intermediate features or tuple of (final features, intermediates).
+        """
+        assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
+        intermediates = []
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        last_idx = len(self.stages) - 1
+
+        x = self.stem(x)
+        if torch.jit.is_scripting() or not stop_early:  # can't slice stages in torchscript
+            stages = self.stages
+        else:
+            stages = self.stages[:max_index + 1]
+        feat_idx = 0
+        for feat_idx, stage in enumerate(stages):
+            x = stage(x)
+            if feat_idx in take_indices:
+                intermediates.append(self.norm(x) if norm and feat_idx == last_idx else x)
+
+        if intermediates_only:
+            return intermediates
+        if feat_idx == last_idx:
+            x = self.norm(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Prune layers not required for specified intermediates."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        prune_end = max_index < len(self.stages) - 1
+        if prune_norm or prune_end:
+            self.norm = nn.Identity()  # the final norm is sized for (and only applied to) the last stage
+        self.stages = self.stages[:max_index + 1]
+        if prune_end:
+            self.num_features = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.reset_classifier(0, '')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.stages(x)
+        x = self.norm(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x)
+        x = self.forward_head(x)
+        return x
+
+
+def _init_weights(module: nn.Module, name: Optional[str] = None) -> None:
+    """Truncated-normal conv and linear weights, zero biases, as the authors initialise them."""
+    if isinstance(module, (nn.Conv2d, nn.Linear)):
+        trunc_normal_(module.weight, std=.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+
+def _load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load strictly, naming every missing and unexpected key."""
+    result = model.load_state_dict(state_dict, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f'missing keys: {", ".join(result.missing_keys)}')
+    if result.unexpected_keys:
+        problems.append(f'unexpected keys: {", ".join(result.unexpected_keys)}')
+    if problems:
+        raise ValueError(f'{source} does not fit the model: ' + '; '.join(problems))
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
+    """Convert official checkpoints to this package's layout; pass native ones through untouched."""
+    state_dict = select_state_dict(state_dict)
+    if is_official_state_dict(state_dict):
+        return convert_official_state_dict(state_dict)
+    return state_dict
+
+
+def from_official(
+        checkpoint: Union[str, os.PathLike, Mapping[str, Any]],
+        *,
+        trust_pickle: bool = False,
+        **official_kwargs,
+) -> SMPConvNet:
+    """Build the model the authors' `SMPConvNet(**official_kwargs)` describes and load its weights.
+
+    Args:
+        checkpoint: An official state dict or training checkpoint (its `state_dict_ema` is used when
+            present), or the path of one (safetensors, or a PyTorch file: see `trust_pickle`).
+        trust_pickle: Fully unpickle a PyTorch file that the restricted unpickler refuses. Only for files
+            you trust: unpickling can run arbitrary code.
+        **official_kwargs: The official constructor arguments (`large_kernel_sizes`, `layers`, `channels`,
+            `ffn_ratio`, `dw_ratio`, `n_points_divide`, `num_classes`, `in_channels`, `use_checkpoint`, ...).
+    """
+    if isinstance(checkpoint, Mapping):
+        source = 'the official state dict'
+        state_dict = select_state_dict(checkpoint)
+    else:
+        source = os.fspath(checkpoint)
+        state_dict = load_checkpoint_file(checkpoint, trust_pickle=trust_pickle)
+    if not is_official_state_dict(state_dict):
+        raise ValueError(f'{source} is not in the official SMPConv layout; load checkpoints of this package '
+                         f'with create_model(..., pretrained_cfg_overlay=dict(file=...)) or load_state_dict()')
+    model = SMPConvNet(**official_model_args(**official_kwargs))
+    _load_weights(model, convert_official_state_dict(state_dict), source)
+    model.set_grad_checkpointing(official_kwargs.get('use_checkpoint', False))
+    return model
+
+
+def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConvNet:
+    return build_model_with_cfg(
+        SMPConvNet, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
+    return {
+        'url': url,
+        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bicubic',
+        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.0.conv', 'classifier': 'head.fc',
+        'license': 'mit', 'paper_ids': 'arXiv:2304.02330',
+        'paper_name': 'SMPConv: Self-moving Point Representations for Continuous Convolution',
+        'origin_url': 'https://github.com/sangnekim/SMPConv',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    'smpconv_t.in1k': _cfg(),
+    'smpconv_b.in1k': _cfg(),
+    'smpconv_mobile31.in1k': _cfg(),
+    'smpconv_mobile51.in1k': _cfg(),
+})
+
+
+def _points(kernel_sizes: Sequence[int], divisor: int) -> Tuple[int, ...]:
+    return tuple(points_for_kernel(k, divisor) for k in kernel_sizes)
+
+
+@register_model
+def smpconv_t(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """SMPConv-T: 82.5% ImageNet-1k top-1 (paper)."""
+    model_args = dict(
+        depths=(2, 2, 8, 2), dims=(96, 192, 384, 768), kernel_sizes=(31, 29, 27, 13),
+        num_points=_points((31, 29, 27, 13), 4), drop_path_rate=0.1)
+    return _create_smpconv('smpconv_t', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def smpconv_b(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """SMPConv-B: 83.8% ImageNet-1k top-1 (paper)."""
+    model_args = dict(
+        depths=(2, 2, 20, 2), dims=(128, 256, 512, 1024), kernel_sizes=(31, 29, 27, 13),
+        num_points=_points((31, 29, 27, 13), 4), drop_path_rate=0.5)
+    return _create_smpconv('smpconv_b', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def smpconv_mobile31(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """SMPConv mobile, 31x31 first-stage kernels: 73.5% ImageNet-1k top-1 (paper appendix B.1)."""
+    model_args = dict(
+        depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(31, 29, 27, 13),
+        num_points=_points((31, 29, 27, 13), 8), ffn_ratio=2.)
+    return _create_smpconv('smpconv_mobile31', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def smpconv_mobile51(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """SMPConv mobile, 51x51 first-stage kernels: 73.7% ImageNet-1k top-1 (paper appendix B.1)."""
+    model_args = dict(
+        depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(51, 49, 47, 13),
+        num_points=_points((51, 49, 47, 13), 8), ffn_ratio=2.)
+    return _create_smpconv('smpconv_mobile51', pretrained=pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,140 @@
+"""The four registered SMPConv networks: sizes, costs and what they add to timm's model API."""
+import pytest
+import timm
+import torch
+from timm.optim import create_optimizer_v2
+from torch.utils.flop_counter import FlopCounterMode
+
+import smpconv_models  # noqa: F401  registers the models
+from smpconv_models.layers import ConvFFNBlock, LargeKernelBlock
+from smpconv_models.smp import SMPKernel
+from smpconv_models.smpconv import SMPConvNet
+
+MODELS = ['smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51']
+
+# Parameters and conv+linear MACs at 224x224. T and B: the authors' model counted with fvcore
+# (SPEC section 2); mobile: the appendix B.1 configuration counted the same way. Kernel generation (one
+# [C, P] x [P, k*k] matmul per SMP layer) is counted apart, as the paper leaves it out.
+COUNTS = {
+    'smpconv_t': (26_705_248, 5_706_629_376 + 768_000, 530_590_464),
+    'smpconv_b': (79_546_520, 16_609_209_344 + 1_024_000, 1_522_627_584),
+    'smpconv_mobile31': (2_892_494, 1_325_000_768 + 320_000, 73_603_968),
+    'smpconv_mobile51': (3_066_884, 2_444_929_088 + 320_000, 607_027_968),
+}
+
+
+def macs(model: torch.nn.Module, input_size=(1, 3, 224, 224)) -> dict:
+    """MACs by operator, counted by torch.utils.flop_counter (2 FLOPs per MAC) on meta tensors."""
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty(input_size, device='meta'))
+    return {str(op): flops // 2 for op, flops in counter.get_flop_counts()['Global'].items()}
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_parameter_and_mac_counts(name):
+    params, conv_linear_macs, kernel_macs = COUNTS[name]
+    model = timm.create_model(name, device='meta')
+    assert sum(p.numel() for p in model.parameters()) == params
+    counted = macs(model)
+    assert counted['aten.convolution'] + counted['aten.addmm'] == conv_linear_macs
+    assert counted['aten.mm'] == kernel_macs
+
+
+@pytest.mark.parametrize('name, kernel_sizes, points, ffn_ratio', [
+    ('smpconv_t', (31, 29, 27, 13), (240, 210, 182, 42), 4),
+    ('smpconv_mobile51', (51, 49, 47, 13), (325, 300, 276, 21), 2),
+])
+def test_architecture(name, kernel_sizes, points, ffn_ratio):
+    model = timm.create_model(name, device='meta')
+    for stage, size, num_points in zip(model.stages, kernel_sizes, points):
+        assert isinstance(stage.blocks[0], LargeKernelBlock) and isinstance(stage.blocks[1], ConvFFNBlock)
+        smp = stage.blocks[0].large_kernel.smp.conv.points
+        assert smp.kernel_size == (size, size) and smp.num_points == num_points
+        assert stage.blocks[1].pw1.conv.out_channels == ffn_ratio * stage.blocks[1].pw1.conv.in_channels
+    assert [info['reduction'] for info in model.feature_info] == [4, 8, 16, 32]
+
+
+def test_drop_path_rates_follow_the_authors():
+    # linspace(0, rate, number of pairs); both blocks of a pair share it
+    model = timm.create_model('smpconv_t', drop_path_rate=0.1, device='meta')
+    rates = [block.drop_path.drop_prob if hasattr(block.drop_path, 'drop_prob') else 0.
+             for stage in model.stages for block in stage.blocks]
+    expected = torch.linspace(0, 0.1, 14).repeat_interleave(2).tolist()
+    assert rates == pytest.approx(expected)
+
+
+def test_architecture_arguments():
+    model = SMPConvNet(
+        depths=(1, 1), dims=(16, 24), kernel_sizes=(9, 7), num_points=(5, 3), ffn_ratio=1.5, dw_ratio=2,
+        small_kernel_size=None, num_classes=7, in_chans=1)
+    block = model.stages[1].blocks[0]
+    assert block.large_kernel.small_conv is None
+    assert block.large_kernel.smp.conv.points.weights.shape == (48, 3)
+    assert model.stages[1].blocks[1].pw1.conv.out_channels == 36
+    assert model(torch.randn(2, 1, 32, 48)).shape == (2, 7)
+    with pytest.raises(ValueError, match='one entry per stage'):
+        SMPConvNet(depths=(1, 1), dims=(16, 24), kernel_sizes=(9,))
+    with pytest.raises(ValueError, match='odd kernel sizes'):
+        SMPConvNet(depths=(1,), dims=(16,), kernel_sizes=(8,))
+    with pytest.raises(TypeError, match='not_an_arg'):
+        timm.create_model('smpconv_t', device='meta', not_an_arg=1)
+
+
+def test_project_radii_reaches_every_smp_layer():
+    model = timm.create_model('smpconv_mobile31')
+    kernels = [m for m in model.modules() if isinstance(m, SMPKernel)]
+    assert len(kernels) == 8
+    with torch.no_grad():
+        for kernel in kernels:
+            kernel.radii.uniform_(-1., 2.)
+    model.project_radii()
+    for kernel in kernels:
+        assert kernel.radii.min() >= 1e-3 and kernel.radii.max() <= 1.
+
+
+def test_positions_are_excluded_from_weight_decay():
+    model = timm.create_model('smpconv_mobile31')
+    optimizer = create_optimizer_v2(model, 'adamw', lr=1e-3, weight_decay=0.05)
+    decayed = {id(p) for group in optimizer.param_groups if group['weight_decay'] > 0 for p in group['params']}
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed_names = {names[i] for i in decayed}
+    assert not any(n.endswith(('.positions', '.radii', '.bias')) for n in decayed_names)
+    assert any(n.endswith('.points.weights') for n in decayed_names)
+    assert 'head.fc.weight' in decayed_names
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    model = timm.create_model('smpconv_mobile31', num_classes=5)
+    x = torch.randn(2, 3, 64, 64)
+    grads = []
+    for enable in (False, True):
+        model.zero_grad()
+        model.set_grad_checkpointing(enable)
+        torch.manual_seed(1)
+        model(x).square().mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(checkpointed, plain)
+
+
+def test_channels_last_and_features_only():
+    model = timm.create_model('smpconv_mobile31').eval()
+    x = torch.randn(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(
+            model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last)), expected,
+            rtol=1e-4, atol=1e-4)  # float32 convolutions in another summation order
+    features = timm.create_model('smpconv_mobile31', features_only=True, out_indices=(1, 3)).eval()
+    with torch.no_grad():
+        maps = features(x)
+    assert [tuple(m.shape) for m in maps] == [(1, 128, 12, 16), (1, 320, 3, 4)]
+
+
+def test_builds_on_meta_and_in_other_dtypes():
+    model = timm.create_model('smpconv_b', device='meta', dtype=torch.bfloat16)
+    assert all(t.device.type == 'meta' and t.dtype == torch.bfloat16 for t in model.state_dict().values()
+               if t.is_floating_point())
+    small = timm.create_model('smpconv_mobile31', dtype=torch.float64).eval()
+    assert small(torch.randn(1, 3, 64, 64, dtype=torch.float64)).dtype == torch.float64

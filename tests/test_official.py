@@ -1,0 +1,251 @@
+"""Exactness against the authors' code: the official reference data and checkpoint layouts."""
+import argparse
+import copy
+import hashlib
+import json
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import smpconv_models
+from smpconv_models.official import convert_official_state_dict, official_model_args
+from smpconv_models.smp import SMPKernel, kernel_grid
+from smpconv_models.smpconv import SMPConvNet, checkpoint_filter_fn
+
+TINY_WEIGHTS = 'smpconv_tiny_ref_weights.safetensors'
+
+
+@pytest.fixture(scope='module')
+def reference(official_dir, tiny_ref_config):
+    for name, digest in tiny_ref_config['sha256'].items():
+        path = official_dir / tiny_ref_config['files'][name]
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f'{path} differs from the reference'
+    return load_file(official_dir / tiny_ref_config['files']['io'])
+
+
+@pytest.fixture(scope='module')
+def official_kwargs(tiny_ref_config):
+    return tiny_ref_config['constructor_kwargs']
+
+
+@pytest.fixture(scope='module')
+def official_state_dict(official_dir):
+    return load_file(official_dir / TINY_WEIGHTS)
+
+
+@pytest.fixture(scope='module')
+def tiny_model(official_dir, official_kwargs):
+    return smpconv_models.from_official(official_dir / TINY_WEIGHTS, **official_kwargs).eval()
+
+
+@pytest.mark.parametrize('suffix, atol', [
+    ('', 1e-5),  # the config's float32 tolerance for the same math, |logits| ~ 1
+    ('_rect', 1e-4),  # and for the rectangular input, |logits| ~ 20
+])
+@torch.no_grad()
+def test_logits_and_features_match_official(tiny_model, reference, suffix, atol):
+    x = reference['input' + suffix]
+    torch.testing.assert_close(tiny_model(x), reference['logits' + suffix], rtol=0, atol=atol)
+    features = {'stem': tiny_model.stem(x)}
+    _, stages = tiny_model.forward_intermediates(x)
+    features.update({f'stage{i}': f for i, f in enumerate(stages)})
+    assert len(features) == 5
+    for name, feature in features.items():
+        # features reach |x| ~ 100 before the final norm: the logits' float32 tolerance, 10x wider
+        torch.testing.assert_close(feature, reference[f'feat{suffix}.{name}'], rtol=0, atol=10 * atol)
+
+
+@torch.no_grad()
+def test_every_dense_kernel_matches_official(tiny_model, reference):
+    kernels = {k[len('kernel.'):]: v for k, v in reference.items() if k.startswith('kernel.')}
+    assert len(kernels) == 5
+    for name, expected in kernels.items():
+        torch.testing.assert_close(tiny_model.get_submodule(name).points(), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('suffix', ['', '_rect'])
+@torch.no_grad()
+def test_float64_logits_match_official_float64(tiny_model, reference, suffix):
+    model = copy.deepcopy(tiny_model).double()
+    # the official float64 run kept its float32 grid buffer: sample on that grid too, and only float64
+    # rounding is left between the two (|logits| <= 22, float64 eps 2e-16)
+    for m in model.modules():
+        if isinstance(m, SMPKernel):
+            m.set_grid(torch.stack([c.expand(m.kernel_size) for c in kernel_grid(list(m.kernel_size))]))
+    logits = model(reference['input' + suffix].double())
+    torch.testing.assert_close(logits, reference[f'logits{suffix}_fp64'], rtol=0, atol=1e-10)
+
+
+def _official_grid(kernel_size):
+    """The official `kernel_coord` buffer: meshgrid(linspace, linspace, 'ij'), [1, 2, k, k]."""
+    axis = torch.linspace(-1, 1, kernel_size)
+    return torch.stack(torch.meshgrid(axis, axis, indexing='ij'))[None]
+
+
+def _manifest_state_dict(manifest):
+    """Meta tensors of the manifest's shapes, and the real grid buffers."""
+    return {
+        k: _official_grid(shape[-1]) if k.endswith('kernel_coord')
+        else torch.empty(shape, device='meta', dtype=getattr(torch, manifest['dtypes'].get(k, 'float32')))
+        for k, shape in manifest['state_dict'].items()
+    }
+
+
+def _manifest_kwargs(manifest):
+    defaults = {k: v for k, v in manifest['defaults'].items() if k != 'small_kernel'}  # fixed at 5 officially
+    return {**defaults, **manifest['constructor']}
+
+
+@pytest.mark.parametrize('variant', ['smpconv_t', 'smpconv_b'])
+def test_official_layouts_map_onto_ours(official_dir, variant):
+    manifest = json.loads((official_dir / f'{variant}_state_dict_manifest.json').read_text())
+    converted = convert_official_state_dict(_manifest_state_dict(manifest))
+    ours = SMPConvNet(**official_model_args(**_manifest_kwargs(manifest)), device='meta').state_dict()
+    assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+    registered = timm.create_model(variant, device='meta').state_dict()
+    assert {k: tuple(v.shape) for k, v in registered.items()} == {k: tuple(v.shape) for k, v in ours.items()}
+
+
+def _official_checkpoint(state_dict, ema_state_dict):
+    """A timm CheckpointSaver file as the authors published them."""
+    return {
+        'epoch': 299, 'arch': 'SMPConv_T', 'state_dict': state_dict, 'state_dict_ema': ema_state_dict,
+        'optimizer': {'state': {}, 'param_groups': []}, 'args': argparse.Namespace(model='SMPConv_T', lr=4e-3),
+        'version': 2, 'metric': 82.5,
+    }
+
+
+@pytest.fixture(scope='module')
+def official_t_checkpoint(official_dir, tmp_path_factory):
+    """A full-size official SMPConv-T checkpoint with random weights, its EMA weights different."""
+    manifest = json.loads((official_dir / 'smpconv_t_state_dict_manifest.json').read_text())
+    generator = torch.Generator().manual_seed(0)
+    weights = {}
+    for key, tensor in _manifest_state_dict(manifest).items():
+        if key.endswith('kernel_coord'):
+            weights[key] = tensor
+        elif tensor.is_floating_point():
+            weights[key] = torch.rand(tensor.shape, generator=generator) + 0.5
+        else:
+            weights[key] = torch.zeros(tensor.shape, dtype=tensor.dtype)
+    ema = {k: v if k.endswith('kernel_coord') or not v.is_floating_point() else v * 1.01 for k, v in weights.items()}
+    path = tmp_path_factory.mktemp('official') / 'SMPConv_T.pth.tar'
+    torch.save(_official_checkpoint(weights, ema), path)
+    return path, ema
+
+
+def test_create_model_loads_official_checkpoint_file(official_t_checkpoint):
+    path, ema = official_t_checkpoint
+    model = timm.create_model('smpconv_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    expected = smpconv_models.from_official(path, **_manifest_kwargs_t())
+    for (name, ours), (_, theirs) in zip(model.state_dict().items(), expected.state_dict().items()):
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=0, msg=name)
+    # the EMA weights are the ones loaded
+    torch.testing.assert_close(model.stem[0].conv.weight, ema['stem.0.conv.weight'], rtol=0, atol=0)
+    torch.testing.assert_close(
+        model.stages[0].blocks[0].large_kernel.smp.conv.points.radii,
+        ema['stages.0.blocks.0.large_kernel.smp.conv.radius'].flatten(), rtol=0, atol=0)
+
+
+def _manifest_kwargs_t():
+    return dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 8, 2], channels=[96, 192, 384, 768],
+                n_points_divide=4, drop_path_rate=0.1)
+
+
+def test_checkpoint_filter_passes_native_state_dicts_through():
+    state_dict = timm.create_model('smpconv_mobile31', device='meta').state_dict()
+    filtered = checkpoint_filter_fn(state_dict, None)
+    assert filtered.keys() == state_dict.keys()
+    assert all(filtered[k] is state_dict[k] for k in state_dict)
+
+
+def test_drifted_official_grid_is_kept(official_state_dict, official_kwargs, reference):
+    # timm's EMA averages the official grid buffer too; the published EMA checkpoints carry a drifted grid
+    key = 'stages.0.blocks.0.large_kernel.smp.conv.kernel_coord'
+    drifted = dict(official_state_dict)
+    drifted[key] = drifted[key] + 1e-4 * torch.randn(drifted[key].shape, generator=torch.Generator().manual_seed(0))
+    model = smpconv_models.from_official(drifted, **official_kwargs).eval()
+    points = model.stages[0].blocks[0].large_kernel.smp.conv.points
+    assert points.grid is not None
+    # every other layer's grid is exact and stays implicit
+    assert sum(m.grid is not None for m in model.modules() if isinstance(m, SMPKernel)) == 1
+    # the official formula on the drifted grid: K[c, r, s] uses kernel_coord[:, s, k-1-r]
+    coord = drifted[key][0].double()
+    positions = drifted['stages.0.blocks.0.large_kernel.smp.conv.weight_coord'][0].double()
+    radii = drifted['stages.0.blocks.0.large_kernel.smp.conv.radius'].flatten().double()
+    weights = drifted['stages.0.blocks.0.large_kernel.smp.conv.weights'][0].double()
+    node_x, node_y = coord[0].T.flip(0), coord[1].T.flip(0)
+    distance = (positions[:, 0, None, None] - node_x).abs() + (positions[:, 1, None, None] - node_y).abs()
+    expected = torch.einsum('cp,prs->crs', weights, torch.relu(1 - distance / radii[:, None, None]))
+    # float32 kernel against its float64 evaluation: |K| ~ 10, 240 terms
+    torch.testing.assert_close(points().detach().double(), expected, rtol=0, atol=1e-4)
+    # and the drift survives a round trip through this package's own state dict
+    reloaded = SMPConvNet(**official_model_args(**official_kwargs)).eval()
+    reloaded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(reference['input']), model(reference['input']), rtol=0, atol=0)
+
+
+def test_from_official_takes_state_dicts_and_checkpoints(official_state_dict, official_kwargs, tiny_model,
+                                                         reference, tmp_path):
+    path = tmp_path / 'checkpoint.pth'
+    torch.save(_official_checkpoint({}, official_state_dict), path)
+    for source in (official_state_dict, _official_checkpoint({}, official_state_dict), path):
+        model = smpconv_models.from_official(source, **official_kwargs).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(reference['input']), tiny_model(reference['input']), rtol=0, atol=0)
+
+
+class _Payload:
+    """Unpickling this object runs code: it writes a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, 'w')
+
+
+def test_pickles_needing_code_execution_need_trust(official_state_dict, official_kwargs, tmp_path):
+    marker = tmp_path / 'code-ran'
+    path = tmp_path / 'untrusted.pth'
+    torch.save({**_official_checkpoint({}, official_state_dict), 'hook': _Payload(str(marker))}, path)
+    with pytest.raises(ValueError, match=r'\(io\.open\).*trust_pickle=True'):
+        smpconv_models.from_official(path, **official_kwargs)
+    assert not marker.exists()
+    smpconv_models.from_official(path, trust_pickle=True, **official_kwargs)
+    assert marker.exists()
+
+
+def test_unreadable_files_are_reported(official_dir, official_kwargs, tmp_path):
+    data = (official_dir / TINY_WEIGHTS).read_bytes()
+    truncated = tmp_path / 'truncated.safetensors'
+    truncated.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ValueError, match='truncated or corrupt'):
+        smpconv_models.from_official(truncated, **official_kwargs)
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes(b'not a checkpoint' * 64)
+    with pytest.raises(ValueError, match='truncated or corrupt'):
+        smpconv_models.from_official(corrupt, **official_kwargs)
+    with pytest.raises(FileNotFoundError, match='missing.pth'):
+        smpconv_models.from_official(tmp_path / 'missing.pth', **official_kwargs)
+
+
+def test_checkpoints_that_do_not_fit_name_their_keys(official_state_dict, official_kwargs):
+    incomplete = {k: v for k, v in official_state_dict.items() if k != 'stages.1.blocks.1.pw1.conv.weight'}
+    incomplete['stages.1.blocks.1.extra.weight'] = torch.zeros(1)
+    with pytest.raises(ValueError, match=r'missing keys: stages\.1\.blocks\.1\.pw1\.conv\.weight.*'
+                                         r'unexpected keys: stages\.1\.blocks\.1\.extra\.weight'):
+        smpconv_models.from_official(incomplete, **official_kwargs)
+    with pytest.raises(RuntimeError, match='size mismatch for stem.0.conv.weight'):
+        smpconv_models.from_official(official_state_dict, **{**official_kwargs, 'channels': [8, 32, 64, 128]})
+    native = timm.create_model('smpconv_mobile31').state_dict()
+    with pytest.raises(ValueError, match='not in the official SMPConv layout'):
+        smpconv_models.from_official(native, large_kernel_sizes=[31, 29, 27, 13], layers=[2] * 4,
+                                     channels=[64, 128, 256, 320])
+    with pytest.raises(TypeError, match='small_kernel'):
+        smpconv_models.from_official(official_state_dict, small_kernel=5, **official_kwargs)
+    with pytest.raises(ValueError, match='out_indices'):
+        smpconv_models.from_official(official_state_dict, **{**official_kwargs, 'out_indices': (0, 1)})
