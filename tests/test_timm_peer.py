@@ -1,0 +1,72 @@
+"""timm's own generic model test suite, run on the four SMPConv models.
+
+`tests/test_models.py` ships in timm's source distribution only: it is fetched for the installed timm
+version (once, into a cache) and run in a process of its own beside `tests/timm_peer/conftest.py`, which
+restricts it to our models.
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+import timm
+
+MODELS = {'smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51'}
+# Every generic test that applies to a CNN classifier without pretrained weights.
+EXPECTED_TESTS = {
+    'test_model_forward', 'test_model_backward', 'test_model_default_cfgs', 'test_model_forward_torchscript',
+    'test_model_forward_features', 'test_model_forward_intermediates_features', 'test_model_forward_intermediates',
+    'test_prune_intermediate_layers_contract', 'test_model_forward_fx', 'test_model_backward_fx',
+    'test_model_forward_fx_torchscript',
+}
+CACHE_DIR = Path(os.environ.get('SMPCONV_CACHE_DIR', Path.home() / '.cache' / 'smpconv-models'))
+
+
+def fetch_timm_model_tests(version: str) -> Path:
+    """tests/test_models.py of timm `version`, from its source distribution on the package index."""
+    target = CACHE_DIR / f'timm-{version}' / 'test_models.py'
+    if not target.exists():
+        download_dir = target.parent / 'sdist'
+        subprocess.run(
+            [sys.executable, '-m', 'pip', 'download', f'timm=={version}', '--no-binary', ':all:', '--no-deps',
+             '--quiet', '-d', str(download_dir)],
+            check=True)
+        archive = next(download_dir.glob(f'timm-{version}.tar.gz'))
+        with tarfile.open(archive) as tar:
+            member = tar.extractfile(f'timm-{version}/tests/test_models.py')
+            target.write_bytes(member.read())
+    return target
+
+
+def _model_name(test_id: str) -> str:
+    """'test_model_forward[1-smpconv_t]' -> 'smpconv_t' (a tag such as '.in1k' dropped)."""
+    params = test_id.partition('[')[2].rstrip(']').split('-')
+    return next(p for p in params if p.startswith('smpconv')).split('.')[0]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_timm_model_suite_passes_for_every_model(tmp_path):
+    suite = tmp_path / 'suite'
+    suite.mkdir()
+    shutil.copy(fetch_timm_model_tests(timm.__version__), suite / 'test_models.py')
+    shutil.copy(Path(__file__).parent / 'timm_peer' / 'conftest.py', suite / 'conftest.py')
+    report = tmp_path / 'report.xml'
+    result = subprocess.run(
+        [sys.executable, '-m', 'pytest', str(suite), '-q', '-p', 'no:cacheprovider', f'--junitxml={report}'],
+        cwd=suite, env={**os.environ, 'HF_HUB_OFFLINE': '1'}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+
+    passed = set()
+    for case in ElementTree.parse(report).iter('testcase'):
+        outcome = [child.tag for child in case if child.tag in ('failure', 'error', 'skipped')]
+        assert not outcome, f'{case.get("name")}: {outcome}\n{ElementTree.tostring(case, "unicode")[:2000]}'
+        test_id = case.get('name')
+        passed.add((test_id.partition('[')[0], _model_name(test_id)))
+    missing = {(test, model) for test in EXPECTED_TESTS for model in MODELS} - passed
+    assert not missing, f'timm tests that did not run: {sorted(missing)}'
+    print(f'timm {timm.__version__} model suite: {len(passed)} passed\n{result.stdout.splitlines()[-1]}')
