@@ -1,12 +1,21 @@
-"""The README's Python examples run as written, in order, from the repository root."""
+"""The README is the user's manual: its set-up commands are what CI runs, its examples run as written."""
 import re
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
+README = (ROOT / 'README.md').read_text()
+
+
+def test_ci_runs_the_readme_set_up_commands():
+    set_up = README.partition('## Set up')[2]
+    commands = re.search(r'^```bash\n(.*?)^```$', set_up, flags=re.S | re.M).group(1).splitlines()
+    ci_commands = [line for line in (ROOT / '.ci' / 'run').read_text().splitlines()
+                   if line and not line.startswith(('#', 'set ', 'cd ', 'export '))]
+    assert ci_commands == commands
 
 
 def test_readme_examples_run(monkeypatch):
-    blocks = re.findall(r'^```python\n(.*?)^```$', (ROOT / 'README.md').read_text(), flags=re.S | re.M)
+    blocks = re.findall(r'^```python\n(.*?)^```$', README, flags=re.S | re.M)
     assert len(blocks) >= 4
     monkeypatch.chdir(ROOT)
     namespace = {'__name__': '__readme__'}
