@@ -24,12 +24,12 @@ __all__ = [
 _OFFICIAL_MARKERS = ('.smp.conv.weight_coord', '.prelkb_bn.', '.preffn_bn.', 'transitions.')
 _RENAMES = (
     (re.compile(r'^transitions\.(\d+)\.'), lambda m: f'stages.{int(m.group(1)) + 1}.downsample.'),
-    (re.compile(r'\.(prelkb|preffn)_bn\.'), lambda m: '.norm.'),
-    (re.compile(r'^head\.'), lambda m: 'head.fc.'),
-    (re.compile(r'\.smp\.conv\.weight_coord$'), lambda m: '.smp.conv.points.positions'),
-    (re.compile(r'\.smp\.conv\.radius$'), lambda m: '.smp.conv.points.radii'),
-    (re.compile(r'\.smp\.conv\.weights$'), lambda m: '.smp.conv.points.weights'),
-    (re.compile(r'\.smp\.conv\.kernel_coord$'), lambda m: '.smp.conv.points.grid'),
+    (re.compile(r'\.(prelkb|preffn)_bn\.'), '.norm.'),
+    (re.compile(r'^head\.'), 'head.fc.'),
+    (re.compile(r'\.smp\.conv\.weight_coord$'), '.smp.conv.points.positions'),
+    (re.compile(r'\.smp\.conv\.radius$'), '.smp.conv.points.radii'),
+    (re.compile(r'\.smp\.conv\.weights$'), '.smp.conv.points.weights'),
+    (re.compile(r'\.smp\.conv\.kernel_coord$'), '.smp.conv.points.grid'),
 )
 
 
