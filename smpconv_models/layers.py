@@ -11,6 +11,11 @@ from .smp import SMPKernel
 
 __all__ = ['SMPConv2d', 'SMPLargeKernelConv', 'LargeKernelBlock', 'ConvFFNBlock']
 
+
+def _check_odd(kernel_size: Sequence[int]) -> None:
+    if any(k % 2 == 0 for k in kernel_size):
+        raise ValueError(f"'same' depthwise convolution needs odd kernel sizes, got {tuple(kernel_size)}")
+
 class SMPConv2d(nn.Module):
     """Depthwise 'same' convolution whose kernel is sampled from self-moving points shared by all channels."""
 
@@ -24,12 +29,7 @@ class SMPConv2d(nn.Module):
     ):
         super().__init__()
         self.points = SMPKernel(channels, num_points, kernel_size, ndim=2, device=device, dtype=dtype)
-        if any(k % 2 == 0 for k in self.points.kernel_size):
-            raise ValueError(f"'same' depthwise convolution needs odd kernel sizes, got {kernel_size}")
-
-    @property
-    def kernel_size(self):
-        return self.points.kernel_size
+        _check_odd(self.points.kernel_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return depthwise_conv2d(x, self.points())
@@ -53,11 +53,12 @@ class SMPLargeKernelConv(nn.Module):
             ('conv', SMPConv2d(channels, kernel_size, num_points, **dd)),
             ('bn', nn.BatchNorm2d(channels, **dd)),
         ]))
-        if small_kernel_size:
+        if small_kernel_size is None:
+            self.small_conv = None
+        else:
+            _check_odd((small_kernel_size,))
             self.small_conv = ConvNormAct(
                 channels, channels, small_kernel_size, groups=channels, apply_act=False, **dd)
-        else:
-            self.small_conv = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.smp(x)

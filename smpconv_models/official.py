@@ -14,7 +14,7 @@ import torch
 from safetensors import SafetensorError
 from timm.models import clean_state_dict
 
-from .smp import kernel_grid, points_for_kernel
+from .smp import kernel_grid
 
 __all__ = [
     'is_official_state_dict', 'convert_official_state_dict', 'official_model_args', 'load_checkpoint_file',
@@ -42,7 +42,8 @@ def _official_grid_to_ours(kernel_coord: torch.Tensor) -> Optional[torch.Tensor]
     """[1, 2, k, k] official grid -> our [2, k, k] node coordinates, or None when it is the exact grid."""
     # official node (i, j) holds (x, y) = (g[i], g[j]) and lands at row k-1-j, column i of the kernel
     grid = kernel_coord[0].transpose(-1, -2).flip(-2)
-    exact = torch.stack([c.expand(grid.shape[1:]) for c in kernel_grid(list(grid.shape[1:]), dtype=grid.dtype)])
+    nodes = kernel_grid(list(grid.shape[1:]), device=grid.device, dtype=grid.dtype)
+    exact = torch.stack([c.expand(grid.shape[1:]) for c in nodes])
     return None if torch.equal(grid, exact) else grid.contiguous()
 
 
@@ -87,7 +88,7 @@ def official_model_args(
 
     Two official arguments are training-time choices that leave the model unchanged: `use_checkpoint`
     (gradient checkpointing: `model.set_grad_checkpointing()`) and `use_sync_bn` (SyncBatchNorm:
-    `torch.nn.SyncBatchNorm.convert_sync_batchnorm()`).
+    `timm.layers.convert_sync_batchnorm()`, which keeps the activations fused into timm's norm layers).
     """
     if out_indices is not None or norm_intermediate_features:
         raise ValueError('out_indices / norm_intermediate_features build the official dense-prediction backbone; '
@@ -98,7 +99,7 @@ def official_model_args(
         kernel_sizes=tuple(large_kernel_sizes),
         depths=tuple(layers),
         dims=tuple(channels),
-        num_points=tuple(points_for_kernel(k, n_points_divide) for k in large_kernel_sizes),
+        points_divisor=n_points_divide,
         ffn_ratio=ffn_ratio,
         dw_ratio=dw_ratio,
         in_chans=in_channels,

@@ -146,11 +146,16 @@ class SMPKernel(nn.Module):
             normalize: divide by the number of covering points (paper eq. 1); off for ImageNet models.
             position_std: std of the truncated normal that places the points in [-1, 1]^d.
             weight_std: std of the (normal, cut at +-2) point values.
-            init_radius: initial radius; default twice the grid step of the smallest axis, 4 / k.
+            init_radius: initial radius; default twice the grid step of the smallest axis, 4 / k (at most
+                the largest radius).
             radius_range: the interval radii are kept in (the authors' CIFAR/sequence models use 1e-4).
         """
         dd = {'device': device, 'dtype': dtype}
         super().__init__()
+        if ndim not in (1, 2):
+            raise ValueError(f'SMP kernels are 1D or 2D, got ndim={ndim}')
+        if num_points < 1:
+            raise ValueError(f'an SMP kernel needs at least one point, got num_points={num_points}')
         self.kernel_size = _to_size(kernel_size, ndim)
         self.normalize = normalize
         self.position_std = position_std
@@ -158,7 +163,9 @@ class SMPKernel(nn.Module):
         self.radius_min, self.radius_max = radius_range
         if not 0. < self.radius_min <= self.radius_max:
             raise ValueError(f'radius_range must satisfy 0 < min <= max, got {radius_range}')
-        self.init_radius = 4. / min(self.kernel_size) if init_radius is None else init_radius
+        if init_radius is None:
+            init_radius = min(4. / min(self.kernel_size), self.radius_max)
+        self.init_radius = init_radius
         if not self.radius_min <= self.init_radius <= self.radius_max:
             raise ValueError(f'init_radius {self.init_radius} outside radius_range {radius_range}')
         point_dims = (num_points,) if shared_positions else (num_filters, num_points)
@@ -188,7 +195,7 @@ class SMPKernel(nn.Module):
     def forward(self, kernel_size: Optional[List[int]] = None) -> torch.Tensor:
         """Dense kernel [F, (I,) *kernel_size], sampled at `self.kernel_size` unless another size is given."""
         default_size = list(self.kernel_size)
-        size = default_size if kernel_size is None else kernel_size
+        size = default_size if kernel_size is None else list(kernel_size)
         grid = self.grid if size == default_size else None
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)

@@ -63,12 +63,21 @@ class SMPConvStage(nn.Module):
         else:
             self.downsample = nn.Identity()
         drop_path_rates = drop_path_rates or [0.] * depth
+        if len(drop_path_rates) != depth:
+            raise ValueError(f'{depth} block pairs need as many drop path rates, got {drop_path_rates}')
         blocks = []
         for rate in drop_path_rates:
             blocks += [
                 LargeKernelBlock(
-                    out_chs, int(out_chs * dw_ratio), kernel_size, num_points, small_kernel_size, rate, **dd),
-                ConvFFNBlock(out_chs, int(out_chs * ffn_ratio), rate, **dd),
+                    out_chs,
+                    int(out_chs * dw_ratio),
+                    kernel_size=kernel_size,
+                    num_points=num_points,
+                    small_kernel_size=small_kernel_size,
+                    drop_path=rate,
+                    **dd,
+                ),
+                ConvFFNBlock(out_chs, int(out_chs * ffn_ratio), drop_path=rate, **dd),
             ]
         self.blocks = nn.Sequential(*blocks)
 
@@ -93,6 +102,7 @@ class SMPConvNet(nn.Module):
             dims: Sequence[int] = (96, 192, 384, 768),
             kernel_sizes: Sequence[int] = (31, 29, 27, 13),
             num_points: Optional[Sequence[int]] = None,
+            points_divisor: int = 4,
             ffn_ratio: float = 4.,
             dw_ratio: float = 1.,
             small_kernel_size: Optional[int] = 5,
@@ -109,7 +119,8 @@ class SMPConvNet(nn.Module):
             depths: Number of (large-kernel block, FFN block) pairs in each stage.
             dims: Feature dimension of each stage.
             kernel_sizes: Size of the SMP kernels in each stage (odd).
-            num_points: Points per SMP kernel in each stage; default floor(k^2 / 4) as in SMPConv-T/B.
+            num_points: Points per SMP kernel in each stage; default floor(k^2 / points_divisor).
+            points_divisor: The paper's point density: 4 for SMPConv-T/B, 8 for the mobile models.
             ffn_ratio: Hidden width of the FFN blocks relative to the stage width.
             dw_ratio: Width of the large-kernel branch relative to the stage width.
             small_kernel_size: Size of the parallel dense depthwise kernel, None or 0 for none.
@@ -120,7 +131,7 @@ class SMPConvNet(nn.Module):
         dd = {'device': device, 'dtype': dtype}
         num_stages = len(depths)
         if num_points is None:
-            num_points = [points_for_kernel(k) for k in kernel_sizes]
+            num_points = [points_for_kernel(k, points_divisor) for k in kernel_sizes]
         if not len(dims) == len(kernel_sizes) == len(num_points) == num_stages:
             raise ValueError(f'depths, dims, kernel_sizes and num_points need one entry per stage, got '
                              f'{len(depths)}, {len(dims)}, {len(kernel_sizes)} and {len(num_points)}')
@@ -180,8 +191,9 @@ class SMPConvNet(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        # point positions are coordinates, not magnitudes: decaying them would pull every point to the centre
-        return {'*.points.positions'}
+        # positions and radii are coordinates and extents, not magnitudes: decay would pull every point
+        # to the centre and shrink its reach
+        return {'*.points.positions', '*.points.radii'}
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -271,7 +283,7 @@ class SMPConvNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x)
@@ -288,7 +300,7 @@ def _init_weights(module: nn.Module, name: Optional[str] = None) -> None:
 
 
 def _load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load strictly, naming every missing and unexpected key."""
+    """Load every weight, or raise a ValueError that names the source and each missing and unexpected key."""
     result = model.load_state_dict(state_dict, strict=False)
     problems = []
     if result.missing_keys:
@@ -301,7 +313,6 @@ def _load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sour
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
     """Convert official checkpoints to this package's layout; pass native ones through untouched."""
-    state_dict = select_state_dict(state_dict)
     if is_official_state_dict(state_dict):
         return convert_official_state_dict(state_dict)
     return state_dict
@@ -369,16 +380,11 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def _points(kernel_sizes: Sequence[int], divisor: int) -> Tuple[int, ...]:
-    return tuple(points_for_kernel(k, divisor) for k in kernel_sizes)
-
-
 @register_model
 def smpconv_t(pretrained: bool = False, **kwargs) -> SMPConvNet:
     """SMPConv-T: 82.5% ImageNet-1k top-1 (paper)."""
     model_args = dict(
-        depths=(2, 2, 8, 2), dims=(96, 192, 384, 768), kernel_sizes=(31, 29, 27, 13),
-        num_points=_points((31, 29, 27, 13), 4), drop_path_rate=0.1)
+        depths=(2, 2, 8, 2), dims=(96, 192, 384, 768), kernel_sizes=(31, 29, 27, 13), drop_path_rate=0.1)
     return _create_smpconv('smpconv_t', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -386,8 +392,7 @@ def smpconv_t(pretrained: bool = False, **kwargs) -> SMPConvNet:
 def smpconv_b(pretrained: bool = False, **kwargs) -> SMPConvNet:
     """SMPConv-B: 83.8% ImageNet-1k top-1 (paper)."""
     model_args = dict(
-        depths=(2, 2, 20, 2), dims=(128, 256, 512, 1024), kernel_sizes=(31, 29, 27, 13),
-        num_points=_points((31, 29, 27, 13), 4), drop_path_rate=0.5)
+        depths=(2, 2, 20, 2), dims=(128, 256, 512, 1024), kernel_sizes=(31, 29, 27, 13), drop_path_rate=0.5)
     return _create_smpconv('smpconv_b', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -395,8 +400,8 @@ def smpconv_b(pretrained: bool = False, **kwargs) -> SMPConvNet:
 def smpconv_mobile31(pretrained: bool = False, **kwargs) -> SMPConvNet:
     """SMPConv mobile, 31x31 first-stage kernels: 73.5% ImageNet-1k top-1 (paper appendix B.1)."""
     model_args = dict(
-        depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(31, 29, 27, 13),
-        num_points=_points((31, 29, 27, 13), 8), ffn_ratio=2.)
+        depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(31, 29, 27, 13), points_divisor=8,
+        ffn_ratio=2.)
     return _create_smpconv('smpconv_mobile31', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
@@ -404,6 +409,6 @@ def smpconv_mobile31(pretrained: bool = False, **kwargs) -> SMPConvNet:
 def smpconv_mobile51(pretrained: bool = False, **kwargs) -> SMPConvNet:
     """SMPConv mobile, 51x51 first-stage kernels: 73.7% ImageNet-1k top-1 (paper appendix B.1)."""
     model_args = dict(
-        depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(51, 49, 47, 13),
-        num_points=_points((51, 49, 47, 13), 8), ffn_ratio=2.)
+        depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(51, 49, 47, 13), points_divisor=8,
+        ffn_ratio=2.)
     return _create_smpconv('smpconv_mobile51', pretrained=pretrained, **dict(model_args, **kwargs))
