@@ -64,6 +64,8 @@ def test_drop_path_rates_follow_the_authors():
 
 
 def test_architecture_arguments():
+    assert SMPConvNet(depths=(1,), dims=(8,), kernel_sizes=(31,), points_divisor=8, num_classes=0,
+                      device='meta').stages[0].blocks[0].large_kernel.smp.conv.points.num_points == 120
     model = SMPConvNet(
         depths=(1, 1), dims=(16, 24), kernel_sizes=(9, 7), num_points=(5, 3), ffn_ratio=1.5, dw_ratio=2,
         small_kernel_size=None, num_classes=7, in_chans=1)
@@ -76,6 +78,8 @@ def test_architecture_arguments():
         SMPConvNet(depths=(1, 1), dims=(16, 24), kernel_sizes=(9,))
     with pytest.raises(ValueError, match='odd kernel sizes'):
         SMPConvNet(depths=(1,), dims=(16,), kernel_sizes=(8,))
+    with pytest.raises(ValueError, match=r'odd kernel sizes, got \(4,\)'):
+        SMPConvNet(depths=(1,), dims=(16,), kernel_sizes=(9,), small_kernel_size=4)
     with pytest.raises(TypeError, match='not_an_arg'):
         timm.create_model('smpconv_t', device='meta', not_an_arg=1)
 
@@ -99,6 +103,8 @@ def test_positions_are_excluded_from_weight_decay():
     names = {id(p): n for n, p in model.named_parameters()}
     decayed_names = {names[i] for i in decayed}
     assert not any(n.endswith(('.positions', '.radii', '.bias')) for n in decayed_names)
+    # radii stay undecayed when they are not 1-D as well
+    assert set(model.no_weight_decay()) == {'*.points.positions', '*.points.radii'}
     assert any(n.endswith('.points.weights') for n in decayed_names)
     assert 'head.fc.weight' in decayed_names
 

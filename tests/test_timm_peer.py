@@ -31,10 +31,13 @@ def fetch_timm_model_tests(version: str) -> Path:
     target = CACHE_DIR / f'timm-{version}' / 'test_models.py'
     if not target.exists():
         download_dir = target.parent / 'sdist'
-        subprocess.run(
+        download = subprocess.run(
             [sys.executable, '-m', 'pip', 'download', f'timm=={version}', '--no-binary', ':all:', '--no-deps',
              '--quiet', '-d', str(download_dir)],
-            check=True)
+            capture_output=True, text=True)
+        if download.returncode != 0:
+            pytest.fail(f"could not fetch timm {version}'s source distribution from the package index, which "
+                        f"holds timm's model tests (the first run needs the index):\n{download.stderr[-2000:]}")
         archive = next(download_dir.glob(f'timm-{version}.tar.gz'))
         with tarfile.open(archive) as tar:
             member = tar.extractfile(f'timm-{version}/tests/test_models.py')
