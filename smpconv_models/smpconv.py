@@ -373,11 +373,21 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
 
 
 default_cfgs = generate_default_cfgs({
+    'smpconv_nano': _cfg(),
     'smpconv_t.in1k': _cfg(),
     'smpconv_b.in1k': _cfg(),
     'smpconv_mobile31.in1k': _cfg(),
     'smpconv_mobile51.in1k': _cfg(),
 })
+
+
+@register_model
+def smpconv_nano(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """A 0.9M-parameter SMPConv (this package's, not the paper's) for quick CPU runs and tests."""
+    model_args = dict(
+        depths=(1, 1, 1, 1), dims=(32, 64, 128, 256), kernel_sizes=(31, 29, 27, 13), points_divisor=8,
+        ffn_ratio=2.)
+    return _create_smpconv('smpconv_nano', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
