@@ -1,0 +1,196 @@
+"""Command line and YAML configuration of `train_imagenet.py`.
+
+Flags carry the names of timm's train.py wherever timm has the flag. A YAML config sets the defaults of
+any flags (keys are the flag names with '_' for '-'), and the command line overrides them.
+"""
+import argparse
+import difflib
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import yaml
+from timm.utils import ParseKwargs
+
+__all__ = ['ConfigError', 'build_parser', 'parse_args', 'resolve_batch_size', 'resolved_config']
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be run, found before any training starts."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Flags of the training script; the defaults are the paper's SMPConv-T ImageNet recipe."""
+    parser = argparse.ArgumentParser(
+        description='Train SMPConv models (the paper recipe by default; see configs/).',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('-c', '--config', default=None, metavar='FILE',
+                        help='YAML file of flag defaults (default: configs/quickstart.yaml)')
+
+    group = parser.add_argument_group('Data')
+    group.add_argument('--data-dir', default=None, metavar='DIR', help='dataset root (folder, tar, ...)')
+    group.add_argument('--dataset', default='', metavar='NAME',
+                       help="timm dataset type ('' for a folder or tar, 'hfds/...', 'wds/...', 'torch/...') "
+                            "or 'fashion-mnist-subset', the data bundled with the package")
+    group.add_argument('--train-split', default='train')
+    group.add_argument('--val-split', default='validation')
+    group.add_argument('--class-map', default='', metavar='FILE')
+    group.add_argument('--num-classes', type=int, default=None, help='default: the classes of the dataset')
+    group.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'))
+    group.add_argument('--crop-pct', type=float, default=None, help='evaluation center crop fraction')
+    group.add_argument('--mean', type=float, nargs='+', default=None)
+    group.add_argument('--std', type=float, nargs='+', default=None)
+    group.add_argument('--interpolation', default='', help='evaluation resize interpolation')
+    group.add_argument('-j', '--workers', type=int, default=4, help='data loading processes per rank')
+    group.add_argument('--pin-mem', action='store_true')
+
+    group = parser.add_argument_group('Model')
+    group.add_argument('--model', default='smpconv_t')
+    group.add_argument('--pretrained', action='store_true')
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE')
+    group.add_argument('--drop', type=float, default=0., help='classifier dropout')
+    group.add_argument('--drop-path', type=float, default=None, help="default: the model's")
+    group.add_argument('--grad-checkpointing', action='store_true')
+    group.add_argument('--channels-last', action='store_true')
+    group.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
+    group.add_argument('--sync-bn', action=argparse.BooleanOptionalAction, default=True,
+                       help='synchronise batch norm statistics across processes when distributed')
+
+    group = parser.add_argument_group('Batch and precision')
+    group.add_argument('-b', '--batch-size', type=int, default=None,
+                       help='batch per process; default: global batch / (processes x accumulation)')
+    group.add_argument('--global-batch-size', type=int, default=2048,
+                       help='samples per optimizer update over all processes')
+    group.add_argument('-vb', '--validation-batch-size', type=int, default=None)
+    group.add_argument('--grad-accum-steps', type=int, default=1)
+    group.add_argument('--amp', action='store_true', help='mixed precision')
+    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
+    group.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+
+    group = parser.add_argument_group('Optimizer')
+    group.add_argument('--opt', default='adamw')
+    group.add_argument('--opt-eps', type=float, default=1e-8)
+    group.add_argument('--opt-betas', type=float, nargs='+', default=None)
+    group.add_argument('--momentum', type=float, default=0.9)
+    group.add_argument('--weight-decay', type=float, default=0.05)
+    group.add_argument('--clip-grad', type=float, default=None, help='gradient clipping threshold (off if unset)')
+    group.add_argument('--clip-mode', default='norm', choices=('norm', 'value'))
+    group.add_argument('--lr', type=float, default=None, help='default: lr-base scaled to the global batch')
+    group.add_argument('--lr-base', type=float, default=4e-3)
+    group.add_argument('--lr-base-size', type=int, default=2048)
+    group.add_argument('--lr-base-scale', default='linear', choices=('linear', 'sqrt'))
+    group.add_argument('--radius-lr-scale', type=float, default=0.1,
+                       help='learning rate of the SMP radii relative to the others')
+
+    group = parser.add_argument_group('Schedule')
+    group.add_argument('--sched', default='cosine')
+    group.add_argument('--epochs', type=int, default=300)
+    group.add_argument('--warmup-epochs', type=int, default=10)
+    group.add_argument('--warmup-lr', type=float, default=1e-6)
+    group.add_argument('--min-lr', type=float, default=1e-6)
+    group.add_argument('--cooldown-epochs', type=int, default=0)
+    group.add_argument('--max-updates', type=int, default=None,
+                       help='stop after this many optimizer updates (the schedule still spans the epochs)')
+
+    group = parser.add_argument_group('Augmentation and regularisation')
+    group.add_argument('--no-aug', action='store_true')
+    group.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0])
+    group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.])
+    group.add_argument('--hflip', type=float, default=0., help="the authors' code trains without flips")
+    group.add_argument('--vflip', type=float, default=0.)
+    group.add_argument('--color-jitter', type=float, default=0.4)
+    group.add_argument('--aa', default='rand-m9-mstd0.5-inc1', help="auto-augment policy, '' for none")
+    group.add_argument('--train-interpolation', default='random')
+    group.add_argument('--reprob', type=float, default=0.25)
+    group.add_argument('--remode', default='pixel')
+    group.add_argument('--recount', type=int, default=1)
+    group.add_argument('--mixup', type=float, default=0.8)
+    group.add_argument('--cutmix', type=float, default=1.0)
+    group.add_argument('--cutmix-minmax', type=float, nargs=2, default=None)
+    group.add_argument('--mixup-prob', type=float, default=1.0)
+    group.add_argument('--mixup-switch-prob', type=float, default=0.5)
+    group.add_argument('--mixup-mode', default='batch')
+    group.add_argument('--mixup-off-epoch', type=int, default=0)
+    group.add_argument('--smoothing', type=float, default=0.1)
+
+    group = parser.add_argument_group('Model EMA')
+    group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=True)
+    group.add_argument('--model-ema-decay', type=float, default=0.9999)
+    group.add_argument('--model-ema-warmup', action='store_true')
+
+    group = parser.add_argument_group('Run')
+    group.add_argument('--seed', type=int, default=42)
+    group.add_argument('--output', default='output/train', metavar='DIR')
+    group.add_argument('--experiment', default='', help='run folder name (default: date-time-model)')
+    group.add_argument('--eval-metric', default='top1', choices=('top1', 'top5', 'loss'),
+                       help='picks the best checkpoints, measured on the EMA model when there is one')
+    group.add_argument('--checkpoint-hist', type=int, default=3, help='best checkpoints kept')
+    group.add_argument('--recovery-interval', type=int, default=0, metavar='UPDATES',
+                       help='also save the training state every this many updates (0: at epoch ends only)')
+    group.add_argument('--resume', default='', metavar='PATH',
+                       help='training state file, or a run folder (its latest state) to continue')
+    group.add_argument('--log-interval', type=int, default=50, metavar='UPDATES')
+    return parser
+
+
+def _coerce(action: argparse.Action, value: Any) -> Any:
+    """Convert a YAML value the way argparse converts that flag's strings (YAML reads '4e-3' as text)."""
+    if action.type is None or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [action.type(v) if isinstance(v, str) else v for v in value]
+    return action.type(value) if isinstance(value, str) else value
+
+
+def load_config(path: Path, parser: argparse.ArgumentParser) -> Dict[str, Any]:
+    """Flag defaults from a YAML file; a key that is not a flag is an error that names it."""
+    if not path.is_file():
+        raise ConfigError(f'config file not found: {path}')
+    config = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(config, dict):
+        raise ConfigError(f'{path} must hold a mapping of flag names to values')
+    actions = {action.dest: action for action in parser._actions}
+    for key in config:
+        if key not in actions or key in ('help', 'config'):
+            close = difflib.get_close_matches(key, actions, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ''
+            raise ConfigError(f"config key '{key}' in {path} is not an option of the training script{hint}")
+    return {key: _coerce(actions[key], value) for key, value in config.items()}
+
+
+def parse_args(argv: Optional[Sequence[str]], default_config: Optional[Path] = None) -> argparse.Namespace:
+    """Flags from `argv` over the config file's values over the parser defaults."""
+    parser = build_parser()
+    config_path, _ = parser.parse_known_args(argv)
+    config_path = Path(config_path.config) if config_path.config else default_config
+    if config_path is not None:
+        parser.set_defaults(**load_config(config_path, parser))
+    args = parser.parse_args(argv)
+    args.config = str(config_path) if config_path else None
+    return args
+
+
+def resolve_batch_size(args: argparse.Namespace, world_size: int, mixup: bool) -> None:
+    """Settle the per-process batch and the global batch (per update) with each other, or say why not.
+
+    An explicit `--batch-size` sets the global batch; otherwise `--global-batch-size` is divided over
+    processes and accumulation steps, and must divide evenly.
+    """
+    per_update = world_size * args.grad_accum_steps
+    if args.batch_size is not None:
+        args.global_batch_size = args.batch_size * per_update
+    elif args.global_batch_size % per_update:
+        raise ConfigError(f'a global batch of {args.global_batch_size} does not divide over {world_size} '
+                          f'process(es) x {args.grad_accum_steps} accumulation step(s); set --global-batch-size '
+                          f'to a multiple of {per_update} or --batch-size per process')
+    else:
+        args.batch_size = args.global_batch_size // per_update
+    if args.batch_size < 1:
+        raise ConfigError(f'the batch per process must be at least 1, got {args.batch_size}')
+    if mixup and args.batch_size % 2:
+        raise ConfigError(f'mixup and cutmix pair the samples of a batch: the batch per process ({args.batch_size}) '
+                          'must be even')
+
+
+def resolved_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """The run's configuration as plain YAML-able values."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()}

@@ -1,0 +1,124 @@
+"""Training and evaluation data: timm's datasets and transforms, loaders sharded across processes."""
+import os
+import random
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from timm.data import create_dataset, create_transform
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
+
+from ..datasets import FashionMNISTSubset
+from .config import ConfigError
+
+__all__ = ['BUNDLED_DATASET', 'create_datasets', 'num_classes_of', 'SeededAugmentation', 'create_train_loader',
+           'create_eval_loader']
+
+BUNDLED_DATASET = 'fashion-mnist-subset'
+
+
+def _timm_dataset(args, split: str, is_training: bool) -> Dataset:
+    is_file_dataset = '/' not in args.dataset  # a folder or tar, not 'hfds/...', 'wds/...', ...
+    if is_file_dataset and not (args.data_dir and os.path.exists(args.data_dir)):
+        raise ConfigError(f'dataset folder or tar not found: {args.data_dir!r} (set --data-dir, or leave out '
+                          f'--data-dir and --dataset to train on the bundled {BUNDLED_DATASET})')
+    try:
+        return create_dataset(
+            args.dataset, root=args.data_dir, split=split, is_training=is_training, class_map=args.class_map,
+            batch_size=args.batch_size, seed=args.seed)
+    except RuntimeError as e:
+        if 'Found 0 images' in str(e):
+            raise ConfigError(f'no images for split {split!r} under {args.data_dir}: {e}') from e
+        raise
+
+
+def create_datasets(args) -> Tuple[Dataset, Dataset]:
+    """The training and validation datasets that `--dataset` and `--data-dir` name."""
+    if args.dataset == BUNDLED_DATASET:
+        return FashionMNISTSubset(args.train_split), FashionMNISTSubset(args.val_split)
+    return _timm_dataset(args, args.train_split, True), _timm_dataset(args, args.val_split, False)
+
+
+def num_classes_of(dataset: Dataset) -> Optional[int]:
+    """The number of classes a dataset declares, None when it does not say."""
+    classes = getattr(dataset, 'classes', None)
+    if classes is None:
+        class_to_idx = getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
+        classes = class_to_idx or None
+    return len(classes) if classes else None
+
+
+class SeededAugmentation(Dataset):
+    """Seeds every sample's random augmentation from (seed, epoch, index).
+
+    A sample is then augmented the same way whichever process, loader worker or step loads it: a run that
+    resumes mid-epoch continues exactly as the uninterrupted run would have, and a run on N processes
+    sees the same images as one process with the same global batch. The caller's random states are left
+    as they were.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed)
+                random.seed(sample_seed)
+                np.random.seed(sample_seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+
+def _loader_kwargs(args, device: torch.device) -> Dict[str, Any]:
+    return dict(num_workers=args.workers, pin_memory=args.pin_mem and device.type == 'cuda',
+                persistent_workers=False)  # fresh workers each epoch carry the dataset's current epoch
+
+
+def create_train_loader(dataset: Dataset, data_config: Dict[str, Any], args, world_size: int, rank: int,
+                        device: torch.device) -> DataLoader:
+    """Augmented, shuffled batches of `args.batch_size`; each process gets every world_size-th sample."""
+    dataset.transform = create_transform(
+        data_config['input_size'], is_training=True, no_aug=args.no_aug, scale=args.scale, ratio=args.ratio,
+        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa or None,
+        interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
+        re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
+    if isinstance(dataset, IterableDataset):  # timm's iterable readers shard across processes themselves
+        return DataLoader(dataset, batch_size=args.batch_size, drop_last=True, **_loader_kwargs(args, device))
+    # The sampler's shuffle depends on (seed, epoch) alone: one process with batch N*B takes the same
+    # samples per step as N processes with batch B.
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed,
+                                 drop_last=True)
+    return DataLoader(SeededAugmentation(dataset, args.seed), batch_size=args.batch_size, sampler=sampler,
+                      drop_last=True, **_loader_kwargs(args, device))
+
+
+def create_eval_loader(dataset: Dataset, data_config: Dict[str, Any], args, world_size: int, rank: int,
+                       device: torch.device) -> DataLoader:
+    """Every validation sample exactly once over all processes (no padding, so metrics are exact)."""
+    dataset.transform = create_transform(
+        data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
+        mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'])
+    if not isinstance(dataset, IterableDataset):
+        dataset = Subset(dataset, range(rank, len(dataset), world_size))
+    return DataLoader(dataset, batch_size=args.validation_batch_size or args.batch_size,
+                      **_loader_kwargs(args, device))
+
+
+def set_epoch(loader: DataLoader, epoch: int) -> None:
+    """Point the loader's shuffling and augmentation seeds at `epoch`."""
+    for part in (loader.sampler, loader.dataset):
+        if hasattr(part, 'set_epoch'):
+            part.set_epoch(epoch)

@@ -1,0 +1,115 @@
+"""One training epoch and one evaluation, on any number of processes through accelerate."""
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from accelerate import Accelerator
+from tqdm import tqdm
+
+from ..smp import project_radii
+
+__all__ = ['Progress', 'train_one_epoch', 'evaluate']
+
+
+@dataclass
+class Progress:
+    """Where a run stands: `batch` batches of `epoch` are done, after `num_updates` optimizer updates."""
+    epoch: int = 0
+    batch: int = 0
+    num_updates: int = 0
+
+
+def train_one_epoch(
+        model: nn.Module,
+        loader,
+        batches_per_epoch: int,
+        optimizer,
+        scheduler,
+        loss_fn: nn.Module,
+        accelerator: Accelerator,
+        progress: Progress,
+        args,
+        ema=None,
+        mixup=None,
+        on_recovery: Optional[Callable[[], None]] = None,
+) -> Dict[str, float]:
+    """Train from `progress.batch` to the end of the epoch (or `args.max_updates`), updating `progress`.
+
+    After every optimizer update: the radius projection, the per-update learning rate schedule and the
+    EMA update; every `args.recovery_interval` updates, `on_recovery()` (which saves a training state).
+    Returns the epoch's mean training loss over all processes.
+    """
+    model.train()
+    unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
+    accum = args.grad_accum_steps
+    loss_sum = torch.zeros((), device=accelerator.device)
+    num_losses = 0
+    bar = tqdm(loader, total=batches_per_epoch, initial=progress.batch, desc=f'epoch {progress.epoch}',
+               disable=not accelerator.is_main_process, dynamic_ncols=True)
+    for x, y in bar:
+        x, y = x.to(accelerator.device), y.to(accelerator.device)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        if args.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        # the update closes each group of `accum` batches, or the shorter group that ends the epoch
+        group_start = progress.batch // accum * accum
+        group_size = min(accum, batches_per_epoch - group_start)
+        is_update = progress.batch + 1 == group_start + group_size
+        with nullcontext() if is_update else accelerator.no_sync(model):
+            loss = loss_fn(model(x), y)
+            accelerator.backward(loss / group_size)
+        loss_sum += loss.detach()
+        num_losses += 1
+        progress.batch += 1
+        if not is_update:
+            continue
+
+        if args.clip_grad is not None:
+            if args.clip_mode == 'norm':
+                accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
+            else:
+                accelerator.clip_grad_value_(model.parameters(), args.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        project_radii(unwrapped)
+        progress.num_updates += 1
+        scheduler.step_update(num_updates=progress.num_updates)
+        if ema is not None:
+            ema.update(unwrapped, step=progress.num_updates)
+        if progress.num_updates % args.log_interval == 0:
+            bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{optimizer.param_groups[0]["lr"]:.2e}')
+        if on_recovery is not None and args.recovery_interval and progress.num_updates % args.recovery_interval == 0:
+            on_recovery()
+        if args.max_updates is not None and progress.num_updates >= args.max_updates:
+            break
+    bar.close()
+    totals = accelerator.reduce(torch.stack([loss_sum, loss_sum.new_tensor(num_losses)]), 'sum')
+    return {'loss': (totals[0] / totals[1]).item() if totals[1] > 0 else math.nan}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, accelerator: Accelerator, channels_last: bool = False,
+             desc: str = 'eval') -> Dict[str, float]:
+    """Loss, top-1 and top-5 (%) over the whole validation set, summed exactly over all processes."""
+    model.eval()
+    totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # loss, top-1, top-5, count
+    for x, y in tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True):
+        x, y = x.to(accelerator.device), y.to(accelerator.device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with accelerator.autocast():
+            logits = model(x)
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct = top.eq(y[:, None])
+        totals += torch.stack([
+            F.cross_entropy(logits.float(), y, reduction='sum').double(),
+            correct[:, :1].sum().double(), correct.sum().double(), y.new_tensor(len(y)).double()])
+    totals = accelerator.reduce(totals, 'sum')
+    count = totals[3].item()
+    return {'loss': totals[0].item() / count, 'top1': 100 * totals[1].item() / count,
+            'top5': 100 * totals[2].item() / count}
