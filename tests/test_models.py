@@ -10,7 +10,7 @@ from smpconv_models.layers import ConvFFNBlock, LargeKernelBlock
 from smpconv_models.smp import SMPKernel
 from smpconv_models.smpconv import SMPConvNet
 
-MODELS = ['smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51']
+MODELS = ['smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51', 'smpconv_nano']
 
 # Parameters and conv+linear MACs at 224x224. T and B: the authors' model counted with fvcore
 # (SPEC section 2); mobile: the appendix B.1 configuration counted the same way. Kernel generation (one
@@ -20,6 +20,7 @@ COUNTS = {
     'smpconv_b': (79_546_520, 16_609_209_344 + 1_024_000, 1_522_627_584),
     'smpconv_mobile31': (2_892_494, 1_325_000_768 + 320_000, 73_603_968),
     'smpconv_mobile51': (3_066_884, 2_444_929_088 + 320_000, 607_027_968),
+    'smpconv_nano': (880_539, 289_076_480 + 256_000, 18_741_696),  # ours: counted here, for the README
 }
 
 

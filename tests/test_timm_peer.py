@@ -1,4 +1,4 @@
-"""timm's own generic model test suite, run on the four SMPConv models.
+"""timm's own generic model test suite, run on every registered SMPConv model.
 
 `tests/test_models.py` ships in timm's source distribution only: it is fetched for the installed timm
 version (once, into a cache) and run in a process of its own beside `tests/timm_peer/conftest.py`, which
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import timm
 
-MODELS = {'smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51'}
+MODELS = {'smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51', 'smpconv_nano'}
 # Every generic test that applies to a CNN classifier without pretrained weights.
 EXPECTED_TESTS = {
     'test_model_forward', 'test_model_backward', 'test_model_default_cfgs', 'test_model_forward_torchscript',

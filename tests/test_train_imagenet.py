@@ -1,0 +1,140 @@
+"""train_imagenet.py end to end: the quickstart, two processes against one, a killed run resumed, bad input."""
+import csv
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import yaml
+from accelerate import Accelerator
+from safetensors.torch import load_file
+
+import smpconv_models  # noqa: F401
+from smpconv_models.datasets import FashionMNISTSubset
+from smpconv_models.training import create_eval_loader, evaluate, parse_args, resolve_batch_size
+
+ROOT = Path(__file__).parent.parent
+SCRIPT = str(ROOT / 'train_imagenet.py')
+sys.path.insert(0, str(ROOT))
+import train_imagenet  # noqa: E402
+
+# small and fast: 32x32 inputs, a batch of 8 (125 steps per epoch)
+FAST = ['--input-size', '3', '32', '32', '--global-batch-size', '8']
+
+
+def run(args, tmp_path, launcher=(sys.executable,), **kwargs):
+    return subprocess.run([*launcher, SCRIPT, '--output', str(tmp_path), *args], capture_output=True, text=True,
+                          cwd=tmp_path, **kwargs)
+
+
+def read_summary(run_dir: Path):
+    with open(run_dir / 'summary.csv') as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_quickstart_shortened(tmp_path):
+    result = run(['--epochs', '2', '--experiment', 'quickstart'], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'top-1 on the 200 held-out images' in result.stdout
+    run_dir = tmp_path / 'quickstart'
+    config = yaml.safe_load((run_dir / 'config.yaml').read_text())
+    assert config['dataset'] == 'fashion-mnist-subset' and config['model'] == 'smpconv_nano'
+    rows = read_summary(run_dir)
+    assert [row['epoch'] for row in rows] == ['0', '1']
+    assert {'model.safetensors', 'model_ema.safetensors', 'last.pth', 'model_best.safetensors'} <= \
+        {p.name for p in run_dir.iterdir()}
+    # the saved weights load into timm and evaluate to what the run reported
+    args = parse_args([], default_config=train_imagenet.DEFAULT_CONFIG)
+    resolve_batch_size(args, world_size=1, mixup=False)
+    model = timm.create_model(
+        'smpconv_nano', num_classes=10, pretrained=True, **args.model_kwargs,
+        pretrained_cfg_overlay=dict(file=str(run_dir / 'model.safetensors'), num_classes=10))
+    data_config = dict(input_size=tuple(args.input_size), interpolation=args.interpolation, mean=args.mean,
+                       std=args.std, crop_pct=args.crop_pct)
+    loader = create_eval_loader(FashionMNISTSubset('validation'), data_config, args, 1, 0, torch.device('cpu'))
+    metrics = evaluate(model, loader, Accelerator(cpu=True))
+    assert metrics['top1'] == pytest.approx(float(rows[-1]['eval_top1']))
+    assert metrics['loss'] == pytest.approx(float(rows[-1]['eval_loss']), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one(tmp_path):
+    # Plain SGD at a small learning rate keeps the weight updates proportional to the gradients (Adam's
+    # first updates are +-lr whatever a gradient's size), so float-level differences stay float-level.
+    # Mixup is off: it pairs samples within each process's batch.
+    recipe = [*FAST, '--max-updates', '2', '--opt', 'momentum', '--lr', '1e-5', '--min-lr', '1e-5',
+              '--warmup-epochs', '0', '--model-ema-decay', '0.5', '--mixup', '0', '--cutmix', '0']
+    single = run([*recipe, '--experiment', 'one'], tmp_path)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = run([*recipe, '--experiment', 'two'], tmp_path,
+                 launcher=(sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2'))
+    assert double.returncode == 0, double.stderr[-3000:]
+    assert '2 process(es) x batch 4' in double.stdout and '1 process(es) x batch 8' in single.stdout
+    for name in ('model.safetensors', 'model_ema.safetensors'):
+        one, two = load_file(tmp_path / 'one' / name), load_file(tmp_path / 'two' / name)
+        assert one.keys() == two.keys()
+        for key in one:
+            # Weights move by up to 1e-3 here and differ by 1e-7 (float32 sums in another order: gradient
+            # all-reduce, batch statistics over two processes); unsynchronised batch norm would differ by 2e-2.
+            # Running statistics (|x| < 3) are sums over the batch: 5e-4.
+            atol = 5e-4 if 'running' in key else 1e-6
+            torch.testing.assert_close(two[key], one[key], rtol=0, atol=atol, msg=f'{name}: {key}')
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    recipe = [*FAST, '--epochs', '2', '--global-batch-size', '32', '--recovery-interval', '5', '--workers', '1']
+    uninterrupted = run([*recipe, '--experiment', 'whole'], tmp_path)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+
+    run_dir = tmp_path / 'killed'
+    process = subprocess.Popen([sys.executable, SCRIPT, '--output', str(tmp_path), *recipe, '--experiment', 'killed'],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    deadline = time.monotonic() + 120
+    while not list(run_dir.glob('recovery-0-*.pth')) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)  # mid-epoch 0, after its first recovery state
+    process.wait()
+    assert not (run_dir / 'last.pth').exists(), 'the run ended its first epoch before it was killed'
+
+    resumed = run([*recipe, '--resume', str(run_dir)], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for name in ('model.safetensors', 'model_ema.safetensors'):
+        whole, continued = load_file(tmp_path / 'whole' / name), load_file(run_dir / name)
+        for key in whole:
+            torch.testing.assert_close(continued[key], whole[key], rtol=0, atol=0, msg=f'{name}: {key}')
+    whole_rows, continued_rows = read_summary(tmp_path / 'whole'), read_summary(run_dir)
+    assert [r['eval_top1'] for r in continued_rows] == [r['eval_top1'] for r in whole_rows]
+    assert [r['eval_ema_loss'] for r in continued_rows] == [r['eval_ema_loss'] for r in whole_rows]
+
+
+def _fails_before_training(argv, capsys, message):
+    assert train_imagenet.main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+
+
+def test_bad_input_fails_before_training(tmp_path, capsys):
+    base = ['--output', str(tmp_path), *FAST]
+    _fails_before_training([*base, '--dataset', '', '--data-dir', str(tmp_path / 'nowhere')], capsys,
+                           'dataset folder or tar not found')
+    (tmp_path / 'empty' / 'train' / 'shoes').mkdir(parents=True)
+    _fails_before_training([*base, '--dataset', '', '--data-dir', str(tmp_path / 'empty')], capsys,
+                           "no images for split 'train'")
+    config = tmp_path / 'typo.yaml'
+    config.write_text('epochs: 1\nwarmup_epoch: 0\n')
+    _fails_before_training(['--config', str(config)], capsys, "config key 'warmup_epoch'")
+    _fails_before_training([*base, '--global-batch-size', '9', '--grad-accum-steps', '2'], capsys,
+                           'does not divide over 1 process(es) x 2 accumulation step(s)')
+    # a training state of another model
+    assert train_imagenet.main([*base, '--max-updates', '1', '--epochs', '1', '--experiment', 'nano']) == 0
+    capsys.readouterr()
+    _fails_before_training([*base, '--resume', str(tmp_path / 'nano'), '--model', 'smpconv_mobile31'], capsys,
+                           'the training state is from smpconv_nano, this run trains smpconv_mobile31')
+    _fails_before_training([*base, '--resume', str(tmp_path / 'missing')], capsys, 'no training state to resume')
+    assert not list(tmp_path.glob('*/summary.csv'))[1:]  # only the deliberate one-update run wrote one

@@ -1,0 +1,270 @@
+"""The training recipe's library pieces (smpconv_models.training), one at a time."""
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import timm
+import torch
+from accelerate import Accelerator
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.utils import ModelEmaV3
+
+import smpconv_models  # noqa: F401
+from smpconv_models.smp import RADIUS_MAX, RADIUS_MIN, SMPKernel
+from smpconv_models.training import (
+    Checkpointer, ConfigError, CrossProcessBatchNorm2d, Progress, SeededAugmentation, build_parser, create_datasets,
+    create_loss, create_mixup, create_optimizer, create_scheduler, find_training_state, load_training_state,
+    param_groups, parse_args, resolve_batch_size, rng_state, set_rng_state, sync_batchnorm, train_one_epoch)
+from smpconv_models.training.checkpoint import STATE_FORMAT
+
+
+def recipe(**overrides):
+    """The parser's defaults (the paper's recipe) with some values replaced."""
+    args = build_parser().parse_args([])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+@pytest.fixture
+def nano():
+    torch.manual_seed(0)
+    return timm.create_model('smpconv_nano', num_classes=10, kernel_sizes=(9, 7, 5, 5))
+
+
+def test_parameter_groups(nano):
+    decay, no_decay, radii = param_groups(nano, weight_decay=0.05, radius_lr_scale=0.1)
+    names = {id(p): n for n, p in nano.named_parameters()}
+    decay_names = {names[id(p)] for p in decay['params']}
+    no_decay_names = {names[id(p)] for p in no_decay['params']}
+    radii_names = {names[id(p)] for p in radii['params']}
+    assert decay['weight_decay'] == 0.05 and no_decay['weight_decay'] == 0 and radii['weight_decay'] == 0
+    assert radii['lr_scale'] == 0.1
+    assert radii_names == {n for n in names.values() if n.endswith('.points.radii')} and len(radii_names) == 4
+    # SMP weights, conv and linear weights decay; positions, biases and norm parameters do not
+    assert {n for n in names.values() if n.endswith(('.points.weights', 'conv.weight', 'fc.weight'))} == decay_names
+    assert {n for n in names.values() if n.endswith('.points.positions')} <= no_decay_names
+    assert 'head.fc.bias' in no_decay_names and 'norm.weight' in no_decay_names
+    assert len(decay_names) + len(no_decay_names) + len(radii_names) == len(names)
+
+
+def test_radii_follow_the_schedule_at_a_tenth(nano):
+    args = recipe(lr=1e-3, epochs=4, warmup_epochs=1)
+    optimizer = create_optimizer(nano, args)
+    scheduler, _ = create_scheduler(optimizer, args, updates_per_epoch=10)
+    for update in (0, 5, 10, 25):
+        scheduler.step_update(num_updates=update)
+        lrs = [group['lr'] for group in optimizer.param_groups]
+        assert lrs[0] == lrs[1] and lrs[2] == pytest.approx(0.1 * lrs[0])
+    assert optimizer.param_groups[0]['lr'] < 1e-3  # cosine decay after warm-up
+
+
+def test_mixup_targets_and_losses():
+    args = recipe(mixup=0.8, cutmix=1.0, smoothing=0.1)
+    mixup = create_mixup(args, num_classes=10)
+    np.random.seed(0)
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
+    mixed, targets = mixup(x.clone(), y)
+    assert targets.shape == (4, 10)
+    torch.testing.assert_close(targets.sum(1), torch.ones(4))
+    # each target mixes one-hot labels smoothed to 0.91 / 0.01 (0.1 over 10 classes): its own with weight
+    # lambda and its mirror's in the batch (label 3 for sample 0) with 1 - lambda
+    torch.testing.assert_close(targets[:, 4:], torch.full((4, 6), 0.01))
+    torch.testing.assert_close(targets[0, 0] + targets[0, 3], torch.tensor(0.92))
+    assert 0.01 < targets[0, 0] < 0.91 and not torch.equal(mixed, x)
+    assert isinstance(create_loss(args, mixup), SoftTargetCrossEntropy)
+    assert create_mixup(recipe(mixup=0., cutmix=0.), 10) is None
+    assert isinstance(create_loss(args, None), LabelSmoothingCrossEntropy)
+    assert isinstance(create_loss(recipe(smoothing=0.), None), torch.nn.CrossEntropyLoss)
+
+
+def test_config_file_and_overrides(tmp_path):
+    config = tmp_path / 'run.yaml'
+    config.write_text('model: smpconv_b\nlr: 4e-3\nepochs: 5\nscale: [0.5, 1]\nmodel_kwargs: {small_kernel_size: 3}\n')
+    args = parse_args(['--config', str(config), '--epochs', '7'])
+    assert args.model == 'smpconv_b' and args.epochs == 7  # the command line wins over the file
+    assert args.lr == 4e-3 and isinstance(args.lr, float)  # YAML reads 4e-3 as text
+    assert args.scale == [0.5, 1.0] and args.model_kwargs == {'small_kernel_size': 3}
+    assert parse_args([], default_config=config).model == 'smpconv_b'
+    assert parse_args([]).model == 'smpconv_t' and parse_args([]).weight_decay == 0.05
+    config.write_text('weight_decy: 0.1\n')
+    with pytest.raises(ConfigError, match=r"'weight_decy' in .*run.yaml is not an option.*did you mean 'weight_decay'"):
+        parse_args(['--config', str(config)])
+    with pytest.raises(ConfigError, match='config file not found'):
+        parse_args(['--config', str(tmp_path / 'missing.yaml')])
+
+
+@pytest.mark.parametrize('world_size, accum, global_batch, batch, expected', [
+    (8, 1, 2048, None, 256),
+    (1, 4, 2048, None, 512),
+    (2, 1, 2048, 64, 64),  # an explicit batch per process sets the global batch
+])
+def test_batch_sizes(world_size, accum, global_batch, batch, expected):
+    args = recipe(global_batch_size=global_batch, batch_size=batch, grad_accum_steps=accum)
+    resolve_batch_size(args, world_size, mixup=True)
+    assert args.batch_size == expected and args.global_batch_size == expected * world_size * accum
+
+
+def test_batch_sizes_that_do_not_divide():
+    with pytest.raises(ConfigError, match=r'global batch of 100 does not divide over 3 process\(es\)'):
+        resolve_batch_size(recipe(global_batch_size=100), 3, mixup=False)
+    with pytest.raises(ConfigError, match='must be even'):
+        resolve_batch_size(recipe(global_batch_size=6), 2, mixup=True)
+
+
+def test_missing_and_empty_dataset_folders(tmp_path):
+    with pytest.raises(ConfigError, match='dataset folder or tar not found'):
+        create_datasets(recipe(data_dir=str(tmp_path / 'missing')))
+    (tmp_path / 'train' / 'cats').mkdir(parents=True)
+    with pytest.raises(ConfigError, match="no images for split 'train'"):
+        create_datasets(recipe(data_dir=str(tmp_path)))
+
+
+def test_seeded_augmentation_repeats_per_sample_and_epoch():
+    base = torch.utils.data.TensorDataset(torch.zeros(8))
+    noisy = type('Noisy', (), {'__len__': lambda s: 8, '__getitem__': lambda s, i: (torch.rand(3), random.random(),
+                                                                                      np.random.rand())})()
+    data = SeededAugmentation(noisy, seed=1)
+    assert len(data) == len(base)
+    first = data[3]
+    torch.manual_seed(123)  # the caller's state does not matter ...
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    again = data[5], data[3]
+    assert torch.equal(again[1][0], first[0]) and again[1][1:] == first[1:]
+    assert not torch.equal(again[0][0], first[0])
+    # ... and is left as it was
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+    assert np.array_equal(np.random.get_state()[1], before[2])
+    data.set_epoch(1)
+    assert not torch.equal(data[3][0], first[0])
+
+
+def test_rng_state_round_trip(tmp_path):
+    state = rng_state()
+    expected = torch.rand(3), random.random(), np.random.rand()
+    torch.save(state, tmp_path / 'rng.pth')
+    set_rng_state(torch.load(tmp_path / 'rng.pth', weights_only=True))
+    assert torch.equal(torch.rand(3), expected[0]) and random.random() == expected[1]
+    assert np.random.rand() == expected[2]
+
+
+def test_cross_process_batchnorm_in_one_process_is_batchnorm(nano):
+    converted = sync_batchnorm(timm.create_model('smpconv_nano', num_classes=10, kernel_sizes=(9, 7, 5, 5)),
+                               torch.device('cpu'))
+    converted.load_state_dict(nano.state_dict())
+    assert sum(isinstance(m, CrossProcessBatchNorm2d) for m in converted.modules()) == \
+        sum(isinstance(m, torch.nn.BatchNorm2d) for m in nano.modules())
+    x = torch.randn(4, 3, 32, 32)
+    for train in (True, False):
+        nano.train(train), converted.train(train)
+        torch.testing.assert_close(converted(x), nano(x), rtol=0, atol=0)
+    torch.testing.assert_close(converted.norm.running_var, nano.norm.running_var, rtol=0, atol=0)
+
+
+def _loader(num_batches, batch_size=4, num_classes=10):
+    generator = torch.Generator().manual_seed(0)
+    return [(torch.randn(batch_size, 3, 32, 32, generator=generator),
+             torch.randint(0, num_classes, (batch_size,), generator=generator)) for _ in range(num_batches)]
+
+
+@pytest.mark.parametrize('accum, expected_updates', [(1, 5), (2, 3)])
+def test_train_one_epoch_updates(nano, accum, expected_updates):
+    args = recipe(grad_accum_steps=accum, lr=1e-2, epochs=1, warmup_epochs=0, clip_grad=1.0, channels_last=False,
+                  max_updates=None, recovery_interval=2, log_interval=1)
+    with torch.no_grad():
+        for kernel in (m for m in nano.modules() if isinstance(m, SMPKernel)):
+            kernel.radii[0], kernel.radii[1] = 5., -1.  # as if a step had pushed them out
+    ema = ModelEmaV3(nano, decay=0.5)
+    ema_before = [p.clone() for p in ema.module.parameters()]
+    optimizer = create_optimizer(nano, args)
+    scheduler, _ = create_scheduler(optimizer, args, updates_per_epoch=expected_updates)
+    recoveries = []
+    progress = Progress()
+    metrics = train_one_epoch(
+        nano, _loader(5), 5, optimizer, scheduler, torch.nn.CrossEntropyLoss(), Accelerator(cpu=True), progress, args,
+        ema=ema, on_recovery=lambda: recoveries.append(progress.num_updates))
+    assert progress == Progress(epoch=0, batch=5, num_updates=expected_updates)
+    assert recoveries == [u for u in range(1, expected_updates + 1) if u % 2 == 0]
+    assert np.isfinite(metrics['loss'])
+    for kernel in (m for m in nano.modules() if isinstance(m, SMPKernel)):
+        assert RADIUS_MIN <= kernel.radii.min() and kernel.radii.max() <= RADIUS_MAX
+    # the EMA moved toward the trained weights once per update
+    moved = [not torch.equal(a, b) for a, b in zip(ema.module.parameters(), ema_before)]
+    assert sum(moved) > len(moved) // 2
+
+
+def test_checkpointer_keeps_the_best(tmp_path, nano):
+    checkpointer = Checkpointer(tmp_path, keep=2, metric='top1', model_name='smpconv_nano')
+    weights = nano.state_dict()
+    for epoch, top1 in enumerate([50., 70., 60., 65., 55.]):
+        checkpointer.save_epoch(epoch, {'epoch': epoch + 1}, weights, weights, top1)
+    assert checkpointer.best == [(70., 1), (65., 3)]
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ['checkpoint-1.safetensors', 'checkpoint-3.safetensors', 'last.pth', 'model.safetensors',
+                     'model_best.safetensors', 'model_ema.safetensors']  # no temporary file left over
+    assert (tmp_path / 'model_best.safetensors').read_bytes() == (tmp_path / 'checkpoint-1.safetensors').read_bytes()
+    best = timm.create_model('smpconv_nano', num_classes=10, kernel_sizes=(9, 7, 5, 5), pretrained=True,
+                             pretrained_cfg_overlay=dict(file=str(tmp_path / 'model_best.safetensors'), num_classes=10))
+    torch.testing.assert_close(best.state_dict()['head.fc.weight'], weights['head.fc.weight'])
+    assert load_training_state(tmp_path / 'last.pth')['checkpoints'] == {'best': [[70., 1], [65., 3]]}
+    loss_checkpointer = Checkpointer(tmp_path / 'loss', keep=1, metric='loss', model_name='smpconv_nano')
+    (tmp_path / 'loss').mkdir()
+    for epoch, loss in enumerate([2., 1., 3.]):
+        loss_checkpointer.save_epoch(epoch, {}, weights, None, loss)
+    assert loss_checkpointer.best == [(1., 1)]
+
+
+def test_recovery_states(tmp_path):
+    checkpointer = Checkpointer(tmp_path, keep=1, metric='top1', model_name='smpconv_nano')
+    checkpointer.save_epoch(0, {'epoch': 1}, {'w': torch.zeros(1)}, None, 1.)
+    checkpointer.save_recovery(1, 4, {'epoch': 1, 'batch': 4})
+    checkpointer.save_recovery(1, 12, {'epoch': 1, 'batch': 12})
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['last.pth', 'recovery-1-12.pth']
+    assert find_training_state(str(tmp_path)) == tmp_path / 'recovery-1-12.pth'
+    assert load_training_state(find_training_state(str(tmp_path)))['batch'] == 12
+    checkpointer.save_epoch(1, {'epoch': 2}, {'w': torch.zeros(1)}, None, 2.)
+    assert find_training_state(str(tmp_path)) == tmp_path / 'last.pth'
+    with pytest.raises(FileNotFoundError, match='no training state'):
+        find_training_state(str(tmp_path / 'nothing'))
+
+
+def test_unreadable_training_states(tmp_path):
+    data = (tmp_path / 'x.pth')
+    torch.save({'format': STATE_FORMAT, 'w': torch.zeros(100)}, data)
+    truncated = tmp_path / 'truncated.pth'
+    truncated.write_bytes(data.read_bytes()[:200])
+    with pytest.raises(ValueError, match='truncated or corrupt'):
+        load_training_state(truncated)
+    torch.save({'state_dict': {}}, tmp_path / 'other.pth')
+    with pytest.raises(ValueError, match='not a training state of this package'):
+        load_training_state(tmp_path / 'other.pth')
+
+
+def test_bundled_dataset():
+    args = SimpleNamespace(dataset='fashion-mnist-subset', train_split='train', val_split='validation')
+    train, val = create_datasets(args)
+    assert (len(train), len(val)) == (1000, 200)
+    image, label = train[0]
+    assert image.size == (32, 32) and image.mode == 'RGB' and 0 <= label < 10
+    assert np.bincount(train.labels).tolist() == [100] * 10 and np.bincount(val.labels).tolist() == [20] * 10
+    assert (np.asarray(image)[:2] == 0).all()  # the 2-pixel padding
+
+
+@pytest.mark.parametrize('variant, epochs, drop_path, accuracy', [
+    ('t', 300, 0.1, '82.5'), ('b', 300, 0.5, '83.8'), ('mobile31', 120, 0., '73.5'), ('mobile51', 120, 0., '73.7')])
+def test_paper_recipes(variant, epochs, drop_path, accuracy):
+    """configs/ hold SPEC section 3: AdamW, lr 4e-3 at 2048, 10 warm-up epochs, RandAugment, mixup/cutmix..."""
+    path = Path(__file__).parent.parent / 'configs' / f'smpconv_{variant}_in1k.yaml'
+    args = parse_args(['--config', str(path)])
+    assert f'{accuracy}% top-1' in path.read_text()
+    assert (args.model, args.epochs, args.drop_path) == (f'smpconv_{variant}', epochs, drop_path)
+    assert (args.global_batch_size, args.opt, args.lr, args.lr_base, args.lr_base_size) == \
+        (2048, 'adamw', None, 4e-3, 2048)
+    assert (args.warmup_epochs, args.min_lr, args.weight_decay, args.radius_lr_scale) == (10, 1e-6, 0.05, 0.1)
+    assert (args.aa, args.mixup, args.cutmix, args.smoothing, args.reprob, args.hflip) == \
+        ('rand-m9-mstd0.5-inc1', 0.8, 1.0, 0.1, 0.25, 0.)
+    assert (args.model_ema, args.model_ema_decay, args.clip_grad, args.amp) == (True, 0.9999, None, False)
+    resolve_batch_size(args, world_size=8, mixup=True)
+    assert args.batch_size == 256
