@@ -17,7 +17,7 @@ import timm
 import torch
 import yaml
 from accelerate import Accelerator, skip_first_batches
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, set_seed
 from timm.data import resolve_data_config
 from timm.utils import ModelEmaV3, update_summary
 
@@ -26,7 +26,7 @@ from smpconv_models.training import (
     Checkpointer, ConfigError, Progress, create_datasets, create_eval_loader, create_loss, create_mixup,
     create_optimizer, create_scheduler, create_train_loader, evaluate, find_training_state, load_training_state,
     mixup_enabled, num_classes_of, parse_args, resolve_batch_size, resolved_config, restore_training_state, rng_state,
-    seed_everything, set_epoch, sync_batchnorm, train_one_epoch)
+    scaled_lr, set_epoch, sync_batchnorm, train_one_epoch)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'quickstart.yaml'
 
@@ -40,7 +40,8 @@ def train(args) -> dict:
         mixed_precision={'bfloat16': 'bf16', 'float16': 'fp16'}[args.amp_dtype] if args.amp else 'no')
     world_size, rank = accelerator.num_processes, accelerator.process_index
     resolve_batch_size(args, world_size, mixup=mixup_enabled(args))
-    seed_everything(args.seed + rank)
+    args.lr = scaled_lr(args)  # recorded in config.yaml as the rate the run used
+    set_seed(args.seed, device_specific=True)  # seeds differ per process: drop path and mixup draw per process
     resume_path = find_training_state(args.resume) if args.resume else None
     resume_state = load_training_state(resume_path) if resume_path else None
 
@@ -78,7 +79,8 @@ def train(args) -> dict:
     checkpointer = Checkpointer(run_dir, args.checkpoint_hist, args.eval_metric, args.model)
     progress = Progress()
     if resume_state is not None:
-        progress = restore_training_state(resume_state, model, optimizer, ema, checkpointer, args, rank, world_size)
+        progress = restore_training_state(resume_state, model, optimizer, ema, accelerator.scaler, checkpointer, args,
+                                          rank, world_size)
         scheduler.step_update(num_updates=progress.num_updates)
 
     if args.torchcompile:
@@ -92,13 +94,13 @@ def train(args) -> dict:
             model_name=args.model, model=unwrapped.state_dict(), model_ema=ema.module.state_dict() if ema else None,
             optimizer=optimizer.state_dict(),
             scaler=accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            epoch=progress.epoch, batch=progress.batch, num_updates=progress.num_updates,
+            epoch=progress.epoch, batches_done=progress.batches_done, num_updates=progress.num_updates,
             rng=gather_object([rng_state()]), config=resolved_config(args))
 
     def save_recovery() -> None:
         state = training_state()
         if accelerator.is_main_process:
-            checkpointer.save_recovery(progress.epoch, progress.batch, state)
+            checkpointer.save_recovery(progress.epoch, progress.batches_done, state)
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,14 +114,14 @@ def train(args) -> dict:
     for epoch in range(progress.epoch, num_epochs):
         progress.epoch = epoch
         set_epoch(train_loader, epoch)
-        loader = skip_first_batches(train_loader, progress.batch) if progress.batch else train_loader
+        loader = skip_first_batches(train_loader, progress.batches_done) if progress.batches_done else train_loader
         if mixup is not None and args.mixup_off_epoch and epoch >= args.mixup_off_epoch:
             mixup.mixup_enabled = False
         train_metrics = train_one_epoch(
             model, loader, batches_per_epoch, optimizer, scheduler, loss_fn, accelerator, progress, args,
             ema=ema, mixup=mixup, on_recovery=save_recovery)
-        if progress.batch == batches_per_epoch:
-            progress.epoch, progress.batch = epoch + 1, 0
+        if progress.batches_done == batches_per_epoch:
+            progress.epoch, progress.batches_done = epoch + 1, 0
         results = evaluate(unwrapped, val_loader, accelerator, args.channels_last)
         if ema is not None:
             results.update({f'ema_{k}': v for k, v in evaluate(
@@ -127,8 +129,7 @@ def train(args) -> dict:
         state = training_state()
         if accelerator.is_main_process:
             metric = results[f'ema_{args.eval_metric}' if ema is not None else args.eval_metric]
-            checkpointer.save_epoch(epoch, state, unwrapped.state_dict(),
-                                    ema.module.state_dict() if ema else None, metric)
+            checkpointer.save_epoch(epoch, state, state['model'], state['model_ema'], metric)
             update_summary(epoch, train_metrics, results, run_dir / 'summary.csv',
                            lr=optimizer.param_groups[0]['lr'])
             accelerator.print(f'epoch {epoch}: train loss {train_metrics["loss"]:.4f}, '
@@ -138,8 +139,9 @@ def train(args) -> dict:
 
     if accelerator.is_main_process and results:
         ema_note = f' (EMA {results["ema_top1"]:.2f}%)' if 'ema_top1' in results else ''
-        accelerator.print(f'top-1 on the {len(val_set)} held-out images: {results["top1"]:.2f}%{ema_note}; '
-                          f'best {args.eval_metric} {checkpointer.best[0][0]:.3f} at epoch {checkpointer.best[0][1]}; '
+        best_metric, best_epoch = checkpointer.best[0]
+        accelerator.print(f'top-1 on the {len(val_set)} held-out images: {results["top1"]:.2f}%{ema_note}; best '
+                          f'{"EMA " if ema else ""}{args.eval_metric} {best_metric:.3f} at epoch {best_epoch}; '
                           f'weights and summary.csv in {run_dir}')
     accelerator.end_training()
     return results

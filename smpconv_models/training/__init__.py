@@ -3,7 +3,7 @@ from .checkpoint import Checkpointer, find_training_state, load_training_state, 
 from .config import ConfigError, build_parser, parse_args, resolve_batch_size, resolved_config
 from .data import (BUNDLED_DATASET, SeededAugmentation, create_datasets, create_eval_loader, create_train_loader,
                    num_classes_of, set_epoch)
-from .distributed import CrossProcessBatchNorm2d, rng_state, seed_everything, set_rng_state, sync_batchnorm
+from .distributed import CrossProcessBatchNorm2d, rng_state, set_rng_state, sync_batchnorm
 from .engine import Progress, evaluate, train_one_epoch
 from .optim import (create_loss, create_mixup, create_optimizer, create_scheduler, mixup_enabled, param_groups,
                     scaled_lr)
@@ -12,7 +12,7 @@ __all__ = [
     'Checkpointer', 'find_training_state', 'load_training_state', 'restore_training_state', 'ConfigError',
     'build_parser', 'parse_args', 'resolve_batch_size', 'resolved_config', 'BUNDLED_DATASET', 'SeededAugmentation',
     'create_datasets', 'create_eval_loader', 'create_train_loader', 'num_classes_of', 'set_epoch',
-    'CrossProcessBatchNorm2d', 'rng_state', 'seed_everything', 'set_rng_state', 'sync_batchnorm', 'Progress',
+    'CrossProcessBatchNorm2d', 'rng_state', 'set_rng_state', 'sync_batchnorm', 'Progress',
     'evaluate', 'train_one_epoch', 'create_loss', 'create_mixup', 'create_optimizer', 'create_scheduler',
     'mixup_enabled', 'param_groups', 'scaled_lr',
 ]

@@ -29,10 +29,12 @@ STATE_FORMAT = 'smpconv-models training state v1'
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temporary file in the same folder, then rename it over `path`."""
+    """Write through a temporary file in the same folder, flushed to disk, then rename it over `path`."""
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
         write(str(tmp))
+        with open(tmp, 'rb') as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -89,7 +91,9 @@ class Checkpointer:
 
     def _rank(self, epoch: int, metric: float) -> bool:
         """Insert this epoch into the best-k list; False when it does not make the list."""
-        entries = sorted(self.best + [(metric, epoch)], key=lambda e: e[0], reverse=not self.lower_is_better)
+        # an epoch stopped by --max-updates and finished after a resume is ranked again, with its final metric
+        others = [entry for entry in self.best if entry[1] != epoch]
+        entries = sorted(others + [(metric, epoch)], key=lambda e: e[0], reverse=not self.lower_is_better)
         kept, dropped = entries[:self.keep], entries[self.keep:]
         for _, old_epoch in dropped:
             if old_epoch != epoch:
@@ -118,10 +122,10 @@ def load_training_state(path: Path) -> Dict[str, Any]:
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:
-        raise ValueError(f'{path} is not a readable training state (truncated or corrupt?): {e}') from e
+        raise ConfigError(f'{path} is not a readable training state (truncated or corrupt?): {e}') from e
     if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
-        raise ValueError(f'{path} is not a training state of this package ({STATE_FORMAT!r}); '
-                         'weights alone load with --pretrained / pretrained_cfg_overlay')
+        raise ConfigError(f'{path} is not a training state of this package ({STATE_FORMAT!r}); '
+                          'weights alone load with --pretrained / pretrained_cfg_overlay')
     return state
 
 
@@ -132,13 +136,22 @@ def _load_model_weights(module: nn.Module, state_dict: Mapping[str, torch.Tensor
                           f'{result.missing_keys}, unexpected keys {result.unexpected_keys}')
 
 
-def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, ema, checkpointer: Checkpointer,
-                           args, rank: int, world_size: int) -> Progress:
+# what a continued run must share with the one it continues: the data order, the batches an epoch is cut
+# into, the optimizer's numerics
+_RECIPE_KEYS = ('model', 'model_kwargs', 'global_batch_size', 'grad_accum_steps', 'seed', 'amp', 'amp_dtype',
+                'model_ema')
+
+
+def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, ema, scaler,
+                           checkpointer: Checkpointer, args, rank: int, world_size: int) -> Progress:
     """Put a run back where `state` left it; a state of another model or recipe is refused."""
     if state['model_name'] != args.model:
         raise ConfigError(f"the training state is from {state['model_name']}, this run trains {args.model}")
-    if (state['model_ema'] is None) != (ema is None):
-        raise ConfigError('the training state and this run disagree on --model-ema')
+    saved = state['config']
+    keys = _RECIPE_KEYS + (('batch_size',) if state['batches_done'] else ())  # mid-epoch: the same batches
+    differ = [f'{k}: {saved.get(k)!r} then, {getattr(args, k)!r} now' for k in keys if saved.get(k) != getattr(args, k)]
+    if differ:
+        raise ConfigError('the training state comes from another recipe; to continue it, keep ' + '; '.join(differ))
     try:
         _load_model_weights(model, state['model'], 'model')
         if ema is not None:
@@ -146,10 +159,12 @@ def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, e
     except RuntimeError as e:  # shapes: another num_classes, model_kwargs, ...
         raise ConfigError(f'the training state does not fit this model: {e}') from e
     optimizer.load_state_dict(state['optimizer'])
+    if scaler is not None:
+        scaler.load_state_dict(state['scaler'])
     checkpointer.load_state_dict(state['checkpoints'])
     if len(state['rng']) == world_size:
         set_rng_state(state['rng'][rank])
     else:
         warnings.warn(f"the training state comes from {len(state['rng'])} process(es), this run has {world_size}: "
                       'it continues with fresh random states, so not exactly as the original run would have')
-    return Progress(epoch=state['epoch'], batch=state['batch'], num_updates=state['num_updates'])
+    return Progress(epoch=state['epoch'], batches_done=state['batches_done'], num_updates=state['num_updates'])

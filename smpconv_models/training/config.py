@@ -18,6 +18,10 @@ class ConfigError(ValueError):
     """A configuration that cannot be run, found before any training starts."""
 
 
+# flags that say where a run's configuration and state come from, not what the run is
+_NOT_CONFIGURABLE = ('help', 'config', 'resume')
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the training script; the defaults are the paper's SMPConv-T ImageNet recipe."""
     parser = argparse.ArgumentParser(
@@ -148,13 +152,18 @@ def load_config(path: Path, parser: argparse.ArgumentParser) -> Dict[str, Any]:
     config = yaml.safe_load(path.read_text()) or {}
     if not isinstance(config, dict):
         raise ConfigError(f'{path} must hold a mapping of flag names to values')
-    actions = {action.dest: action for action in parser._actions}
-    for key in config:
-        if key not in actions or key in ('help', 'config'):
+    actions = {action.dest: action for action in parser._actions if action.dest not in _NOT_CONFIGURABLE}
+    values = {}
+    for key, value in config.items():
+        if key not in actions:
             close = difflib.get_close_matches(key, actions, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ''
             raise ConfigError(f"config key '{key}' in {path} is not an option of the training script{hint}")
-    return {key: _coerce(actions[key], value) for key, value in config.items()}
+        values[key] = _coerce(actions[key], value)
+        choices = actions[key].choices
+        if choices is not None and values[key] not in choices:
+            raise ConfigError(f"config key '{key}' in {path}: {value!r} is not one of {sorted(choices)}")
+    return values
 
 
 def parse_args(argv: Optional[Sequence[str]], default_config: Optional[Path] = None) -> argparse.Namespace:
@@ -166,6 +175,9 @@ def parse_args(argv: Optional[Sequence[str]], default_config: Optional[Path] = N
         parser.set_defaults(**load_config(config_path, parser))
     args = parser.parse_args(argv)
     args.config = str(config_path) if config_path else None
+    for name in ('epochs', 'grad_accum_steps', 'checkpoint_hist', 'log_interval'):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     return args
 
 
@@ -192,5 +204,5 @@ def resolve_batch_size(args: argparse.Namespace, world_size: int, mixup: bool) -
 
 
 def resolved_config(args: argparse.Namespace) -> Dict[str, Any]:
-    """The run's configuration as plain YAML-able values."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items()}
+    """The run's configuration as plain YAML-able values; as a file, it is a config that repeats the run."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k not in _NOT_CONFIGURABLE}

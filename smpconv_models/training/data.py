@@ -17,11 +17,20 @@ __all__ = ['BUNDLED_DATASET', 'create_datasets', 'num_classes_of', 'SeededAugmen
 BUNDLED_DATASET = 'fashion-mnist-subset'
 
 
+# the split folder names timm's dataset factory looks for
+_SPLIT_SYNONYMS = (('train', 'training'), ('validation', 'val', 'valid', 'eval', 'evaluation'))
+
+
 def _timm_dataset(args, split: str, is_training: bool) -> Dataset:
     is_file_dataset = '/' not in args.dataset  # a folder or tar, not 'hfds/...', 'wds/...', ...
     if is_file_dataset and not (args.data_dir and os.path.exists(args.data_dir)):
         raise ConfigError(f'dataset folder or tar not found: {args.data_dir!r} (set --data-dir, or leave out '
                           f'--data-dir and --dataset to train on the bundled {BUNDLED_DATASET})')
+    if is_file_dataset and os.path.isdir(args.data_dir):
+        # without a folder of its split, timm reads the whole root: training images would be validated on
+        names = next((names for names in _SPLIT_SYNONYMS if split in names), (split,))
+        if not any(os.path.isdir(os.path.join(args.data_dir, name)) for name in names):
+            raise ConfigError(f'{args.data_dir} has no folder for the split {split!r} (looked for {", ".join(names)})')
     try:
         return create_dataset(
             args.dataset, root=args.data_dir, split=split, is_training=is_training, class_map=args.class_map,
@@ -35,8 +44,17 @@ def _timm_dataset(args, split: str, is_training: bool) -> Dataset:
 def create_datasets(args) -> Tuple[Dataset, Dataset]:
     """The training and validation datasets that `--dataset` and `--data-dir` name."""
     if args.dataset == BUNDLED_DATASET:
+        if args.data_dir:
+            raise ConfigError(f"--data-dir {args.data_dir} is given, but the dataset is the bundled "
+                              f"{BUNDLED_DATASET}: add --dataset '' for a folder or tar (or another timm dataset)")
         return FashionMNISTSubset(args.train_split), FashionMNISTSubset(args.val_split)
-    return _timm_dataset(args, args.train_split, True), _timm_dataset(args, args.val_split, False)
+    train, val = _timm_dataset(args, args.train_split, True), _timm_dataset(args, args.val_split, False)
+    train_classes = getattr(getattr(train, 'reader', None), 'class_to_idx', None)
+    val_classes = getattr(getattr(val, 'reader', None), 'class_to_idx', None)
+    if train_classes and val_classes and train_classes != val_classes:
+        raise ConfigError(f'the {args.train_split!r} and {args.val_split!r} splits of {args.data_dir} have '
+                          f'different classes ({len(train_classes)} and {len(val_classes)})')
+    return train, val
 
 
 def num_classes_of(dataset: Dataset) -> Optional[int]:
@@ -82,9 +100,12 @@ class SeededAugmentation(Dataset):
             np.random.set_state(numpy_state)
 
 
-def _loader_kwargs(args, device: torch.device) -> Dict[str, Any]:
+def _loader_kwargs(args, device: torch.device, dataset: Dataset) -> Dict[str, Any]:
+    if hasattr(dataset, 'set_loader_cfg'):  # timm's iterable readers split their shards over the workers
+        dataset.set_loader_cfg(num_workers=args.workers)
+    # a loader of its own RNG: a new iterator (after a resume, say) leaves the global RNG untouched
     return dict(num_workers=args.workers, pin_memory=args.pin_mem and device.type == 'cuda',
-                persistent_workers=False)  # fresh workers each epoch carry the dataset's current epoch
+                generator=torch.Generator().manual_seed(args.seed))
 
 
 def create_train_loader(dataset: Dataset, data_config: Dict[str, Any], args, world_size: int, rank: int,
@@ -96,13 +117,14 @@ def create_train_loader(dataset: Dataset, data_config: Dict[str, Any], args, wor
         interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
         re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
     if isinstance(dataset, IterableDataset):  # timm's iterable readers shard across processes themselves
-        return DataLoader(dataset, batch_size=args.batch_size, drop_last=True, **_loader_kwargs(args, device))
+        return DataLoader(dataset, batch_size=args.batch_size, drop_last=True, **_loader_kwargs(args, device, dataset))
     # The sampler's shuffle depends on (seed, epoch) alone: one process with batch N*B takes the same
-    # samples per step as N processes with batch B.
+    # samples per step as N processes with batch B. Workers are started afresh each epoch, so that they
+    # carry the dataset's current epoch.
     sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed,
                                  drop_last=True)
     return DataLoader(SeededAugmentation(dataset, args.seed), batch_size=args.batch_size, sampler=sampler,
-                      drop_last=True, **_loader_kwargs(args, device))
+                      drop_last=True, **_loader_kwargs(args, device, dataset))
 
 
 def create_eval_loader(dataset: Dataset, data_config: Dict[str, Any], args, world_size: int, rank: int,
@@ -114,7 +136,7 @@ def create_eval_loader(dataset: Dataset, data_config: Dict[str, Any], args, worl
     if not isinstance(dataset, IterableDataset):
         dataset = Subset(dataset, range(rank, len(dataset), world_size))
     return DataLoader(dataset, batch_size=args.validation_batch_size or args.batch_size,
-                      **_loader_kwargs(args, device))
+                      persistent_workers=args.workers > 0, **_loader_kwargs(args, device, dataset))
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

@@ -9,11 +9,12 @@ import torch.nn as nn
 from timm.layers import BatchNormAct2d, convert_sync_batchnorm
 from torch.distributed import _functional_collectives as functional_collectives
 
-__all__ = ['CrossProcessBatchNorm2d', 'sync_batchnorm', 'rng_state', 'set_rng_state', 'seed_everything']
+__all__ = ['CrossProcessBatchNorm2d', 'sync_batchnorm', 'rng_state', 'set_rng_state']
 
 
 def _sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
-    """All-reduce sum that autograd differentiates (its gradient is the all-reduced gradient)."""
+    """All-reduce sum that autograd differentiates (its gradient is the all-reduced gradient). Functional
+    collectives are what torch.distributed.nn.functional's deprecation points to."""
     return functional_collectives.all_reduce(tensor, 'sum', dist.group.WORLD)
 
 
@@ -21,8 +22,8 @@ class CrossProcessBatchNorm2d(nn.BatchNorm2d):
     """BatchNorm2d (optionally with timm's fused drop and activation) normalising with the statistics of the
     whole distributed batch, on any device: torch's SyncBatchNorm runs on GPUs only.
 
-    The statistics are two all-reduced passes (mean, then the centred sum of squares) in float32, as
-    precise as a single process's batch norm over the same samples.
+    The statistics are two all-reduced passes (mean, then the centred sum of squares) in at least float32,
+    as precise as a single process's batch norm over the same samples.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -37,10 +38,12 @@ class CrossProcessBatchNorm2d(nn.BatchNorm2d):
         return x
 
     def _normalize_across_processes(self, x: torch.Tensor) -> torch.Tensor:
-        values = x.float()
+        values = x.to(torch.promote_types(x.dtype, torch.float32))
         dims = (0, 2, 3)
-        count = _sum_over_processes(x.new_tensor([x.numel() // x.shape[1]], dtype=torch.float32))
-        mean = _sum_over_processes(values.sum(dims)) / count
+        local = torch.cat([values.sum(dims), values.new_tensor([x.numel() // x.shape[1]])])
+        sums = _sum_over_processes(local)
+        count = sums[-1]
+        mean = sums[:-1] / count
         centred = values - mean[None, :, None, None]
         var = _sum_over_processes(centred.square().sum(dims)) / count
         if self.track_running_stats:
@@ -78,12 +81,6 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
         else:
             sync_batchnorm(child, device)
     return model
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    torch.manual_seed(seed)
 
 
 def rng_state() -> Dict[str, Any]:

@@ -17,9 +17,9 @@ __all__ = ['Progress', 'train_one_epoch', 'evaluate']
 
 @dataclass
 class Progress:
-    """Where a run stands: `batch` batches of `epoch` are done, after `num_updates` optimizer updates."""
+    """Where a run stands: `batches_done` batches of `epoch` are done, after `num_updates` optimizer updates."""
     epoch: int = 0
-    batch: int = 0
+    batches_done: int = 0
     num_updates: int = 0
 
 
@@ -37,7 +37,7 @@ def train_one_epoch(
         mixup=None,
         on_recovery: Optional[Callable[[], None]] = None,
 ) -> Dict[str, float]:
-    """Train from `progress.batch` to the end of the epoch (or `args.max_updates`), updating `progress`.
+    """Train from `progress.batches_done` to the end of the epoch (or `args.max_updates`), updating `progress`.
 
     After every optimizer update: the radius projection, the per-update learning rate schedule and the
     EMA update; every `args.recovery_interval` updates, `on_recovery()` (which saves a training state).
@@ -48,24 +48,27 @@ def train_one_epoch(
     accum = args.grad_accum_steps
     loss_sum = torch.zeros((), device=accelerator.device)
     num_losses = 0
-    bar = tqdm(loader, total=batches_per_epoch, initial=progress.batch, desc=f'epoch {progress.epoch}',
+    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, total=batches_per_epoch, initial=progress.batches_done, desc=f'epoch {progress.epoch}',
                disable=not accelerator.is_main_process, dynamic_ncols=True)
     for x, y in bar:
+        if progress.batches_done >= batches_per_epoch:  # an iterable dataset can run a batch long
+            break
         x, y = x.to(accelerator.device), y.to(accelerator.device)
         if mixup is not None:
             x, y = mixup(x, y)
         if args.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # the update closes each group of `accum` batches, or the shorter group that ends the epoch
-        group_start = progress.batch // accum * accum
+        group_start = progress.batches_done // accum * accum
         group_size = min(accum, batches_per_epoch - group_start)
-        is_update = progress.batch + 1 == group_start + group_size
+        is_update = progress.batches_done + 1 == group_start + group_size
         with nullcontext() if is_update else accelerator.no_sync(model):
             loss = loss_fn(model(x), y)
             accelerator.backward(loss / group_size)
         loss_sum += loss.detach()
         num_losses += 1
-        progress.batch += 1
+        progress.batches_done += 1
         if not is_update:
             continue
 

@@ -9,6 +9,9 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
+from ..smp import SMPKernel
+from .config import ConfigError
+
 __all__ = ['param_groups', 'create_optimizer', 'create_scheduler', 'mixup_enabled', 'create_mixup', 'create_loss',
            'scaled_lr']
 
@@ -20,11 +23,12 @@ def param_groups(model: nn.Module, weight_decay: float, radius_lr_scale: float) 
     radii); radii also get `radius_lr_scale` times the learning rate (timm's schedulers honour `lr_scale`).
     """
     no_decay_patterns = getattr(model, 'no_weight_decay', lambda: set())()
+    radius_params = {id(m.radii) for m in model.modules() if isinstance(m, SMPKernel)}
     decay, no_decay, radii = [], [], []
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.endswith('.radii'):
+        if id(param) in radius_params:
             radii.append(param)
         elif param.ndim <= 1 or name.endswith('.bias') or any(fnmatch.fnmatch(name, p) for p in no_decay_patterns):
             no_decay.append(param)
@@ -52,10 +56,13 @@ def create_optimizer(model: nn.Module, args):
 
 
 def create_scheduler(optimizer, args, updates_per_epoch: int):
-    """A schedule stepped per optimizer update (`step_update`), as the authors' cosine with warm-up is."""
+    """A schedule stepped per optimizer update (`step_update`), as the authors' is: over `args.epochs` in all,
+    a linear warm-up, then the cosine over the updates after it (timm's `warmup_prefix`)."""
+    if not 0 <= args.warmup_epochs < args.epochs:
+        raise ConfigError(f'--warmup-epochs ({args.warmup_epochs}) must be shorter than --epochs ({args.epochs})')
     scheduler, num_epochs = create_scheduler_v2(
-        optimizer, sched=args.sched, num_epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-        warmup_lr=args.warmup_lr, min_lr=args.min_lr, cooldown_epochs=args.cooldown_epochs,
+        optimizer, sched=args.sched, num_epochs=args.epochs - args.warmup_epochs, warmup_epochs=args.warmup_epochs,
+        warmup_lr=args.warmup_lr, min_lr=args.min_lr, cooldown_epochs=args.cooldown_epochs, warmup_prefix=True,
         step_on_epochs=False, updates_per_epoch=updates_per_epoch)
     return scheduler, num_epochs
 
