@@ -11,11 +11,12 @@ import timm
 import torch
 import yaml
 from accelerate import Accelerator
+from PIL import Image
 from safetensors.torch import load_file
 
 import smpconv_models  # noqa: F401
 from smpconv_models.datasets import FashionMNISTSubset
-from smpconv_models.training import create_eval_loader, evaluate, parse_args, resolve_batch_size
+from smpconv_models.training import create_eval_loader, evaluate, parse_args
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = str(ROOT / 'train_imagenet.py')
@@ -46,11 +47,14 @@ def test_quickstart_shortened(tmp_path):
     assert config['dataset'] == 'fashion-mnist-subset' and config['model'] == 'smpconv_nano'
     rows = read_summary(run_dir)
     assert [row['epoch'] for row in rows] == ['0', '1']
+    assert float(rows[1]['train_loss']) < float(rows[0]['train_loss']) < 2.3  # it learns (chance: ln 10 = 2.30)
+    # the resolved config is itself a config that repeats the run
+    repeated = parse_args(['--config', str(run_dir / 'config.yaml')])
+    assert vars(repeated) == {**config, 'config': str(run_dir / 'config.yaml'), 'resume': ''}
     assert {'model.safetensors', 'model_ema.safetensors', 'last.pth', 'model_best.safetensors'} <= \
         {p.name for p in run_dir.iterdir()}
     # the saved weights load into timm and evaluate to what the run reported
-    args = parse_args([], default_config=train_imagenet.DEFAULT_CONFIG)
-    resolve_batch_size(args, world_size=1, mixup=False)
+    args = parse_args(['--config', str(run_dir / 'config.yaml')])
     model = timm.create_model(
         'smpconv_nano', num_classes=10, pretrained=True, **args.model_kwargs,
         pretrained_cfg_overlay=dict(file=str(run_dir / 'model.safetensors'), num_classes=10))
@@ -75,6 +79,10 @@ def test_two_processes_train_like_one(tmp_path):
                  launcher=(sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2'))
     assert double.returncode == 0, double.stderr[-3000:]
     assert '2 process(es) x batch 4' in double.stdout and '1 process(es) x batch 8' in single.stdout
+    # metrics are summed over the two processes' halves of the validation set
+    for one_row, two_row in zip(read_summary(tmp_path / 'one'), read_summary(tmp_path / 'two'), strict=True):
+        assert two_row['eval_top1'] == one_row['eval_top1']
+        assert float(two_row['eval_loss']) == pytest.approx(float(one_row['eval_loss']), rel=1e-4)
     for name in ('model.safetensors', 'model_ema.safetensors'):
         one, two = load_file(tmp_path / 'one' / name), load_file(tmp_path / 'two' / name)
         assert one.keys() == two.keys()
@@ -88,7 +96,9 @@ def test_two_processes_train_like_one(tmp_path):
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    recipe = [*FAST, '--epochs', '2', '--global-batch-size', '32', '--recovery-interval', '5', '--workers', '1']
+    # drop path draws from torch's RNG, mixup from numpy's, augmentation from per-sample seeds, each in a worker
+    recipe = [*FAST, '--epochs', '2', '--global-batch-size', '32', '--recovery-interval', '5', '--workers', '1',
+              '--drop-path', '0.1', '--mixup', '0.8', '--cutmix', '1.0']
     uninterrupted = run([*recipe, '--experiment', 'whole'], tmp_path)
     assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
 
@@ -132,9 +142,21 @@ def test_bad_input_fails_before_training(tmp_path, capsys):
     _fails_before_training([*base, '--global-batch-size', '9', '--grad-accum-steps', '2'], capsys,
                            'does not divide over 1 process(es) x 2 accumulation step(s)')
     # a training state of another model
-    assert train_imagenet.main([*base, '--max-updates', '1', '--epochs', '1', '--experiment', 'nano']) == 0
+    assert train_imagenet.main([*base, '--max-updates', '1', '--epochs', '1', '--warmup-epochs', '0',
+                                '--experiment', 'nano']) == 0
     capsys.readouterr()
     _fails_before_training([*base, '--resume', str(tmp_path / 'nano'), '--model', 'smpconv_mobile31'], capsys,
                            'the training state is from smpconv_nano, this run trains smpconv_mobile31')
+    _fails_before_training([*base, '--resume', str(tmp_path / 'nano'), '--global-batch-size', '16'], capsys,
+                           'the training state comes from another recipe; to continue it, keep global_batch_size: '
+                           '8 then, 16 now')
     _fails_before_training([*base, '--resume', str(tmp_path / 'missing')], capsys, 'no training state to resume')
+    corrupt = tmp_path / 'corrupt.pth'
+    corrupt.write_bytes((tmp_path / 'nano' / 'last.pth').read_bytes()[:1000])
+    _fails_before_training([*base, '--resume', str(corrupt)], capsys, 'not a readable training state')
+    _fails_before_training([*base, '--data-dir', str(tmp_path)], capsys, 'add --dataset')
+    (tmp_path / 'one_split' / 'train' / 'shoes').mkdir(parents=True)
+    Image.new('RGB', (8, 8)).save(tmp_path / 'one_split' / 'train' / 'shoes' / 'a.png')
+    _fails_before_training([*base, '--dataset', '', '--data-dir', str(tmp_path / 'one_split')], capsys,
+                           "has no folder for the split 'validation' (looked for validation, val, valid, eval")
     assert not list(tmp_path.glob('*/summary.csv'))[1:]  # only the deliberate one-update run wrote one

@@ -1,7 +1,7 @@
 """The training recipe's library pieces (smpconv_models.training), one at a time."""
+import os
 import random
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -92,6 +92,14 @@ def test_config_file_and_overrides(tmp_path):
     config.write_text('weight_decy: 0.1\n')
     with pytest.raises(ConfigError, match=r"'weight_decy' in .*run.yaml is not an option.*did you mean 'weight_decay'"):
         parse_args(['--config', str(config)])
+    config.write_text('eval_metric: acc1\n')
+    with pytest.raises(ConfigError, match=r"'eval_metric' in .*: 'acc1' is not one of \['loss', 'top1', 'top5'\]"):
+        parse_args(['--config', str(config)])
+    config.write_text('resume: output/train/run\n')
+    with pytest.raises(ConfigError, match="'resume' .* is not an option"):
+        parse_args(['--config', str(config)])
+    with pytest.raises(ConfigError, match='--checkpoint-hist must be at least 1'):
+        parse_args(['--checkpoint-hist', '0'])
     with pytest.raises(ConfigError, match='config file not found'):
         parse_args(['--config', str(tmp_path / 'missing.yaml')])
 
@@ -150,6 +158,41 @@ def test_rng_state_round_trip(tmp_path):
     assert np.random.rand() == expected[2]
 
 
+def _batchnorm_across_two_processes(rank, port, results):
+    torch.distributed.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=2)
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, dtype=torch.float64) * 3 + 1
+    reference = torch.nn.BatchNorm2d(3, dtype=torch.float64)
+    with torch.no_grad():
+        reference.weight.uniform_(0.5, 1.5), reference.bias.normal_()
+    synced = sync_batchnorm(torch.nn.Sequential(reference), torch.device('cpu'))[0]
+    synced.load_state_dict(reference.state_dict())
+    reference_x = x.clone().requires_grad_()
+    reference_out = reference(reference_x)
+    (reference_out.sin().sum()).backward()
+    # each process holds half of the batch; the sum of the two processes' losses is the loss above
+    local_x = x[4 * rank:4 * rank + 4].clone().requires_grad_()
+    local_out = synced(local_x)
+    local_out.sin().sum().backward()
+    torch.distributed.all_reduce(synced.weight.grad), torch.distributed.all_reduce(synced.bias.grad)
+    results[rank] = dict(
+        out=(local_out - reference_out[4 * rank:4 * rank + 4]).abs().max().item(),
+        x_grad=(local_x.grad - reference_x.grad[4 * rank:4 * rank + 4]).abs().max().item(),
+        weight_grad=(synced.weight.grad - reference.weight.grad).abs().max().item(),
+        running_var=(synced.running_var - reference.running_var).abs().max().item(),
+        running_mean=(synced.running_mean - reference.running_mean).abs().max().item())
+    torch.distributed.destroy_process_group()
+
+
+def test_cross_process_batchnorm_matches_batchnorm_over_the_whole_batch():
+    port = 29500 + os.getpid() % 1000
+    results = torch.multiprocessing.Manager().dict()
+    torch.multiprocessing.spawn(_batchnorm_across_two_processes, args=(port, results), nprocs=2)
+    for rank in (0, 1):
+        # float64 throughout: outputs, input and parameter gradients, running statistics agree to rounding
+        assert max(results[rank].values()) < 1e-12, results[rank]
+
+
 def test_cross_process_batchnorm_in_one_process_is_batchnorm(nano):
     converted = sync_batchnorm(timm.create_model('smpconv_nano', num_classes=10, kernel_sizes=(9, 7, 5, 5)),
                                torch.device('cpu'))
@@ -176,8 +219,9 @@ def test_train_one_epoch_updates(nano, accum, expected_updates):
     with torch.no_grad():
         for kernel in (m for m in nano.modules() if isinstance(m, SMPKernel)):
             kernel.radii[0], kernel.radii[1] = 5., -1.  # as if a step had pushed them out
-    ema = ModelEmaV3(nano, decay=0.5)
-    ema_before = [p.clone() for p in ema.module.parameters()]
+    ema = ModelEmaV3(nano, decay=0.)  # decay 0: the EMA is the model after every update, and only then
+    ema_updates = []
+    ema.update = lambda model, step: (ema_updates.append(step), ModelEmaV3.update(ema, model, step))
     optimizer = create_optimizer(nano, args)
     scheduler, _ = create_scheduler(optimizer, args, updates_per_epoch=expected_updates)
     recoveries = []
@@ -185,14 +229,35 @@ def test_train_one_epoch_updates(nano, accum, expected_updates):
     metrics = train_one_epoch(
         nano, _loader(5), 5, optimizer, scheduler, torch.nn.CrossEntropyLoss(), Accelerator(cpu=True), progress, args,
         ema=ema, on_recovery=lambda: recoveries.append(progress.num_updates))
-    assert progress == Progress(epoch=0, batch=5, num_updates=expected_updates)
+    assert progress == Progress(epoch=0, batches_done=5, num_updates=expected_updates)
     assert recoveries == [u for u in range(1, expected_updates + 1) if u % 2 == 0]
     assert np.isfinite(metrics['loss'])
     for kernel in (m for m in nano.modules() if isinstance(m, SMPKernel)):
         assert RADIUS_MIN <= kernel.radii.min() and kernel.radii.max() <= RADIUS_MAX
-    # the EMA moved toward the trained weights once per update
-    moved = [not torch.equal(a, b) for a, b in zip(ema.module.parameters(), ema_before)]
-    assert sum(moved) > len(moved) // 2
+    assert ema_updates == list(range(1, expected_updates + 1))
+    for (name, averaged), trained in zip(ema.module.state_dict().items(), nano.state_dict().values()):
+        torch.testing.assert_close(averaged, trained, rtol=0, atol=0, msg=name)
+
+
+def test_gradient_accumulation_averages_like_a_larger_batch():
+    # no batch norm here: accumulating two batches of 4 must give the gradient of one batch of 8
+    def train(accum, batch_size):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
+        args = recipe(grad_accum_steps=accum, lr=0.1, opt='momentum', momentum=0., weight_decay=0., epochs=1,
+                      warmup_epochs=0, min_lr=0.1, max_updates=None, log_interval=1)
+        optimizer = create_optimizer(model, args)
+        scheduler, _ = create_scheduler(optimizer, args, updates_per_epoch=3)
+        data = _loader(6, batch_size=4)
+        if accum == 1:
+            data = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(data[::2], data[1::2])]
+        train_one_epoch(model, data, len(data), optimizer, scheduler, torch.nn.CrossEntropyLoss(),
+                        Accelerator(cpu=True), Progress(), args)
+        return model.state_dict()
+
+    for key, value in train(accum=1, batch_size=8).items():
+        # float32 sums of the same 8 terms in two groups
+        torch.testing.assert_close(train(accum=2, batch_size=4)[key], value, rtol=0, atol=1e-6)
 
 
 def test_checkpointer_keeps_the_best(tmp_path, nano):
@@ -243,13 +308,14 @@ def test_unreadable_training_states(tmp_path):
 
 
 def test_bundled_dataset():
-    args = SimpleNamespace(dataset='fashion-mnist-subset', train_split='train', val_split='validation')
-    train, val = create_datasets(args)
+    train, val = create_datasets(recipe(dataset='fashion-mnist-subset'))
     assert (len(train), len(val)) == (1000, 200)
     image, label = train[0]
     assert image.size == (32, 32) and image.mode == 'RGB' and 0 <= label < 10
     assert np.bincount(train.labels).tolist() == [100] * 10 and np.bincount(val.labels).tolist() == [20] * 10
     assert (np.asarray(image)[:2] == 0).all()  # the 2-pixel padding
+    with pytest.raises(ConfigError, match="--data-dir /data is given, but the dataset is the bundled"):
+        create_datasets(recipe(dataset='fashion-mnist-subset', data_dir='/data'))
 
 
 @pytest.mark.parametrize('variant, epochs, drop_path, accuracy', [
