@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -121,6 +122,22 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     whole_rows, continued_rows = read_summary(tmp_path / 'whole'), read_summary(run_dir)
     assert [r['eval_top1'] for r in continued_rows] == [r['eval_top1'] for r in whole_rows]
     assert [r['eval_ema_loss'] for r in continued_rows] == [r['eval_ema_loss'] for r in whole_rows]
+
+
+def test_trains_on_an_image_folder(tmp_path, capsys):
+    """timm's folder dataset: classes from the sub-folders of train/ and val/."""
+    generator = np.random.default_rng(0)
+    for split in ('train', 'val'):
+        for label in ('cat', 'dog', 'owl'):
+            (tmp_path / 'data' / split / label).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(generator.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+                    tmp_path / 'data' / split / label / f'{i}.png')
+    assert train_imagenet.main(['--dataset', '', '--data-dir', str(tmp_path / 'data'), '--output', str(tmp_path),
+                                '--experiment', 'folder', *FAST, '--global-batch-size', '4', '--epochs', '2',
+                                '--warmup-epochs', '0']) == 0
+    assert '3 classes) on 12 training images' in capsys.readouterr().out
+    assert len(read_summary(tmp_path / 'folder')) == 2
 
 
 def _fails_before_training(argv, capsys, message):

@@ -38,6 +38,11 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--train-split', default='train')
     group.add_argument('--val-split', default='validation')
     group.add_argument('--class-map', default='', metavar='FILE')
+    group.add_argument('--dataset-download', action='store_true', help="download a 'torch/' or 'hfds/' dataset")
+    group.add_argument('--train-num-samples', type=int, default=None,
+                       help="samples per training epoch of an iterable dataset ('wds/', 'hfids/')")
+    group.add_argument('--val-num-samples', type=int, default=None)
+    group.add_argument('--input-img-mode', default='RGB', help='PIL mode the images are read in')
     group.add_argument('--num-classes', type=int, default=None, help='default: the classes of the dataset')
     group.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'))
     group.add_argument('--crop-pct', type=float, default=None, help='evaluation center crop fraction')

@@ -21,7 +21,7 @@ BUNDLED_DATASET = 'fashion-mnist-subset'
 _SPLIT_SYNONYMS = (('train', 'training'), ('validation', 'val', 'valid', 'eval', 'evaluation'))
 
 
-def _timm_dataset(args, split: str, is_training: bool) -> Dataset:
+def _timm_dataset(args, split: str, is_training: bool, num_samples: Optional[int]) -> Dataset:
     is_file_dataset = '/' not in args.dataset  # a folder or tar, not 'hfds/...', 'wds/...', ...
     if is_file_dataset and not (args.data_dir and os.path.exists(args.data_dir)):
         raise ConfigError(f'dataset folder or tar not found: {args.data_dir!r} (set --data-dir, or leave out '
@@ -34,7 +34,8 @@ def _timm_dataset(args, split: str, is_training: bool) -> Dataset:
     try:
         return create_dataset(
             args.dataset, root=args.data_dir, split=split, is_training=is_training, class_map=args.class_map,
-            batch_size=args.batch_size, seed=args.seed)
+            download=args.dataset_download, batch_size=args.batch_size, seed=args.seed, num_samples=num_samples,
+            input_img_mode=args.input_img_mode)
     except RuntimeError as e:
         if 'Found 0 images' in str(e):
             raise ConfigError(f'no images for split {split!r} under {args.data_dir}: {e}') from e
@@ -48,7 +49,8 @@ def create_datasets(args) -> Tuple[Dataset, Dataset]:
             raise ConfigError(f"--data-dir {args.data_dir} is given, but the dataset is the bundled "
                               f"{BUNDLED_DATASET}: add --dataset '' for a folder or tar (or another timm dataset)")
         return FashionMNISTSubset(args.train_split), FashionMNISTSubset(args.val_split)
-    train, val = _timm_dataset(args, args.train_split, True), _timm_dataset(args, args.val_split, False)
+    train = _timm_dataset(args, args.train_split, True, args.train_num_samples)
+    val = _timm_dataset(args, args.val_split, False, args.val_num_samples)
     train_classes = getattr(getattr(train, 'reader', None), 'class_to_idx', None)
     val_classes = getattr(getattr(val, 'reader', None), 'class_to_idx', None)
     if train_classes and val_classes and train_classes != val_classes:
