@@ -3,11 +3,11 @@ smpconv_mobile51 with `timm.create_model`."""
 from .layers import ConvFFNBlock, LargeKernelBlock, SMPConv2d, SMPLargeKernelConv
 from .ops import depthwise_conv2d
 from .smp import SMPKernel, project_radii, smp_kernel
-from .smpconv import SMPConvNet, checkpoint_filter_fn, from_official
+from .smpconv import SMPConvNet, checkpoint_filter_fn, from_official, load_checkpoint
 
 __version__ = '0.1.0'
 
 __all__ = [
     'ConvFFNBlock', 'LargeKernelBlock', 'SMPConv2d', 'SMPLargeKernelConv', 'depthwise_conv2d', 'SMPKernel',
-    'project_radii', 'smp_kernel', 'SMPConvNet', 'checkpoint_filter_fn', 'from_official',
+    'project_radii', 'smp_kernel', 'SMPConvNet', 'checkpoint_filter_fn', 'from_official', 'load_checkpoint',
 ]

@@ -108,9 +108,11 @@ def official_model_args(
     )
 
 
-def select_state_dict(checkpoint: Mapping[str, Any]) -> Dict[str, Any]:
-    """The model weights of a training checkpoint (EMA first: the published accuracies are EMA's)."""
-    for key in ('state_dict_ema', 'model_ema', 'state_dict', 'model'):
+def select_state_dict(checkpoint: Mapping[str, Any], use_ema: bool = True) -> Dict[str, Any]:
+    """The model weights of a training checkpoint, its EMA weights first unless `use_ema=False` (the
+    published accuracies are the EMA's); a plain state dict as it is."""
+    keys = ('state_dict_ema', 'model_ema', 'state_dict', 'model') if use_ema else ('state_dict', 'model')
+    for key in keys:
         if isinstance(checkpoint.get(key), Mapping):
             return clean_state_dict(checkpoint[key])
     return clean_state_dict(checkpoint)
@@ -125,8 +127,10 @@ def _unsafe_globals(path: str) -> List[str]:
     return [name for name in names if name != 'argparse.Namespace']
 
 
-def load_checkpoint_file(path: Union[str, os.PathLike], trust_pickle: bool = False) -> Dict[str, Any]:
-    """Read the model weights of a safetensors file or a PyTorch checkpoint (EMA weights when present).
+def load_checkpoint_file(path: Union[str, os.PathLike], trust_pickle: bool = False,
+                         use_ema: bool = True) -> Dict[str, Any]:
+    """Read the model weights of a safetensors file or a PyTorch checkpoint (EMA weights when present, unless
+    `use_ema=False`).
 
     Pickled checkpoints are read with torch's restricted unpickler (`weights_only=True`, which also admits
     the argparse Namespace that timm's CheckpointSaver stores): it cannot run code. A pickle that needs
@@ -155,4 +159,4 @@ def load_checkpoint_file(path: Union[str, os.PathLike], trust_pickle: bool = Fal
         raise ValueError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}') from e
     if not isinstance(checkpoint, Mapping):
         raise ValueError(f'{path} holds a {type(checkpoint).__name__}, not a state dict or a checkpoint dict')
-    return select_state_dict(checkpoint)
+    return select_state_dict(checkpoint, use_ema=use_ema)

@@ -19,6 +19,7 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, ConvNormAct, calculate_drop_path_rates, get_device_dtype, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from safetensors import SafetensorError
 from timm.models._features import feature_take_indices
 
 from .layers import ConvFFNBlock, LargeKernelBlock
@@ -31,7 +32,7 @@ from .official import (
 )
 from .smp import points_for_kernel, project_radii
 
-__all__ = ['SMPConvNet', 'from_official', 'checkpoint_filter_fn']
+__all__ = ['SMPConvNet', 'from_official', 'load_checkpoint', 'checkpoint_filter_fn', 'HUB_ORG']
 
 
 class SMPConvStage(nn.Module):
@@ -300,13 +301,21 @@ def _init_weights(module: nn.Module, name: Optional[str] = None) -> None:
 
 
 def _load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load every weight, or raise a ValueError that names the source and each missing and unexpected key."""
-    result = model.load_state_dict(state_dict, strict=False)
+    """Load every weight, or raise a ValueError that names the source and each missing, unexpected and
+    differently shaped key."""
+    current = model.state_dict()
+    mismatched = {k: (tuple(state_dict[k].shape), tuple(v.shape)) for k, v in current.items()
+                  if k in state_dict and state_dict[k].shape != v.shape}
+    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in mismatched}, strict=False)
     problems = []
-    if result.missing_keys:
-        problems.append(f'missing keys: {", ".join(result.missing_keys)}')
+    missing = [k for k in result.missing_keys if k not in mismatched]
+    if missing:
+        problems.append(f'missing keys: {", ".join(missing)}')
     if result.unexpected_keys:
         problems.append(f'unexpected keys: {", ".join(result.unexpected_keys)}')
+    if mismatched:
+        problems.append('shapes that differ (checkpoint, model): ' + ', '.join(
+            f'{k} {theirs} {ours}' for k, (theirs, ours) in mismatched.items()))
     if problems:
         raise ValueError(f'{source} does not fit the model: ' + '; '.join(problems))
 
@@ -316,6 +325,22 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     if is_official_state_dict(state_dict):
         return convert_official_state_dict(state_dict)
     return state_dict
+
+
+def load_checkpoint(
+        model: nn.Module,
+        checkpoint: Union[str, os.PathLike, Mapping[str, Any]],
+        use_ema: bool = True,
+        trust_pickle: bool = False,
+) -> None:
+    """Load a checkpoint into `model`: weights (safetensors), a training state of this package, or an official
+    checkpoint, as a file or as read from one; the EMA weights when it has them, unless `use_ema=False`."""
+    if isinstance(checkpoint, Mapping):
+        source, state_dict = 'the checkpoint', select_state_dict(checkpoint, use_ema=use_ema)
+    else:
+        source = os.fspath(checkpoint)
+        state_dict = load_checkpoint_file(checkpoint, trust_pickle=trust_pickle, use_ema=use_ema)
+    _load_weights(model, checkpoint_filter_fn(state_dict, model), source)
 
 
 def from_official(
@@ -350,12 +375,26 @@ def from_official(
 
 
 def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConvNet:
-    return build_model_with_cfg(
-        SMPConvNet, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
-        **kwargs,
-    )
+    try:
+        return build_model_with_cfg(
+            SMPConvNet, variant, pretrained,
+            pretrained_filter_fn=checkpoint_filter_fn,
+            feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+            **kwargs,
+        )
+    except SafetensorError as e:
+        raise ValueError(f'the pretrained weights of {variant} are not a readable safetensors file (truncated or '
+                         f'corrupt?): {e}') from e
+    except OSError as e:
+        if not pretrained:
+            raise
+        raise OSError(f'the pretrained weights of {variant} could not be read ({e or type(e).__name__}). They come '
+                      f'from the Hugging Face Hub, {HUB_ORG}/<model>.<tag>; without it, load a copy with '
+                      f"timm.create_model('local-dir:/path/to/export') or pretrained_cfg_overlay=dict(file=...)") \
+            from e
+
+
+HUB_ORG = 'smpconv-models'
 
 
 def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
@@ -372,12 +411,14 @@ def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
     }
 
 
+# the authors' ImageNet-1k EMA weights, converted by `python -m smpconv_models.convert`; the mobile variants
+# of the paper's appendix were not released
 default_cfgs = generate_default_cfgs({
     'smpconv_nano': _cfg(),
-    'smpconv_t.in1k': _cfg(),
-    'smpconv_b.in1k': _cfg(),
-    'smpconv_mobile31.in1k': _cfg(),
-    'smpconv_mobile51.in1k': _cfg(),
+    'smpconv_t.in1k': _cfg(hf_hub_id=f'{HUB_ORG}/smpconv_t.in1k'),
+    'smpconv_b.in1k': _cfg(hf_hub_id=f'{HUB_ORG}/smpconv_b.in1k'),
+    'smpconv_mobile31': _cfg(),
+    'smpconv_mobile51': _cfg(),
 })
 
 

@@ -1,0 +1,45 @@
+"""torch.hub entry points for the SMPConv models (and only them):
+
+    torch.hub.load('<owner>/smpconv-models', 'smpconv_t', pretrained=True)
+    torch.hub.load('<owner>/smpconv-models', 'smpconv', model_name='hf-hub:smpconv-models/smpconv_t.in1k')
+"""
+dependencies = ['torch', 'timm', 'safetensors', 'huggingface_hub']
+
+
+def _create(model_name: str, pretrained: bool, **kwargs):
+    import timm
+
+    import smpconv_models  # noqa: F401  registers the SMPConv models with timm
+    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+
+
+def smpconv_t(pretrained: bool = False, **kwargs):
+    """SMPConv-T, 26.7M parameters; pretrained: the authors' ImageNet-1k weights (82.5% top-1)."""
+    return _create('smpconv_t', pretrained, **kwargs)
+
+
+def smpconv_b(pretrained: bool = False, **kwargs):
+    """SMPConv-B, 79.5M parameters; pretrained: the authors' ImageNet-1k weights (83.8% top-1)."""
+    return _create('smpconv_b', pretrained, **kwargs)
+
+
+def smpconv_mobile31(pretrained: bool = False, **kwargs):
+    """SMPConv mobile with 31x31 first-stage kernels, 2.9M parameters (paper appendix B.1; no weights)."""
+    return _create('smpconv_mobile31', pretrained, **kwargs)
+
+
+def smpconv_mobile51(pretrained: bool = False, **kwargs):
+    """SMPConv mobile with 51x51 first-stage kernels, 3.1M parameters (paper appendix B.1; no weights)."""
+    return _create('smpconv_mobile51', pretrained, **kwargs)
+
+
+def smpconv(model_name: str, pretrained: bool = False, **kwargs):
+    """Any SMPConv model by its timm name (with a tag: 'smpconv_t.in1k'), an 'hf-hub:' repo or a 'local-dir:'
+    export of one."""
+    if ':' not in model_name and not model_name.startswith('smpconv'):
+        raise ValueError(f"{model_name!r} is not an SMPConv model: this hub serves smpconv_* models only")
+    model = _create(model_name, pretrained, **kwargs)
+    architecture = model.pretrained_cfg.get('architecture', '')
+    if not architecture.startswith('smpconv'):
+        raise ValueError(f"{model_name!r} holds a {architecture!r} model: this hub serves smpconv_* models only")
+    return model

@@ -1,0 +1,57 @@
+"""Convert a checkpoint of the authors (or of this package) into an export for the Hugging Face Hub.
+
+    python -m smpconv_models.convert SMPConv_T.pth.tar exports/smpconv_t.in1k --model smpconv_t --trust-pickle
+
+Reads the checkpoint (its EMA weights when it has them), checks every key and shape against the model and
+names any that is missing or unexpected, and writes model.safetensors, config.json and a model card
+README.md. The export loads with timm.create_model('local-dir:<out_dir>'); `python -m
+smpconv_models.publish <out_dir> <repo_id>` uploads it.
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import timm
+
+from .hub import PAPER_TOP1, export_for_hub
+from .smpconv import HUB_ORG, load_checkpoint
+
+PICKLE_EXPLANATION = (
+    '{path} is a pickle (PyTorch\'s own checkpoint format, and the one the authors published). Unpickling a '
+    'file runs whatever code the file names, so this command unpickles only when asked to: pass --trust-pickle '
+    'if the file comes from a source you trust (such as the authors\' release). The export it writes is '
+    'safetensors, which holds tensors only.')
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('checkpoint', type=Path, help='official checkpoint (.pth, .pth.tar) or safetensors file')
+    parser.add_argument('out_dir', type=Path)
+    parser.add_argument('--model', required=True, help='registered architecture, e.g. smpconv_t')
+    parser.add_argument('--trust-pickle', action='store_true', help='allow unpickling the checkpoint')
+    parser.add_argument('--no-ema', action='store_true', help='convert the raw weights, not the EMA ones')
+    parser.add_argument('--repo-id', default=None, help='Hub repo named in the model card '
+                                                        f'(default: {HUB_ORG}/<model>.in1k)')
+    parser.add_argument('--source', default="the authors' ImageNet-1k EMA checkpoint",
+                        help='what the weights are, for the model card')
+    args = parser.parse_args(argv)
+
+    if args.model not in timm.list_models('smpconv*'):
+        parser.error(f"unknown model '{args.model}'; one of {', '.join(timm.list_models('smpconv*'))}")
+    if args.checkpoint.suffix != '.safetensors' and not args.trust_pickle:
+        print(f'error: {PICKLE_EXPLANATION.format(path=args.checkpoint)}', file=sys.stderr)
+        return 2
+    model = timm.create_model(args.model)
+    try:
+        load_checkpoint(model, args.checkpoint, use_ema=not args.no_ema, trust_pickle=args.trust_pickle)
+    except (ValueError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    repo_id = args.repo_id or f'{HUB_ORG}/{args.model}.in1k'
+    export_for_hub(model, args.out_dir, repo_id, args.source, top1=PAPER_TOP1.get(args.model))
+    print(f'wrote {args.out_dir}: model.safetensors ({len(model.state_dict())} tensors), config.json, README.md')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Exports for the Hugging Face Hub: safetensors weights, timm's config.json and a model card.
+
+An export is what `timm.models.push_to_hf_hub` would upload, without the pickled copy of the weights and
+with this package's model card: it loads with `timm.create_model('local-dir:<export>')`, and once
+uploaded (`python -m smpconv_models.publish`) with `timm.create_model('hf-hub:<repo>')`.
+"""
+import copy
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from timm.models import save_for_hf
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ['PAPER_TOP1', 'count_macs', 'export_for_hub', 'model_card']
+
+# ImageNet-1k top-1 of the authors' EMA weights (paper table 4)
+PAPER_TOP1 = {'smpconv_t': 82.5, 'smpconv_b': 83.8}
+
+_CITATION = '''@inproceedings{kim2023smpconv,
+  title={SMPConv: Self-moving Point Representations for Continuous Convolution},
+  author={Kim, Sanghyeon and Park, Eunbyung},
+  booktitle={Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern Recognition (CVPR)},
+  year={2023},
+}'''
+
+
+def count_macs(model: nn.Module, input_size: Tuple[int, ...]) -> Dict[str, int]:
+    """Multiply-accumulates of one forward pass by operator, counted by torch.utils.flop_counter (2 FLOPs per
+    MAC) on the meta device: `aten.convolution` and `aten.addmm` are the convolutions and the classifier,
+    `aten.mm` the SMP kernel generation."""
+    with FlopCounterMode(display=False) as counter:
+        model(torch.empty((1, *input_size), device='meta'))
+    return {str(op): flops // 2 for op, flops in counter.get_flop_counts()['Global'].items()}
+
+
+def model_card(model: nn.Module, repo_id: str, source: str, top1: Optional[float] = None) -> str:
+    """README.md of a Hub repo: metadata, what the weights are, how to load them, the paper."""
+    name = model.pretrained_cfg['architecture']
+    input_size = tuple(model.pretrained_cfg['input_size'])
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    macs = count_macs(copy.deepcopy(model).to('meta').eval(), input_size)
+    gmacs = (macs.get('aten.convolution', 0) + macs.get('aten.addmm', 0)) / 1e9
+    accuracy = f'- **ImageNet-1k top-1 (paper):** {top1}%\n' if top1 is not None else ''
+    return f'''---
+tags:
+- image-classification
+- timm
+- smpconv
+library_name: timm
+license: mit
+datasets:
+- imagenet-1k
+---
+# {repo_id}
+
+An SMPConv image classification model ({name}): a CNN whose large depthwise kernels are continuous functions
+of a few learned self-moving points. Weights converted from {source}; they compute exactly what the
+authors' code computes with the same weights. Needs the `smpconv-models` package, which registers the
+SMPConv models with timm.
+
+- **Model:** `{name}`, {params:.2f} M parameters, {gmacs:.3f} G MACs (convolutions and classifier) at
+  {input_size[1]}x{input_size[2]}
+{accuracy}- **Paper:** [SMPConv: Self-moving Point Representations for Continuous Convolution](https://arxiv.org/abs/2304.02330)
+- **Authors' code:** https://github.com/sangnekim/SMPConv (MIT)
+
+## Usage
+
+```python
+import timm
+import torch
+import smpconv_models  # registers the SMPConv models with timm
+
+model = timm.create_model('hf-hub:{repo_id}', pretrained=True).eval()
+transform = timm.data.create_transform(**timm.data.resolve_model_data_config(model))
+with torch.no_grad():
+    probabilities = model(transform(image).unsqueeze(0)).softmax(dim=-1)  # image: a PIL image
+```
+
+Without network access, `timm.create_model('local-dir:/path/to/a/copy/of/this/repo', pretrained=True)`.
+
+## Citation
+
+```bibtex
+{_CITATION}
+```
+'''
+
+
+def export_for_hub(model: nn.Module, out_dir: Path, repo_id: str, source: str,
+                   top1: Optional[float] = None) -> Path:
+    """Write `model.safetensors`, `config.json` and `README.md` of `model` into `out_dir`."""
+    out_dir = Path(out_dir)
+    save_for_hf(model, out_dir, safe_serialization=True)
+    (out_dir / 'README.md').write_text(model_card(model, repo_id, source, top1))
+    return out_dir
