@@ -65,7 +65,8 @@ def train(args) -> dict:
     ema = ModelEmaV3(model, decay=args.model_ema_decay, use_warmup=args.model_ema_warmup) if args.model_ema else None
     optimizer = create_optimizer(model, args)
     train_loader = create_train_loader(train_set, data_config, args, world_size, rank, accelerator.device)
-    val_loader = create_eval_loader(val_set, data_config, args, world_size, rank, accelerator.device)
+    val_loader = create_eval_loader(val_set, data_config, args.validation_batch_size or args.batch_size, args,
+                                    world_size, rank, accelerator.device)
     batches_per_epoch = len(train_loader)
     if batches_per_epoch == 0:
         raise ConfigError(f'{len(train_set)} training samples make no batch of {args.batch_size} per process')

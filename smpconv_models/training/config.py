@@ -1,4 +1,4 @@
-"""Command line and YAML configuration of `train_imagenet.py`.
+"""Command line and YAML configuration of `train_imagenet.py` and `validate.py`.
 
 Flags carry the names of timm's train.py wherever timm has the flag. A YAML config sets the defaults of
 any flags (keys are the flag names with '_' for '-'), and the command line overrides them.
@@ -6,12 +6,15 @@ any flags (keys are the flag names with '_' for '-'), and the command line overr
 import argparse
 import difflib
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Collection, Dict, Optional, Sequence
 
 import yaml
 from timm.utils import ParseKwargs
 
-__all__ = ['ConfigError', 'build_parser', 'parse_args', 'resolve_batch_size', 'resolved_config']
+BUNDLED_DATASET = 'fashion-mnist-subset'
+
+__all__ = ['ConfigError', 'add_data_args', 'add_model_args', 'build_parser', 'build_eval_parser', 'parse_args',
+           'parse_eval_args', 'load_config', 'resolve_batch_size', 'resolved_config']
 
 
 class ConfigError(ValueError):
@@ -22,6 +25,44 @@ class ConfigError(ValueError):
 _NOT_CONFIGURABLE = ('help', 'config', 'resume')
 
 
+def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Where the images come from and how they are prepared: flags shared by training and validation."""
+    group = parser.add_argument_group('Data')
+    group.add_argument('--data-dir', default=None, metavar='DIR', help='dataset root (folder, tar, ...)')
+    group.add_argument('--dataset', default=None, metavar='NAME',
+                       help="timm dataset type ('' for a folder or tar, 'hfds/...', 'wds/...', 'torch/...') or "
+                            f"'{BUNDLED_DATASET}', the data bundled with the package (default: a folder or tar "
+                            "with --data-dir, else the bundled data)")
+    group.add_argument('--class-map', default='', metavar='FILE')
+    group.add_argument('--dataset-download', action='store_true', help="download a 'torch/' or 'hfds/' dataset")
+    group.add_argument('--input-img-mode', default='RGB', help='PIL mode the images are read in')
+    group.add_argument('--num-classes', type=int, default=None, help='default: the classes of the dataset')
+    group.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
+                       help="default: the model's")
+    group.add_argument('--crop-pct', type=float, default=None, help='evaluation center crop fraction')
+    group.add_argument('--mean', type=float, nargs='+', default=None)
+    group.add_argument('--std', type=float, nargs='+', default=None)
+    group.add_argument('--interpolation', default='', help='evaluation resize interpolation')
+    group.add_argument('-j', '--workers', type=int, default=4, help='data loading processes per rank')
+    group.add_argument('--pin-mem', action='store_true')
+    group.add_argument('--seed', type=int, default=42)
+    return group
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Which model, in which numerics: flags shared by training and validation."""
+    group = parser.add_argument_group('Model and precision')
+    group.add_argument('--model', default='smpconv_t')
+    group.add_argument('--pretrained', action='store_true', help="start from the model's published weights")
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE')
+    group.add_argument('--channels-last', action='store_true')
+    group.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
+    group.add_argument('--amp', action='store_true', help='mixed precision')
+    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
+    group.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    return group
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Flags of the training script; the defaults are the paper's SMPConv-T ImageNet recipe."""
     parser = argparse.ArgumentParser(
@@ -30,50 +71,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help='YAML file of flag defaults (default: configs/quickstart.yaml)')
 
-    group = parser.add_argument_group('Data')
-    group.add_argument('--data-dir', default=None, metavar='DIR', help='dataset root (folder, tar, ...)')
-    group.add_argument('--dataset', default='', metavar='NAME',
-                       help="timm dataset type ('' for a folder or tar, 'hfds/...', 'wds/...', 'torch/...') "
-                            "or 'fashion-mnist-subset', the data bundled with the package")
+    group = add_data_args(parser)
     group.add_argument('--train-split', default='train')
     group.add_argument('--val-split', default='validation')
-    group.add_argument('--class-map', default='', metavar='FILE')
-    group.add_argument('--dataset-download', action='store_true', help="download a 'torch/' or 'hfds/' dataset")
     group.add_argument('--train-num-samples', type=int, default=None,
                        help="samples per training epoch of an iterable dataset ('wds/', 'hfids/')")
     group.add_argument('--val-num-samples', type=int, default=None)
-    group.add_argument('--input-img-mode', default='RGB', help='PIL mode the images are read in')
-    group.add_argument('--num-classes', type=int, default=None, help='default: the classes of the dataset')
-    group.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'))
-    group.add_argument('--crop-pct', type=float, default=None, help='evaluation center crop fraction')
-    group.add_argument('--mean', type=float, nargs='+', default=None)
-    group.add_argument('--std', type=float, nargs='+', default=None)
-    group.add_argument('--interpolation', default='', help='evaluation resize interpolation')
-    group.add_argument('-j', '--workers', type=int, default=4, help='data loading processes per rank')
-    group.add_argument('--pin-mem', action='store_true')
 
-    group = parser.add_argument_group('Model')
-    group.add_argument('--model', default='smpconv_t')
-    group.add_argument('--pretrained', action='store_true')
-    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE')
+    group = add_model_args(parser)
     group.add_argument('--drop', type=float, default=0., help='classifier dropout')
     group.add_argument('--drop-path', type=float, default=None, help="default: the model's")
     group.add_argument('--grad-checkpointing', action='store_true')
-    group.add_argument('--channels-last', action='store_true')
-    group.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
     group.add_argument('--sync-bn', action=argparse.BooleanOptionalAction, default=True,
                        help='synchronise batch norm statistics across processes when distributed')
 
-    group = parser.add_argument_group('Batch and precision')
+    group = parser.add_argument_group('Batch')
     group.add_argument('-b', '--batch-size', type=int, default=None,
                        help='batch per process; default: global batch / (processes x accumulation)')
     group.add_argument('--global-batch-size', type=int, default=2048,
                        help='samples per optimizer update over all processes')
     group.add_argument('-vb', '--validation-batch-size', type=int, default=None)
     group.add_argument('--grad-accum-steps', type=int, default=1)
-    group.add_argument('--amp', action='store_true', help='mixed precision')
-    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
-    group.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
 
     group = parser.add_argument_group('Optimizer')
     group.add_argument('--opt', default='adamw')
@@ -127,7 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--model-ema-warmup', action='store_true')
 
     group = parser.add_argument_group('Run')
-    group.add_argument('--seed', type=int, default=42)
     group.add_argument('--output', default='output/train', metavar='DIR')
     group.add_argument('--experiment', default='', help='run folder name (default: date-time-model)')
     group.add_argument('--eval-metric', default='top1', choices=('top1', 'top5', 'loss'),
@@ -141,6 +158,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def build_eval_parser() -> argparse.ArgumentParser:
+    """Flags of the validation script: the data and model flags of training, and its own."""
+    parser = argparse.ArgumentParser(
+        description='Evaluate an SMPConv model: top-1, top-5 and loss on a dataset.',
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument('-c', '--config', default=None, metavar='FILE',
+                        help="a training config (a run's config.yaml, say): its data and model flags are used")
+    add_data_args(parser)
+    add_model_args(parser)
+    group = parser.add_argument_group('Validation')
+    group.add_argument('--split', default='validation')
+    group.add_argument('--num-samples', type=int, default=None, help="samples of an iterable dataset ('wds/')")
+    group.add_argument('--checkpoint', default='', metavar='FILE',
+                       help="weights (safetensors), a training state of train_imagenet.py, or an official checkpoint")
+    group.add_argument('--use-ema', action='store_true', help='the EMA weights of a checkpoint that has them')
+    group.add_argument('--trust-pickle', action='store_true',
+                       help='fully unpickle a checkpoint that needs it (it can run code: only for trusted files)')
+    group.add_argument('-b', '--batch-size', type=int, default=256)
+    group.add_argument('--reparam', action='store_true', help='re-parameterise the model first (timm)')
+    group.add_argument('--results-file', default='', metavar='FILE', help='also write the results (.json or .csv)')
+    return parser
+
+
+def parse_eval_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """The validation flags; a training config may hold training flags, which are ignored."""
+    parser = build_eval_parser()
+    eval_flags = {action.dest for action in parser._actions}
+    training_only = {action.dest for action in build_parser()._actions} - eval_flags
+    return _parse_with_config(parser, argv, None, ignore=training_only)
+
+
 def _coerce(action: argparse.Action, value: Any) -> Any:
     """Convert a YAML value the way argparse converts that flag's strings (YAML reads '4e-3' as text)."""
     if action.type is None or value is None:
@@ -150,8 +198,8 @@ def _coerce(action: argparse.Action, value: Any) -> Any:
     return action.type(value) if isinstance(value, str) else value
 
 
-def load_config(path: Path, parser: argparse.ArgumentParser) -> Dict[str, Any]:
-    """Flag defaults from a YAML file; a key that is not a flag is an error that names it."""
+def load_config(path: Path, parser: argparse.ArgumentParser, ignore: Collection[str] = ()) -> Dict[str, Any]:
+    """Flag defaults from a YAML file; a key that is not a flag (nor in `ignore`) is an error that names it."""
     if not path.is_file():
         raise ConfigError(f'config file not found: {path}')
     config = yaml.safe_load(path.read_text()) or {}
@@ -160,6 +208,8 @@ def load_config(path: Path, parser: argparse.ArgumentParser) -> Dict[str, Any]:
     actions = {action.dest: action for action in parser._actions if action.dest not in _NOT_CONFIGURABLE}
     values = {}
     for key, value in config.items():
+        if key in ignore:
+            continue
         if key not in actions:
             close = difflib.get_close_matches(key, actions, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ''
@@ -171,15 +221,21 @@ def load_config(path: Path, parser: argparse.ArgumentParser) -> Dict[str, Any]:
     return values
 
 
-def parse_args(argv: Optional[Sequence[str]], default_config: Optional[Path] = None) -> argparse.Namespace:
+def _parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
+                       default_config: Optional[Path], ignore: Collection[str] = ()) -> argparse.Namespace:
     """Flags from `argv` over the config file's values over the parser defaults."""
-    parser = build_parser()
     config_path, _ = parser.parse_known_args(argv)
     config_path = Path(config_path.config) if config_path.config else default_config
     if config_path is not None:
-        parser.set_defaults(**load_config(config_path, parser))
+        parser.set_defaults(**load_config(config_path, parser, ignore))
     args = parser.parse_args(argv)
     args.config = str(config_path) if config_path else None
+    return args
+
+
+def parse_args(argv: Optional[Sequence[str]], default_config: Optional[Path] = None) -> argparse.Namespace:
+    """The training flags: `argv` over the config file's values over the parser defaults."""
+    args = _parse_with_config(build_parser(), argv, default_config)
     for name in ('epochs', 'grad_accum_steps', 'checkpoint_hist', 'log_interval'):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

@@ -9,16 +9,21 @@ from timm.data import create_dataset, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
 from ..datasets import FashionMNISTSubset
-from .config import ConfigError
+from .config import BUNDLED_DATASET, ConfigError
 
-__all__ = ['BUNDLED_DATASET', 'create_datasets', 'num_classes_of', 'SeededAugmentation', 'create_train_loader',
-           'create_eval_loader']
-
-BUNDLED_DATASET = 'fashion-mnist-subset'
+__all__ = ['create_datasets', 'create_eval_dataset', 'num_classes_of', 'SeededAugmentation', 'create_train_loader',
+           'create_eval_loader', 'set_epoch']
 
 
 # the split folder names timm's dataset factory looks for
 _SPLIT_SYNONYMS = (('train', 'training'), ('validation', 'val', 'valid', 'eval', 'evaluation'))
+
+
+def _dataset_name(args) -> str:
+    """`--dataset`, by default a folder or tar when `--data-dir` is given, else the bundled data."""
+    if args.dataset is not None:
+        return args.dataset
+    return '' if args.data_dir else BUNDLED_DATASET
 
 
 def _timm_dataset(args, split: str, is_training: bool, num_samples: Optional[int]) -> Dataset:
@@ -42,15 +47,29 @@ def _timm_dataset(args, split: str, is_training: bool, num_samples: Optional[int
         raise
 
 
+def create_eval_dataset(args, split: str, num_samples: Optional[int] = None) -> Dataset:
+    """The `split` of the dataset that `--dataset` and `--data-dir` name, for evaluation."""
+    args.dataset = _dataset_name(args)
+    if args.dataset == BUNDLED_DATASET:
+        _check_no_data_dir(args)
+        return FashionMNISTSubset(split)
+    return _timm_dataset(args, split, False, num_samples)
+
+
+def _check_no_data_dir(args) -> None:
+    if args.data_dir:
+        raise ConfigError(f"--data-dir {args.data_dir} is given, but the dataset is the bundled "
+                          f"{BUNDLED_DATASET}: add --dataset '' for a folder or tar (or another timm dataset)")
+
+
 def create_datasets(args) -> Tuple[Dataset, Dataset]:
     """The training and validation datasets that `--dataset` and `--data-dir` name."""
+    args.dataset = _dataset_name(args)
     if args.dataset == BUNDLED_DATASET:
-        if args.data_dir:
-            raise ConfigError(f"--data-dir {args.data_dir} is given, but the dataset is the bundled "
-                              f"{BUNDLED_DATASET}: add --dataset '' for a folder or tar (or another timm dataset)")
+        _check_no_data_dir(args)
         return FashionMNISTSubset(args.train_split), FashionMNISTSubset(args.val_split)
     train = _timm_dataset(args, args.train_split, True, args.train_num_samples)
-    val = _timm_dataset(args, args.val_split, False, args.val_num_samples)
+    val = create_eval_dataset(args, args.val_split, args.val_num_samples)
     train_classes = getattr(getattr(train, 'reader', None), 'class_to_idx', None)
     val_classes = getattr(getattr(val, 'reader', None), 'class_to_idx', None)
     if train_classes and val_classes and train_classes != val_classes:
@@ -129,16 +148,16 @@ def create_train_loader(dataset: Dataset, data_config: Dict[str, Any], args, wor
                       drop_last=True, **_loader_kwargs(args, device, dataset))
 
 
-def create_eval_loader(dataset: Dataset, data_config: Dict[str, Any], args, world_size: int, rank: int,
-                       device: torch.device) -> DataLoader:
+def create_eval_loader(dataset: Dataset, data_config: Dict[str, Any], batch_size: int, args, world_size: int,
+                       rank: int, device: torch.device) -> DataLoader:
     """Every validation sample exactly once over all processes (no padding, so metrics are exact)."""
     dataset.transform = create_transform(
         data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
         mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'])
     if not isinstance(dataset, IterableDataset):
         dataset = Subset(dataset, range(rank, len(dataset), world_size))
-    return DataLoader(dataset, batch_size=args.validation_batch_size or args.batch_size,
-                      persistent_workers=args.workers > 0, **_loader_kwargs(args, device, dataset))
+    return DataLoader(dataset, batch_size=batch_size, persistent_workers=args.workers > 0,
+                      **_loader_kwargs(args, device, dataset))
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Evaluate an SMPConv model: top-1, top-5 and loss on a dataset (by default the bundled Fashion-MNIST subset).
+
+    python validate.py --model smpconv_t --pretrained --data-dir /data/imagenet       # its 'validation' split
+    python validate.py --config output/train/<run>/config.yaml --checkpoint output/train/<run>/model_best.safetensors
+    torchrun --nproc_per_node=8 validate.py --model smpconv_b --pretrained --data-dir /data/imagenet
+
+Flags carry the names of timm's validate.py; `--help` lists them.
+"""
+import csv
+import json
+import sys
+from pathlib import Path
+
+import timm
+import torch
+from accelerate import Accelerator
+from timm.data import resolve_data_config
+from timm.models import reparameterize_model
+from timm.utils import check_batch_size_retry, decay_batch_step
+
+import smpconv_models  # noqa: F401  registers the SMPConv models
+from smpconv_models import load_checkpoint
+from smpconv_models.official import load_checkpoint_file
+from smpconv_models.smpconv import checkpoint_filter_fn
+from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, num_classes_of,
+                                     parse_eval_args)
+
+
+def _num_classes(args, dataset, checkpoint):
+    """--num-classes, else the checkpoint's classifier, the published weights' classes or the dataset's."""
+    if args.num_classes:
+        return args.num_classes
+    if checkpoint is not None:
+        classifier = checkpoint_filter_fn(checkpoint, None).get('head.fc.weight')
+        if classifier is not None:
+            return classifier.shape[0]
+    if args.pretrained:
+        return None  # the published weights'
+    return num_classes_of(dataset)
+
+
+def validate(args) -> dict:
+    if ':' not in args.model and args.model.split('.')[0] not in timm.list_models('smpconv*'):
+        raise ConfigError(f"unknown model '{args.model}': one of {', '.join(timm.list_models('smpconv*'))}")
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        raise ConfigError('--device cuda, but no GPU is available')
+    accelerator = Accelerator(
+        cpu=args.device == 'cpu' or not torch.cuda.is_available(),
+        mixed_precision={'bfloat16': 'bf16', 'float16': 'fp16'}[args.amp_dtype] if args.amp else 'no')
+    dataset = create_eval_dataset(args, args.split, args.num_samples)
+    checkpoint = None
+    if args.checkpoint:
+        try:
+            checkpoint = load_checkpoint_file(args.checkpoint, trust_pickle=args.trust_pickle, use_ema=args.use_ema)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+    model_kwargs = dict(args.model_kwargs)
+    num_classes = _num_classes(args, dataset, checkpoint)
+    if num_classes:
+        model_kwargs['num_classes'] = num_classes
+    model = timm.create_model(args.model, pretrained=args.pretrained, **model_kwargs)
+    if checkpoint is not None:
+        try:
+            load_checkpoint(model, checkpoint)
+        except ValueError as e:
+            raise ConfigError(f'{args.checkpoint}: {e}') from e
+    if args.reparam:
+        model = reparameterize_model(model)
+    data_config = resolve_data_config(vars(args), model=model)
+    model = model.to(accelerator.device).eval()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if args.torchcompile:
+        model = torch.compile(model, backend=args.torchcompile)
+
+    batch_size = args.batch_size
+    while True:
+        loader = create_eval_loader(dataset, data_config, batch_size, args, accelerator.num_processes,
+                                    accelerator.process_index, accelerator.device)
+        try:
+            metrics = evaluate(model, loader, accelerator, args.channels_last)
+            break
+        except RuntimeError as e:
+            if batch_size <= 1 or not check_batch_size_retry(str(e)):
+                raise
+            batch_size = decay_batch_step(batch_size)
+            accelerator.print(f'out of memory: retrying with batch size {batch_size}')
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    return dict(
+        model=args.model, checkpoint=args.checkpoint or ('pretrained' if args.pretrained else 'random init'),
+        dataset=args.dataset or args.data_dir, split=args.split, num_images=len(dataset),
+        input_size=list(data_config['input_size']), batch_size=batch_size, **metrics)
+
+
+def write_results(results: dict, path: Path) -> None:
+    if path.suffix == '.csv':
+        with open(path, 'w', newline='') as f:
+            writer = csv.DictWriter(f, fieldnames=list(results))
+            writer.writeheader()
+            writer.writerow({k: v if not isinstance(v, list) else ' '.join(map(str, v)) for k, v in results.items()})
+    else:
+        path.write_text(json.dumps(results, indent=2) + '\n')
+
+
+def main(argv=None) -> int:
+    try:
+        args = parse_eval_args(argv)
+        results = validate(args)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if 'Unknown model' not in str(e):
+            raise
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f"{results['model']} ({results['checkpoint']}) on {results['num_images']} images of "
+          f"{results['dataset']}/{results['split']}: top-1 {results['top1']:.3f}%, top-5 {results['top5']:.3f}%, "
+          f"loss {results['loss']:.4f}")
+    if args.results_file:
+        write_results(results, Path(args.results_file))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
