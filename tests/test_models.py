@@ -3,9 +3,9 @@ import pytest
 import timm
 import torch
 from timm.optim import create_optimizer_v2
-from torch.utils.flop_counter import FlopCounterMode
 
 import smpconv_models  # noqa: F401  registers the models
+from smpconv_models.hub import count_macs
 from smpconv_models.layers import ConvFFNBlock, LargeKernelBlock
 from smpconv_models.smp import SMPKernel
 from smpconv_models.smpconv import SMPConvNet
@@ -24,19 +24,12 @@ COUNTS = {
 }
 
 
-def macs(model: torch.nn.Module, input_size=(1, 3, 224, 224)) -> dict:
-    """MACs by operator, counted by torch.utils.flop_counter (2 FLOPs per MAC) on meta tensors."""
-    with FlopCounterMode(display=False) as counter:
-        model(torch.empty(input_size, device='meta'))
-    return {str(op): flops // 2 for op, flops in counter.get_flop_counts()['Global'].items()}
-
-
 @pytest.mark.parametrize('name', MODELS)
 def test_parameter_and_mac_counts(name):
     params, conv_linear_macs, kernel_macs = COUNTS[name]
     model = timm.create_model(name, device='meta')
     assert sum(p.numel() for p in model.parameters()) == params
-    counted = macs(model)
+    counted = count_macs(model, (3, 224, 224))
     assert counted['aten.convolution'] + counted['aten.addmm'] == conv_linear_macs
     assert counted['aten.mm'] == kernel_macs
 

@@ -2,7 +2,6 @@
 import argparse
 import copy
 import hashlib
-import json
 
 import pytest
 import timm
@@ -13,6 +12,8 @@ import smpconv_models
 from smpconv_models.official import convert_official_state_dict, official_model_args
 from smpconv_models.smp import SMPKernel, kernel_grid
 from smpconv_models.smpconv import SMPConvNet, checkpoint_filter_fn
+
+from official_checkpoints import manifest_state_dict, official_kwargs, save_official_checkpoint
 
 TINY_WEIGHTS = 'smpconv_tiny_ref_weights.safetensors'
 
@@ -26,7 +27,7 @@ def reference(official_dir, tiny_ref_config):
 
 
 @pytest.fixture(scope='module')
-def official_kwargs(tiny_ref_config):
+def tiny_kwargs(tiny_ref_config):
     return tiny_ref_config['constructor_kwargs']
 
 
@@ -36,8 +37,8 @@ def official_state_dict(official_dir):
 
 
 @pytest.fixture(scope='module')
-def tiny_model(official_dir, official_kwargs):
-    return smpconv_models.from_official(official_dir / TINY_WEIGHTS, **official_kwargs).eval()
+def tiny_model(official_dir, tiny_kwargs):
+    return smpconv_models.from_official(official_dir / TINY_WEIGHTS, **tiny_kwargs).eval()
 
 
 @pytest.mark.parametrize('suffix, atol', [
@@ -79,68 +80,25 @@ def test_float64_logits_match_official_float64(tiny_model, reference, suffix):
     torch.testing.assert_close(logits, reference[f'logits{suffix}_fp64'], rtol=0, atol=1e-12)
 
 
-def _official_grid(kernel_size):
-    """The official `kernel_coord` buffer: meshgrid(linspace, linspace, 'ij'), [1, 2, k, k]."""
-    axis = torch.linspace(-1, 1, kernel_size)
-    return torch.stack(torch.meshgrid(axis, axis, indexing='ij'))[None]
-
-
-def _manifest_state_dict(manifest):
-    """Meta tensors of the manifest's shapes, and the real grid buffers."""
-    return {
-        k: _official_grid(shape[-1]) if k.endswith('kernel_coord')
-        else torch.empty(shape, device='meta', dtype=getattr(torch, manifest['dtypes'].get(k, 'float32')))
-        for k, shape in manifest['state_dict'].items()
-    }
-
-
-def _manifest_kwargs(manifest):
-    defaults = {k: v for k, v in manifest['defaults'].items() if k != 'small_kernel'}  # fixed at 5 officially
-    return {**defaults, **manifest['constructor']}
-
-
 @pytest.mark.parametrize('variant', ['smpconv_t', 'smpconv_b'])
-def test_official_layouts_map_onto_ours(official_dir, variant):
-    manifest = json.loads((official_dir / f'{variant}_state_dict_manifest.json').read_text())
-    converted = convert_official_state_dict(_manifest_state_dict(manifest))
-    ours = SMPConvNet(**official_model_args(**_manifest_kwargs(manifest)), device='meta').state_dict()
+def test_official_layouts_map_onto_ours(variant):
+    converted = convert_official_state_dict(manifest_state_dict(variant))
+    ours = SMPConvNet(**official_model_args(**official_kwargs(variant)), device='meta').state_dict()
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in ours.items()}
     registered = timm.create_model(variant, device='meta').state_dict()
     assert {k: tuple(v.shape) for k, v in registered.items()} == {k: tuple(v.shape) for k, v in ours.items()}
 
 
-def _official_checkpoint(state_dict, ema_state_dict):
-    """A timm CheckpointSaver file as the authors published them."""
-    return {
-        'epoch': 299, 'arch': 'SMPConv_T', 'state_dict': state_dict, 'state_dict_ema': ema_state_dict,
-        'optimizer': {'state': {}, 'param_groups': []}, 'args': argparse.Namespace(model='SMPConv_T', lr=4e-3),
-        'version': 2, 'metric': 82.5,
-    }
-
-
 @pytest.fixture(scope='module')
-def official_t_checkpoint(official_dir, tmp_path_factory):
+def official_t_checkpoint(tmp_path_factory):
     """A full-size official SMPConv-T checkpoint with random weights, its EMA weights different."""
-    manifest = json.loads((official_dir / 'smpconv_t_state_dict_manifest.json').read_text())
-    generator = torch.Generator().manual_seed(0)
-    weights = {}
-    for key, tensor in _manifest_state_dict(manifest).items():
-        if key.endswith('kernel_coord'):
-            weights[key] = tensor
-        elif tensor.is_floating_point():
-            weights[key] = torch.rand(tensor.shape, generator=generator) + 0.5
-        else:
-            weights[key] = torch.zeros(tensor.shape, dtype=tensor.dtype)
-    ema = {k: v if k.endswith('kernel_coord') or not v.is_floating_point() else v * 1.01 for k, v in weights.items()}
-    path = tmp_path_factory.mktemp('official') / 'SMPConv_T.pth.tar'
-    torch.save(_official_checkpoint(weights, ema), path)
-    return path, ema
+    return save_official_checkpoint(tmp_path_factory.mktemp('official') / 'SMPConv_T.pth.tar', 'smpconv_t')
 
 
 def test_create_model_loads_official_checkpoint_file(official_t_checkpoint):
     path, ema = official_t_checkpoint
     model = timm.create_model('smpconv_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
-    expected = smpconv_models.from_official(path, **_manifest_kwargs_t()).state_dict()
+    expected = smpconv_models.from_official(path, **official_kwargs('smpconv_t')).state_dict()
     loaded = model.state_dict()
     assert loaded.keys() == expected.keys()
     for name in expected:
@@ -152,11 +110,6 @@ def test_create_model_loads_official_checkpoint_file(official_t_checkpoint):
         ema['stages.0.blocks.0.large_kernel.smp.conv.radius'].flatten(), rtol=0, atol=0)
 
 
-def _manifest_kwargs_t():
-    return dict(large_kernel_sizes=[31, 29, 27, 13], layers=[2, 2, 8, 2], channels=[96, 192, 384, 768],
-                n_points_divide=4, drop_path_rate=0.1)
-
-
 def test_checkpoint_filter_passes_native_state_dicts_through():
     state_dict = timm.create_model('smpconv_mobile31', device='meta').state_dict()
     filtered = checkpoint_filter_fn(state_dict, None)
@@ -164,12 +117,12 @@ def test_checkpoint_filter_passes_native_state_dicts_through():
     assert all(filtered[k] is state_dict[k] for k in state_dict)
 
 
-def test_drifted_official_grid_is_kept(official_state_dict, official_kwargs, reference):
+def test_drifted_official_grid_is_kept(official_state_dict, tiny_kwargs, reference):
     # timm's EMA averages the official grid buffer too; the published EMA checkpoints carry a drifted grid
     key = 'stages.0.blocks.0.large_kernel.smp.conv.kernel_coord'
     drifted = dict(official_state_dict)
     drifted[key] = drifted[key] + 1e-4 * torch.randn(drifted[key].shape, generator=torch.Generator().manual_seed(0))
-    model = smpconv_models.from_official(drifted, **official_kwargs).eval()
+    model = smpconv_models.from_official(drifted, **tiny_kwargs).eval()
     points = model.stages[0].blocks[0].large_kernel.smp.conv.points
     assert points.grid is not None
     # every other layer's grid is exact and stays implicit
@@ -180,7 +133,7 @@ def test_drifted_official_grid_is_kept(official_state_dict, official_kwargs, ref
     # float32 kernel against the official computation in float64: |K| < 10, 240 terms
     torch.testing.assert_close(points().detach().double(), expected, rtol=0, atol=1e-5)
     # and the drift survives a round trip through this package's own state dict
-    reloaded = SMPConvNet(**official_model_args(**official_kwargs)).eval()
+    reloaded = SMPConvNet(**official_model_args(**tiny_kwargs)).eval()
     reloaded.load_state_dict(model.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(reloaded(reference['input']), model(reference['input']), rtol=0, atol=0)
@@ -197,12 +150,13 @@ def _official_make_kernels(weight_coord, radius, weights, kernel_coord):
     return kernels.permute(0, 2, 1).flip(1)
 
 
-def test_from_official_takes_state_dicts_and_checkpoints(official_state_dict, official_kwargs, tiny_model,
+def test_from_official_takes_state_dicts_and_checkpoints(official_state_dict, tiny_kwargs, tiny_model,
                                                          reference, tmp_path):
     path = tmp_path / 'checkpoint.pth'
-    torch.save(_official_checkpoint({}, official_state_dict), path)
-    for source in (official_state_dict, _official_checkpoint({}, official_state_dict), path):
-        model = smpconv_models.from_official(source, **official_kwargs).eval()
+    checkpoint = {'state_dict': {}, 'state_dict_ema': official_state_dict, 'args': argparse.Namespace(lr=4e-3)}
+    torch.save(checkpoint, path)
+    for source in (official_state_dict, checkpoint, path):
+        model = smpconv_models.from_official(source, **tiny_kwargs).eval()
         with torch.no_grad():
             torch.testing.assert_close(model(reference['input']), tiny_model(reference['input']), rtol=0, atol=0)
 
@@ -236,44 +190,46 @@ class _Payload:
         return open, (self.marker, 'w')
 
 
-def test_pickles_needing_code_execution_need_trust(official_state_dict, official_kwargs, tmp_path):
+def test_pickles_needing_code_execution_need_trust(official_state_dict, tiny_kwargs, tmp_path):
     marker = tmp_path / 'code-ran'
     path = tmp_path / 'untrusted.pth'
-    torch.save({**_official_checkpoint({}, official_state_dict), 'hook': _Payload(str(marker))}, path)
+    torch.save({'state_dict_ema': official_state_dict, 'args': argparse.Namespace(), 'hook': _Payload(str(marker))},
+               path)
     with pytest.raises(ValueError, match=r'\(io\.open\).*trust_pickle=True'):
-        smpconv_models.from_official(path, **official_kwargs)
+        smpconv_models.from_official(path, **tiny_kwargs)
     assert not marker.exists()
-    smpconv_models.from_official(path, trust_pickle=True, **official_kwargs)
+    smpconv_models.from_official(path, trust_pickle=True, **tiny_kwargs)
     assert marker.exists()
 
 
-def test_unreadable_files_are_reported(official_dir, official_kwargs, tmp_path):
+def test_unreadable_files_are_reported(official_dir, tiny_kwargs, tmp_path):
     data = (official_dir / TINY_WEIGHTS).read_bytes()
     truncated = tmp_path / 'truncated.safetensors'
     truncated.write_bytes(data[:len(data) // 2])
     with pytest.raises(ValueError, match='truncated or corrupt'):
-        smpconv_models.from_official(truncated, **official_kwargs)
+        smpconv_models.from_official(truncated, **tiny_kwargs)
     corrupt = tmp_path / 'corrupt.pth'
     corrupt.write_bytes(b'not a checkpoint' * 64)
     with pytest.raises(ValueError, match='truncated or corrupt'):
-        smpconv_models.from_official(corrupt, **official_kwargs)
+        smpconv_models.from_official(corrupt, **tiny_kwargs)
     with pytest.raises(FileNotFoundError, match='missing.pth'):
-        smpconv_models.from_official(tmp_path / 'missing.pth', **official_kwargs)
+        smpconv_models.from_official(tmp_path / 'missing.pth', **tiny_kwargs)
 
 
-def test_checkpoints_that_do_not_fit_name_their_keys(official_state_dict, official_kwargs):
+def test_checkpoints_that_do_not_fit_name_their_keys(official_state_dict, tiny_kwargs):
     incomplete = {k: v for k, v in official_state_dict.items() if k != 'stages.1.blocks.1.pw1.conv.weight'}
     incomplete['stages.1.blocks.1.extra.weight'] = torch.zeros(1)
     with pytest.raises(ValueError, match=r'missing keys: stages\.1\.blocks\.1\.pw1\.conv\.weight.*'
                                          r'unexpected keys: stages\.1\.blocks\.1\.extra\.weight'):
-        smpconv_models.from_official(incomplete, **official_kwargs)
-    with pytest.raises(RuntimeError, match='size mismatch for stem.0.conv.weight'):
-        smpconv_models.from_official(official_state_dict, **{**official_kwargs, 'channels': [8, 32, 64, 128]})
+        smpconv_models.from_official(incomplete, **tiny_kwargs)
+    with pytest.raises(ValueError, match=r'does not fit the model: .*shapes that differ \(checkpoint, model\): '
+                                         r'stem.0.conv.weight \(16, 3, 3, 3\) \(8, 3, 3, 3\)'):
+        smpconv_models.from_official(official_state_dict, **{**tiny_kwargs, 'channels': [8, 32, 64, 128]})
     native = timm.create_model('smpconv_mobile31').state_dict()
     with pytest.raises(ValueError, match='not in the official SMPConv layout'):
         smpconv_models.from_official(native, large_kernel_sizes=[31, 29, 27, 13], layers=[2] * 4,
                                      channels=[64, 128, 256, 320])
     with pytest.raises(TypeError, match='small_kernel'):
-        smpconv_models.from_official(official_state_dict, small_kernel=5, **official_kwargs)
+        smpconv_models.from_official(official_state_dict, small_kernel=5, **tiny_kwargs)
     with pytest.raises(ValueError, match='out_indices'):
-        smpconv_models.from_official(official_state_dict, **{**official_kwargs, 'out_indices': (0, 1)})
+        smpconv_models.from_official(official_state_dict, **{**tiny_kwargs, 'out_indices': (0, 1)})

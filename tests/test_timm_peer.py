@@ -15,8 +15,15 @@ from pathlib import Path
 import pytest
 import timm
 
+import smpconv_models  # noqa: F401
+from smpconv_models import convert
+
+from official_checkpoints import add_to_hub_cache, save_official_checkpoint
+
 MODELS = {'smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51', 'smpconv_nano'}
-# Every generic test that applies to a CNN classifier without pretrained weights.
+PRETRAINED = {'smpconv_t', 'smpconv_b'}
+PRETRAINED_TESTS = {'test_model_load_pretrained', 'test_model_features_pretrained'}
+# Every generic test that applies to a CNN classifier.
 EXPECTED_TESTS = {
     'test_model_forward', 'test_model_backward', 'test_model_default_cfgs', 'test_model_forward_torchscript',
     'test_model_forward_features', 'test_model_forward_intermediates_features', 'test_model_forward_intermediates',
@@ -51,6 +58,15 @@ def _model_name(test_id: str) -> str:
     return next(p for p in params if p.startswith('smpconv')).split('.')[0]
 
 
+def build_hub_cache(cache_dir: Path, work_dir: Path) -> None:
+    """The published models' Hub repos, from official-layout checkpoints converted by the convert command."""
+    for variant in sorted(PRETRAINED):
+        official, _ = save_official_checkpoint(work_dir / f'{variant}.pth.tar', variant)
+        assert convert.main([str(official), str(work_dir / variant), '--model', variant, '--trust-pickle']) == 0
+        official.unlink()
+        add_to_hub_cache(cache_dir, timm.get_pretrained_cfg(f'{variant}.in1k').hf_hub_id, work_dir / variant)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 def test_timm_model_suite_passes_for_every_model(tmp_path):
@@ -58,10 +74,12 @@ def test_timm_model_suite_passes_for_every_model(tmp_path):
     suite.mkdir()
     shutil.copy(fetch_timm_model_tests(timm.__version__), suite / 'test_models.py')
     shutil.copy(Path(__file__).parent / 'timm_peer' / 'conftest.py', suite / 'conftest.py')
+    build_hub_cache(tmp_path / 'hub', tmp_path)  # for timm's two pretrained-weight tests
     report = tmp_path / 'report.xml'
     result = subprocess.run(
         [sys.executable, '-m', 'pytest', str(suite), '-q', '-p', 'no:cacheprovider', f'--junitxml={report}'],
-        cwd=suite, env={**os.environ, 'HF_HUB_OFFLINE': '1'}, capture_output=True, text=True)
+        cwd=suite, env={**os.environ, 'HF_HUB_OFFLINE': '1', 'HF_HUB_CACHE': str(tmp_path / 'hub')},
+        capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
 
     passed = set()
@@ -70,6 +88,8 @@ def test_timm_model_suite_passes_for_every_model(tmp_path):
         assert not outcome, f'{case.get("name")}: {outcome}\n{ElementTree.tostring(case, "unicode")[:2000]}'
         test_id = case.get('name')
         passed.add((test_id.partition('[')[0], _model_name(test_id)))
-    missing = {(test, model) for test in EXPECTED_TESTS for model in MODELS} - passed
+    expected = {(test, model) for test in EXPECTED_TESTS for model in MODELS}
+    expected |= {(test, model) for test in PRETRAINED_TESTS for model in PRETRAINED}
+    missing = expected - passed
     assert not missing, f'timm tests that did not run: {sorted(missing)}'
     print(f'timm {timm.__version__} model suite: {len(passed)} passed\n{result.stdout.splitlines()[-1]}')

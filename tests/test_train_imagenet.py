@@ -61,7 +61,8 @@ def test_quickstart_shortened(tmp_path):
         pretrained_cfg_overlay=dict(file=str(run_dir / 'model.safetensors'), num_classes=10))
     data_config = dict(input_size=tuple(args.input_size), interpolation=args.interpolation, mean=args.mean,
                        std=args.std, crop_pct=args.crop_pct)
-    loader = create_eval_loader(FashionMNISTSubset('validation'), data_config, args, 1, 0, torch.device('cpu'))
+    loader = create_eval_loader(FashionMNISTSubset('validation'), data_config, args.batch_size, args, 1, 0,
+                                torch.device('cpu'))
     metrics = evaluate(model, loader, Accelerator(cpu=True))
     assert metrics['top1'] == pytest.approx(float(rows[-1]['eval_top1']))
     assert metrics['loss'] == pytest.approx(float(rows[-1]['eval_loss']), rel=1e-5)
