@@ -17,12 +17,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, ConvNormAct, calculate_drop_path_rates, get_device_dtype, trunc_normal_
+from timm.layers import ClassifierHead, calculate_drop_path_rates, get_device_dtype, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from safetensors import SafetensorError
 from timm.models._features import feature_take_indices
 
-from .layers import ConvFFNBlock, LargeKernelBlock
+from .layers import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock
 from .official import (
     convert_official_state_dict,
     is_official_state_dict,
@@ -50,16 +50,17 @@ class SMPConvStage(nn.Module):
             dw_ratio: float = 1.,
             small_kernel_size: Optional[int] = 5,
             drop_path_rates: Optional[List[float]] = None,
+            inference_mode: bool = False,
             device=None,
             dtype=None,
     ):
-        dd = {'device': device, 'dtype': dtype}
+        layer_kwargs = dict(inference_mode=inference_mode, device=device, dtype=dtype)
         super().__init__()
         self.grad_checkpointing = False
         if downsample:
             self.downsample = nn.Sequential(
-                ConvNormAct(in_chs, out_chs, 1, **dd),
-                ConvNormAct(out_chs, out_chs, 3, stride=2, groups=out_chs, **dd),
+                FusableConvNormAct(in_chs, out_chs, 1, **layer_kwargs),
+                FusableConvNormAct(out_chs, out_chs, 3, stride=2, groups=out_chs, **layer_kwargs),
             )
         else:
             self.downsample = nn.Identity()
@@ -76,9 +77,9 @@ class SMPConvStage(nn.Module):
                     num_points=num_points,
                     small_kernel_size=small_kernel_size,
                     drop_path=rate,
-                    **dd,
+                    **layer_kwargs,
                 ),
-                ConvFFNBlock(out_chs, int(out_chs * ffn_ratio), drop_path=rate, **dd),
+                ConvFFNBlock(out_chs, int(out_chs * ffn_ratio), drop_path=rate, **layer_kwargs),
             ]
         self.blocks = nn.Sequential(*blocks)
 
@@ -109,6 +110,7 @@ class SMPConvNet(nn.Module):
             small_kernel_size: Optional[int] = 5,
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
+            inference_mode: bool = False,
             device=None,
             dtype=None,
     ):
@@ -124,9 +126,11 @@ class SMPConvNet(nn.Module):
             points_divisor: The paper's point density: 4 for SMPConv-T/B, 8 for the mobile models.
             ffn_ratio: Hidden width of the FFN blocks relative to the stage width.
             dw_ratio: Width of the large-kernel branch relative to the stage width.
-            small_kernel_size: Size of the parallel dense depthwise kernel, None or 0 for none.
+            small_kernel_size: Size of the parallel dense depthwise kernel (odd), None for none.
             drop_rate: Head pre-classifier dropout rate.
             drop_path_rate: Stochastic depth rate, reached linearly at the last block pair.
+            inference_mode: Build the re-parameterised form (`timm.models.reparameterize_model`), to load
+                its weights: batch norms folded, one depthwise convolution per large kernel.
         """
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
@@ -141,11 +145,12 @@ class SMPConvNet(nn.Module):
         self.drop_rate = drop_rate
 
         stem_chs = dims[0]
+        folding = dict(inference_mode=inference_mode, **dd)
         self.stem = nn.Sequential(
-            ConvNormAct(in_chans, stem_chs, 3, stride=2, **dd),
-            ConvNormAct(stem_chs, stem_chs, 3, groups=stem_chs, **dd),
-            ConvNormAct(stem_chs, stem_chs, 1, **dd),
-            ConvNormAct(stem_chs, stem_chs, 3, stride=2, groups=stem_chs, **dd),
+            FusableConvNormAct(in_chans, stem_chs, 3, stride=2, **folding),
+            FusableConvNormAct(stem_chs, stem_chs, 3, groups=stem_chs, **folding),
+            FusableConvNormAct(stem_chs, stem_chs, 1, **folding),
+            FusableConvNormAct(stem_chs, stem_chs, 3, stride=2, groups=stem_chs, **folding),
         )
 
         dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
@@ -167,7 +172,7 @@ class SMPConvNet(nn.Module):
                 dw_ratio=dw_ratio,
                 small_kernel_size=small_kernel_size,
                 drop_path_rates=dp_rates[i],
-                **dd,
+                **folding,
             ))
             prev_chs = dims[i]
             self.feature_info += [dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}')]
