@@ -176,6 +176,9 @@ class SMPKernel(nn.Module):
         # Node coordinates taken over from a checkpoint (the authors' EMA drifts its grid buffer); None
         # means the exact linspace grid. Only used when sampling at `kernel_size`.
         self.register_buffer('grid', None)
+        # the last kernel sampled for inference, and what it was sampled from (see _inference_kernel)
+        self._cached_kernel: Optional[torch.Tensor] = None
+        self._cache_key: Optional[tuple] = None
         self.reset_parameters()
 
     @property
@@ -197,9 +200,30 @@ class SMPKernel(nn.Module):
         default_size = list(self.kernel_size)
         size = default_size if kernel_size is None else list(kernel_size)
         grid = self.grid if size == default_size else None
+        if not torch.jit.is_scripting() and self._serves_from_cache():
+            return self._inference_kernel(size, grid)
+        return self._sample(size, grid)
+
+    def _sample(self, size: List[int], grid: Optional[torch.Tensor]) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)
         return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid)
+
+    @torch.jit.unused
+    def _serves_from_cache(self) -> bool:
+        """Inference outside of graph capture: eval mode, no autograd, no compiler or tracer at work."""
+        return (not self.training and not torch.is_grad_enabled() and not torch.jit.is_tracing()
+                and not torch.compiler.is_compiling() and not torch.fx._symbolic_trace.is_fx_symbolic_tracing())
+
+    @torch.jit.unused
+    def _inference_kernel(self, size: List[int], grid: Optional[torch.Tensor]) -> torch.Tensor:
+        """The kernel, sampled again only when what it is sampled from has changed: an optimizer step or
+        load_state_dict bumps a tensor's version, .to() gives it new storage, dtype or device."""
+        tensors = (self.positions, self.radii, self.weights) + (() if grid is None else (grid,))
+        key = (tuple(size),) + tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        if key != self._cache_key:
+            self._cached_kernel, self._cache_key = self._sample(size, grid), key
+        return self._cached_kernel
 
     @torch.jit.ignore
     def set_grid(self, grid: Optional[torch.Tensor]) -> None:
