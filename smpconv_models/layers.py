@@ -14,8 +14,8 @@ from timm.layers import ConvNormAct, DropPath
 from .ops import depthwise_conv2d
 from .smp import SMPKernel
 
-__all__ = ['SMPConv2d', 'DepthwiseConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv', 'LargeKernelBlock',
-           'ConvFFNBlock', 'fold_batchnorm']
+__all__ = ['round_to_odd', 'SMPConv2d', 'DepthwiseConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv',
+           'LargeKernelBlock', 'ConvFFNBlock', 'fold_batchnorm']
 
 
 def _check_odd(kernel_size: Sequence[int]) -> None:
@@ -35,33 +35,68 @@ def fold_batchnorm(weight: torch.Tensor, bias: Optional[torch.Tensor],
     return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), shift
 
 
+def round_to_odd(value: float) -> int:
+    """The odd integer nearest to `value` (at least 1)."""
+    return max(1, 2 * round((value - 1) / 2) + 1)
+
+
 class SMPConv2d(nn.Module):
-    """Depthwise 'same' convolution whose kernel is sampled from self-moving points shared by all channels."""
+    """Depthwise 'same' convolution whose kernel is sampled from self-moving points shared by all channels.
+
+    The points define a function on [-1, 1]^2; `kernel_scale` s samples it on round-to-odd(s * k) nodes per
+    axis instead of k, for inputs s times larger. The sampled values are scaled by the ratio of the grid
+    cells' areas, ((k - 1) / (k' - 1))^2, so that the kernel keeps its value per unit of input image: on an
+    image upsampled by s, the response to smooth content is the same to first order (the sum over s^2
+    times more taps is divided by about s^2).
+    """
 
     def __init__(
             self,
             channels: int,
             kernel_size: Union[int, Sequence[int]],
             num_points: int,
+            kernel_scale: float = 1.,
             device=None,
             dtype=None,
     ):
         super().__init__()
         self.points = SMPKernel(channels, num_points, kernel_size, ndim=2, device=device, dtype=dtype)
         _check_odd(self.points.kernel_size)
+        self.set_kernel_scale(kernel_scale)
+
+    @torch.jit.ignore
+    def set_kernel_scale(self, scale: float) -> None:
+        """Sample the kernels `scale` times larger (or smaller) from now on; the parameters stay as they are."""
+        if scale <= 0:
+            raise ValueError(f'kernel_scale must be positive, got {scale}')
+        self.kernel_scale = scale
+        self.kernel_size = [round_to_odd(scale * k) for k in self.points.kernel_size]
+        self.kernel_gain = 1.
+        for trained, sampled in zip(self.points.kernel_size, self.kernel_size):
+            if trained > 1 and sampled > 1:
+                self.kernel_gain *= (trained - 1) / (sampled - 1)
+
+    def kernel(self) -> torch.Tensor:
+        """The dense kernel [C, kh, kw] the convolution applies."""
+        kernel = self.points(self.kernel_size)
+        return kernel if self.kernel_gain == 1. else kernel * self.kernel_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return depthwise_conv2d(x, self.points())
+        return depthwise_conv2d(x, self.kernel())
 
 
 class DepthwiseConv2d(nn.Module):
-    """Depthwise 'same' convolution with a dense kernel [C, kh, kw] and a bias: the fused large kernel."""
+    """Depthwise 'same' convolution with a dense kernel [C, kh, kw] (and a bias): the fused large kernel, or
+    the dense large kernel that SMP kernels are compared with."""
 
-    def __init__(self, channels: int, kernel_size: Tuple[int, int], device=None, dtype=None):
+    def __init__(self, channels: int, kernel_size: Sequence[int], bias: bool = True, device=None, dtype=None):
         super().__init__()
         _check_odd(kernel_size)
         self.weight = nn.Parameter(torch.zeros(channels, *kernel_size, device=device, dtype=dtype))
-        self.bias = nn.Parameter(torch.zeros(channels, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.zeros(channels, device=device, dtype=dtype)) if bias else None
+
+    def kernel(self) -> torch.Tensor:
+        return self.weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return depthwise_conv2d(x, self.weight, self.bias)
@@ -107,8 +142,18 @@ class FusableConvNormAct(ConvNormAct):
             self.bn.running_mean.sub_(offset)  # the batch norm then removes it as it would the bias
 
 
+def _pad_to(kernel: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Zero-pad a centred odd kernel [C, h, w] to at least `size`."""
+    pad_h = max(0, size[0] - kernel.shape[-2]) // 2
+    pad_w = max(0, size[1] - kernel.shape[-1]) // 2
+    return nn.functional.pad(kernel, (pad_w, pad_w, pad_h, pad_h))
+
+
 class SMPLargeKernelConv(nn.Module):
-    """BN(SMP large-kernel conv) + BN(small dense depthwise conv), RepLKNet's re-parameterisable pair."""
+    """BN(SMP large-kernel conv) + BN(small dense depthwise conv), RepLKNet's re-parameterisable pair.
+
+    `kernel_type='dense'` learns the large kernel as a dense k x k kernel instead, as RepLKNet does.
+    """
 
     def __init__(
             self,
@@ -116,6 +161,7 @@ class SMPLargeKernelConv(nn.Module):
             kernel_size: int,
             num_points: int,
             small_kernel_size: Optional[int] = 5,
+            kernel_type: str = 'smp',
             inference_mode: bool = False,
             device=None,
             dtype=None,
@@ -128,10 +174,14 @@ class SMPLargeKernelConv(nn.Module):
             self.small_conv = None
             return
         self.fused = None
-        self.smp = nn.Sequential(OrderedDict([
-            ('conv', SMPConv2d(channels, kernel_size, num_points, **dd)),
-            ('bn', nn.BatchNorm2d(channels, **dd)),
-        ]))
+        if kernel_type == 'smp':
+            large = SMPConv2d(channels, kernel_size, num_points, **dd)
+        elif kernel_type == 'dense':
+            large = DepthwiseConv2d(channels, (kernel_size, kernel_size), bias=False, **dd)
+            nn.init.trunc_normal_(large.weight, std=.02)
+        else:
+            raise ValueError(f"kernel_type is 'smp' or 'dense', got {kernel_type!r}")
+        self.smp = nn.Sequential(OrderedDict([('conv', large), ('bn', nn.BatchNorm2d(channels, **dd))]))
         if small_kernel_size is None:
             self.small_conv = None
         else:
@@ -152,12 +202,10 @@ class SMPLargeKernelConv(nn.Module):
         """One depthwise convolution with bias: the SMP kernel sampled once, with the small kernel added."""
         if self.fused is not None:
             return
-        weight, bias = fold_batchnorm(self.smp.conv.points(), None, self.smp.bn)
+        weight, bias = fold_batchnorm(self.smp.conv.kernel(), None, self.smp.bn)
         if self.small_conv is not None:
             small_weight, small_bias = fold_batchnorm(self.small_conv.conv.weight[:, 0], None, self.small_conv.bn)
-            pad_h = (weight.shape[-2] - small_weight.shape[-2]) // 2
-            pad_w = (weight.shape[-1] - small_weight.shape[-1]) // 2
-            weight = weight + nn.functional.pad(small_weight, (pad_w, pad_w, pad_h, pad_h))
+            weight = _pad_to(weight, small_weight.shape[-2:]) + _pad_to(small_weight, weight.shape[-2:])
             bias = bias + small_bias
         self.fused = DepthwiseConv2d(weight.shape[0], tuple(weight.shape[1:]), device=weight.device,
                                      dtype=weight.dtype)
@@ -193,6 +241,7 @@ class LargeKernelBlock(_PreNormBlock):
             kernel_size: int,
             num_points: int,
             small_kernel_size: Optional[int] = 5,
+            kernel_type: str = 'smp',
             drop_path: float = 0.,
             inference_mode: bool = False,
             device=None,
@@ -202,7 +251,7 @@ class LargeKernelBlock(_PreNormBlock):
         super().__init__(dim, inference_mode, drop_path, **dd)
         self.pw1 = FusableConvNormAct(dim, dw_dim, 1, inference_mode=inference_mode, **dd)
         self.large_kernel = SMPLargeKernelConv(
-            dw_dim, kernel_size, num_points, small_kernel_size, inference_mode=inference_mode, **dd)
+            dw_dim, kernel_size, num_points, small_kernel_size, kernel_type, inference_mode=inference_mode, **dd)
         self.act = nn.ReLU()
         self.pw2 = FusableConvNormAct(dw_dim, dim, 1, apply_act=False, inference_mode=inference_mode, **dd)
 

@@ -22,7 +22,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from safetensors import SafetensorError
 from timm.models._features import feature_take_indices
 
-from .layers import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock
+from .layers import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
 from .official import (
     convert_official_state_dict,
     is_official_state_dict,
@@ -30,9 +30,10 @@ from .official import (
     official_model_args,
     select_state_dict,
 )
-from .smp import points_for_kernel, project_radii
+from .smp import SMPKernel, points_for_kernel, project_radii
 
-__all__ = ['SMPConvNet', 'from_official', 'load_checkpoint', 'checkpoint_filter_fn', 'HUB_ORG']
+__all__ = ['SMPConvNet', 'from_official', 'load_checkpoint', 'checkpoint_num_classes', 'checkpoint_filter_fn',
+           'HUB_ORG']
 
 
 class SMPConvStage(nn.Module):
@@ -49,6 +50,7 @@ class SMPConvStage(nn.Module):
             ffn_ratio: float = 4.,
             dw_ratio: float = 1.,
             small_kernel_size: Optional[int] = 5,
+            kernel_type: str = 'smp',
             drop_path_rates: Optional[List[float]] = None,
             inference_mode: bool = False,
             device=None,
@@ -76,6 +78,7 @@ class SMPConvStage(nn.Module):
                     kernel_size=kernel_size,
                     num_points=num_points,
                     small_kernel_size=small_kernel_size,
+                    kernel_type=kernel_type,
                     drop_path=rate,
                     **layer_kwargs,
                 ),
@@ -108,6 +111,10 @@ class SMPConvNet(nn.Module):
             ffn_ratio: float = 4.,
             dw_ratio: float = 1.,
             small_kernel_size: Optional[int] = 5,
+            kernel_scale: float = 1.,
+            kernel_type: str = 'smp',
+            learn_positions: bool = True,
+            learn_radii: bool = True,
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             inference_mode: bool = False,
@@ -127,6 +134,10 @@ class SMPConvNet(nn.Module):
             ffn_ratio: Hidden width of the FFN blocks relative to the stage width.
             dw_ratio: Width of the large-kernel branch relative to the stage width.
             small_kernel_size: Size of the parallel dense depthwise kernel (odd), None for none.
+            kernel_scale: Sample the SMP kernels at round-to-odd(kernel_scale * k) (see `set_kernel_scale`).
+            kernel_type: 'smp', or 'dense' for learned dense large kernels (RepLKNet), to compare with.
+            learn_positions: Let the points move; False keeps them where they were initialised.
+            learn_radii: Let the radii change; False keeps their initial value.
             drop_rate: Head pre-classifier dropout rate.
             drop_path_rate: Stochastic depth rate, reached linearly at the last block pair.
             inference_mode: Build the re-parameterised form (`timm.models.reparameterize_model`), to load
@@ -171,6 +182,7 @@ class SMPConvNet(nn.Module):
                 ffn_ratio=ffn_ratio,
                 dw_ratio=dw_ratio,
                 small_kernel_size=small_kernel_size,
+                kernel_type=kernel_type,
                 drop_path_rates=dp_rates[i],
                 **folding,
             ))
@@ -183,6 +195,12 @@ class SMPConvNet(nn.Module):
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         self.head_hidden_size = self.head.num_features
         named_apply(_init_weights, self)
+        if kernel_scale != 1.:
+            self.set_kernel_scale(kernel_scale)
+        for kernel in self.modules():
+            if isinstance(kernel, SMPKernel):
+                kernel.positions.requires_grad_(learn_positions)
+                kernel.radii.requires_grad_(learn_radii)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -205,6 +223,17 @@ class SMPConvNet(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for s in self.stages:
             s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def set_kernel_scale(self, scale: float) -> None:
+        """Sample every SMP kernel `scale` times larger (for inputs `scale` times larger) from the same points,
+        keeping its value per unit of input image (see `SMPConv2d`); the parameters are unchanged."""
+        convs = [m for m in self.modules() if isinstance(m, SMPConv2d)]
+        if not convs:
+            raise ValueError('this model has no SMP kernels to re-sample (re-parameterised, or dense kernels): '
+                             'set the scale before re-parameterising')
+        for conv in convs:
+            conv.set_kernel_scale(scale)
 
     @torch.jit.ignore
     def project_radii(self) -> None:
@@ -330,6 +359,12 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     if is_official_state_dict(state_dict):
         return convert_official_state_dict(state_dict)
     return state_dict
+
+
+def checkpoint_num_classes(state_dict: Mapping[str, Any]) -> Optional[int]:
+    """The number of classes of a state dict's classifier (either layout), None when it has none."""
+    classifier = checkpoint_filter_fn(select_state_dict(state_dict), None).get('head.fc.weight')
+    return None if classifier is None else classifier.shape[0]
 
 
 def load_checkpoint(
