@@ -22,7 +22,7 @@ from timm.utils import check_batch_size_retry, decay_batch_step
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models import load_checkpoint
 from smpconv_models.official import load_checkpoint_file
-from smpconv_models.smpconv import checkpoint_filter_fn
+from smpconv_models.smpconv import checkpoint_num_classes
 from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, num_classes_of,
                                      parse_eval_args)
 
@@ -31,10 +31,8 @@ def _num_classes(args, dataset, checkpoint):
     """--num-classes, else the checkpoint's classifier, the published weights' classes or the dataset's."""
     if args.num_classes:
         return args.num_classes
-    if checkpoint is not None:
-        classifier = checkpoint_filter_fn(checkpoint, None).get('head.fc.weight')
-        if classifier is not None:
-            return classifier.shape[0]
+    if checkpoint is not None and checkpoint_num_classes(checkpoint):
+        return checkpoint_num_classes(checkpoint)
     if args.pretrained:
         return None  # the published weights'
     return num_classes_of(dataset)

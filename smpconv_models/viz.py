@@ -1,0 +1,129 @@
+"""Pictures of SMP kernels: where the points went over the kernels they make (the paper's figure 4), and the
+summed |kernel| of every stage, its receptive field (figure 5).
+
+    python -m smpconv_models.viz --model smpconv_t --pretrained --layer stages.0.blocks.0 --output viz
+    python -m smpconv_models.viz --config output/train/<run>/config.yaml \\
+        --checkpoint output/train/<run>/model.safetensors
+
+Needs matplotlib (`pip install 'smpconv-models[viz]'`).
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import List
+
+import timm
+import torch
+import torch.nn as nn
+
+from .layers import SMPConv2d
+from .official import load_checkpoint_file
+from .smpconv import checkpoint_num_classes, load_checkpoint
+from .training.config import ConfigError, parse_args
+
+__all__ = ['plot_points', 'plot_receptive_fields', 'smp_layers']
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("drawing SMP kernels needs matplotlib: pip install 'smpconv-models[viz]' "
+                          '(or pip install matplotlib)') from None
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def smp_layers(module: nn.Module) -> List[SMPConv2d]:
+    return [m for m in module.modules() if isinstance(m, SMPConv2d)]
+
+
+@torch.no_grad()
+def plot_points(conv: SMPConv2d, path: Path, channels: int = 4, title: str = '') -> Path:
+    """The first `channels` kernels of an SMP layer, each with the points over it: a dot per position and the
+    diamond (L1 ball) of its radius, where its value reaches zero. The image's top is y = +1, as in the kernel."""
+    plt = _pyplot()
+    kernels = conv.kernel().float().cpu().numpy()
+    positions = conv.points.positions.float().cpu().numpy()
+    radii = conv.points.radii.clamp(conv.points.radius_min, conv.points.radius_max).float().cpu().numpy()
+    channels = min(channels, kernels.shape[0])
+    figure, axes = plt.subplots(1, channels, figsize=(3.2 * channels, 3.4), squeeze=False)
+    for channel, axis in enumerate(axes[0]):
+        kernel = kernels[channel]
+        limit = abs(kernel).max() or 1.
+        axis.imshow(kernel, cmap='RdBu_r', vmin=-limit, vmax=limit, extent=(-1, 1, -1, 1))
+        for (x, y), r in zip(positions.tolist(), radii.tolist()):
+            axis.plot([x - r, x, x + r, x, x - r], [y, y + r, y, y - r, y], color='k', linewidth=0.3, alpha=0.4)
+        axis.scatter(positions[:, 0], positions[:, 1], s=3, c='k')
+        axis.set_xlim(-1.1, 1.1)
+        axis.set_ylim(-1.1, 1.1)
+        axis.set_title(f'channel {channel}', fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle(title or f'{positions.shape[0]} points, {kernels.shape[-2]}x{kernels.shape[-1]} kernel')
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def plot_receptive_fields(model: nn.Module, path: Path) -> Path:
+    """Per stage, the sum of |kernel| over its SMP layers and channels, each stage scaled to its maximum."""
+    plt = _pyplot()
+    stages = [stage for stage in getattr(model, 'stages', [model]) if smp_layers(stage)]
+    figure, axes = plt.subplots(1, len(stages), figsize=(3.2 * len(stages), 3.4), squeeze=False)
+    for index, (stage, axis) in enumerate(zip(stages, axes[0])):
+        field = sum(conv.kernel().abs().sum(0).float().cpu() for conv in smp_layers(stage)).numpy()
+        axis.imshow(field / field.max(), cmap='viridis', vmin=0, vmax=1, extent=(-1, 1, -1, 1))
+        axis.set_title(f'stage {index}: {field.shape[0]}x{field.shape[1]}', fontsize=9)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.suptitle('summed |kernel| per stage')
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--model', default='smpconv_t')
+    parser.add_argument('--pretrained', action='store_true')
+    parser.add_argument('--checkpoint', default='', help='weights, a training state or an official checkpoint')
+    parser.add_argument('--config', default=None, help="a training run's config.yaml: its model, model_kwargs "
+                                                       'and num_classes')
+    parser.add_argument('--layer', default='stages.0.blocks.0', help='a module holding an SMP layer')
+    parser.add_argument('--channels', type=int, default=4)
+    parser.add_argument('--output', type=Path, default=Path('viz'))
+    args = parser.parse_args(argv)
+    model_kwargs = {}
+    try:
+        if args.config:
+            run = parse_args(['--config', args.config])
+            args.model, model_kwargs = run.model, dict(run.model_kwargs)
+        checkpoint = load_checkpoint_file(args.checkpoint) if args.checkpoint else None
+        if checkpoint is not None and checkpoint_num_classes(checkpoint):
+            model_kwargs['num_classes'] = checkpoint_num_classes(checkpoint)
+        model = timm.create_model(args.model, pretrained=args.pretrained, **model_kwargs).eval()
+        if checkpoint is not None:
+            load_checkpoint(model, checkpoint)
+        layer = model.get_submodule(args.layer)
+    except (ConfigError, ValueError, FileNotFoundError, AttributeError, RuntimeError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    convs = smp_layers(layer)
+    if not convs:
+        print(f'error: {args.layer} holds no SMP layer', file=sys.stderr)
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    points = plot_points(convs[0], args.output / f'points-{args.layer}.png', args.channels,
+                         title=f'{args.model} {args.layer}')
+    fields = plot_receptive_fields(model, args.output / 'receptive-fields.png')
+    print(f'wrote {points} and {fields}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
