@@ -34,9 +34,11 @@ def run(variant: dict, seed: int, epochs: int, out_dir: Path, name: str) -> dict
     """Train one variant with one seed; its last epoch's held-out metrics."""
     base = yaml.safe_load((ROOT / 'configs' / 'quickstart.yaml').read_text())['model_kwargs']
     kwargs = [f'{k}={v!r}' for k, v in {**base, **variant}.items()]
-    subprocess.run([sys.executable, str(ROOT / 'train_imagenet.py'), '--epochs', str(epochs), '--seed', str(seed),
-                    '--output', str(out_dir), '--experiment', name, '--model-kwargs', *kwargs],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    training = subprocess.run([sys.executable, str(ROOT / 'train_imagenet.py'), '--epochs', str(epochs),
+                               '--seed', str(seed), '--output', str(out_dir), '--experiment', name,
+                               '--model-kwargs', *kwargs], capture_output=True, text=True)
+    if training.returncode:
+        raise SystemExit(f'training {name} failed:\n{training.stderr[-4000:]}')
     with open(out_dir / name / 'summary.csv') as f:
         last = list(csv.DictReader(f))[-1]
     return {'top1': float(last['eval_top1']), 'ema_top1': float(last['eval_ema_top1'])}
