@@ -8,7 +8,8 @@ Every variant trains the quickstart recipe (configs/quickstart.yaml: smpconv_nan
 optimiser and augmentation) for the same epochs with the same seeds, and differs only in its large kernels:
 learned positions and radii (SMPConv), fixed positions, fixed radii, both fixed, or a dense learned kernel of
 the same size (RepLKNet). Prints a markdown table of held-out top-1 (mean and standard deviation over seeds,
-the model and its EMA) and writes every run's numbers to --output as JSON.
+the model and its EMA) and writes every run's numbers to --output as JSON. Run again after an interruption, it
+keeps the finished runs and resumes the one that stopped.
 """
 import argparse
 import csv
@@ -31,17 +32,28 @@ VARIANTS = {
 
 
 def run(variant: dict, seed: int, epochs: int, out_dir: Path, name: str) -> dict:
-    """Train one variant with one seed; its last epoch's held-out metrics."""
-    base = yaml.safe_load((ROOT / 'configs' / 'quickstart.yaml').read_text())['model_kwargs']
-    kwargs = [f'{k}={v!r}' for k, v in {**base, **variant}.items()]
-    training = subprocess.run([sys.executable, str(ROOT / 'train_imagenet.py'), '--epochs', str(epochs),
-                               '--seed', str(seed), '--output', str(out_dir), '--experiment', name,
-                               '--model-kwargs', *kwargs], capture_output=True, text=True)
-    if training.returncode:
-        raise SystemExit(f'training {name} failed:\n{training.stderr[-4000:]}')
-    with open(out_dir / name / 'summary.csv') as f:
-        last = list(csv.DictReader(f))[-1]
+    """Train one variant with one seed (or finish its interrupted run); its last epoch's held-out metrics."""
+    run_dir = out_dir / name
+    if len(epoch_rows(run_dir)) < epochs:
+        base = yaml.safe_load((ROOT / 'configs' / 'quickstart.yaml').read_text())['model_kwargs']
+        kwargs = [f'{k}={v!r}' for k, v in {**base, **variant}.items()]
+        resume = ['--resume', str(run_dir)] if (run_dir / 'last.pth').is_file() else []
+        training = subprocess.run([sys.executable, str(ROOT / 'train_imagenet.py'), '--epochs', str(epochs),
+                                   '--seed', str(seed), '--output', str(out_dir), '--experiment', name, *resume,
+                                   '--model-kwargs', *kwargs], capture_output=True, text=True)
+        if training.returncode:
+            raise SystemExit(f'training {name} failed:\n{training.stderr[-4000:]}')
+    last = epoch_rows(run_dir)[epochs - 1]
     return {'top1': float(last['eval_top1']), 'ema_top1': float(last['eval_ema_top1'])}
+
+
+def epoch_rows(run_dir: Path) -> list:
+    """The per-epoch rows a run has written so far."""
+    summary = run_dir / 'summary.csv'
+    if not summary.is_file():
+        return []
+    with open(summary) as f:
+        return list(csv.DictReader(f))
 
 
 def mean_std(values) -> str:
