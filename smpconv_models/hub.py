@@ -13,7 +13,7 @@ import torch.nn as nn
 from timm.models import save_for_hf
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['PAPER_TOP1', 'count_macs', 'export_for_hub', 'model_card']
+__all__ = ['PAPER_TOP1', 'LAYER_OPS', 'count_macs', 'export_for_hub', 'model_card']
 
 # ImageNet-1k top-1 of the authors' EMA weights (paper table 4)
 PAPER_TOP1 = {'smpconv_t': 82.5, 'smpconv_b': 83.8}
@@ -26,10 +26,14 @@ _CITATION = '''@inproceedings{kim2023smpconv,
 }'''
 
 
+# the operators of the layers: dense and depthwise convolutions, the classifier
+LAYER_OPS = ('aten.convolution', 'smpconv.depthwise_conv2d', 'aten.addmm')
+
+
 def count_macs(model: nn.Module, input_size: Tuple[int, ...]) -> Dict[str, int]:
     """Multiply-accumulates of one forward pass by operator, counted by torch.utils.flop_counter (2 FLOPs per
-    MAC) on the meta device: `aten.convolution` and `aten.addmm` are the convolutions and the classifier,
-    `aten.mm` the SMP kernel generation."""
+    MAC) on the meta device: LAYER_OPS are the convolutions and the classifier, `aten.mm` the SMP kernel
+    generation."""
     with FlopCounterMode(display=False) as counter:
         model(torch.empty((1, *input_size), device='meta'))
     return {str(op): flops // 2 for op, flops in counter.get_flop_counts()['Global'].items()}
@@ -41,7 +45,7 @@ def model_card(model: nn.Module, repo_id: str, source: str, top1: Optional[float
     input_size = tuple(model.pretrained_cfg['input_size'])
     params = sum(p.numel() for p in model.parameters()) / 1e6
     macs = count_macs(copy.deepcopy(model).to('meta').eval(), input_size)
-    gmacs = (macs.get('aten.convolution', 0) + macs.get('aten.addmm', 0)) / 1e9
+    gmacs = sum(macs.get(op, 0) for op in LAYER_OPS) / 1e9
     accuracy = f'- **ImageNet-1k top-1 (paper):** {top1}%\n' if top1 is not None else ''
     return f'''---
 tags:

@@ -5,13 +5,13 @@ Every block can be re-parameterised for inference (`reparameterize()`, which tim
 the small kernel merge into one depthwise convolution. `inference_mode=True` builds a block in that form.
 """
 from collections import OrderedDict
-from typing import Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from timm.layers import ConvNormAct, DropPath
 
-from .ops import depthwise_conv2d
+from .ops import depthwise_conv2d, recording_graph, useful_window
 from .smp import SMPKernel
 
 __all__ = ['round_to_odd', 'SMPConv2d', 'DepthwiseConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv',
@@ -76,13 +76,22 @@ class SMPConv2d(nn.Module):
             if trained > 1 and sampled > 1:
                 self.kernel_gain *= (trained - 1) / (sampled - 1)
 
-    def kernel(self) -> torch.Tensor:
-        """The dense kernel [C, kh, kw] the convolution applies."""
-        kernel = self.points(self.kernel_size)
+    def kernel(self, window: Optional[List[int]] = None) -> torch.Tensor:
+        """The dense kernel [C, kh, kw] the convolution applies (or its central `window`)."""
+        kernel = self.points(self.kernel_size, window)
         return kernel if self.kernel_gain == 1. else kernel * self.kernel_gain
 
+    def touched_window(self, x: torch.Tensor) -> Optional[List[int]]:
+        """The part of the kernel that touches x (taps farther out meet only padding); None for all of it,
+        as while a graph is recorded, where the input's size may vary."""
+        if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
+            return None
+        if recording_graph():
+            return None
+        return useful_window(self.kernel_size, x.shape[-2], x.shape[-1])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return depthwise_conv2d(x, self.kernel())
+        return depthwise_conv2d(x, self.kernel(self.touched_window(x)))
 
 
 class DepthwiseConv2d(nn.Module):

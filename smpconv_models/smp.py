@@ -59,8 +59,9 @@ def smp_kernel(
         kernel_size: List[int],
         normalize: bool = False,
         grid: Optional[torch.Tensor] = None,
+        window: Optional[List[int]] = None,
 ) -> torch.Tensor:
-    """Sample the SMP function on a `kernel_size` grid.
+    """Sample the SMP function on a `kernel_size` grid (or only its central `window`).
 
     Args:
         positions: [P, d] shared by all filters, or [F, P, d] per filter.
@@ -69,9 +70,10 @@ def smp_kernel(
         kernel_size: d sizes, in tensor order ([height, width] in 2D).
         normalize: divide by the number of points covering each node, as the paper's eq. (1) does.
         grid: [d, *kernel_size] node coordinates to use instead of the exact linspace grid.
+        window: d odd sizes <= kernel_size: sample only the central nodes of the grid.
 
     Returns:
-        Dense kernel of shape [*weights.shape[:-1], *kernel_size].
+        Dense kernel of shape [*weights.shape[:-1], *window] (window defaults to kernel_size).
     """
     ndim = positions.shape[-1]
     if ndim != len(kernel_size):
@@ -80,6 +82,10 @@ def smp_kernel(
         coords = kernel_grid(kernel_size, device=positions.device, dtype=positions.dtype)
     else:
         coords = grid.unbind(0)
+    if window is not None:
+        coords = [_central(c, window) for c in coords]
+    else:
+        window = kernel_size
     # distances [..., P, *kernel_size]: summed per coordinate by broadcasting, so the largest
     # intermediate has one element per point and node.
     point_shape = list(positions.shape[:-1]) + [1] * ndim
@@ -97,7 +103,17 @@ def smp_kernel(
         kernel = weights.reshape(-1, num_points) @ interp
     else:
         kernel = weights.reshape(positions.shape[0], -1, num_points) @ interp
-    return kernel.reshape(list(weights.shape[:-1]) + list(kernel_size))
+    return kernel.reshape(list(weights.shape[:-1]) + list(window))
+
+
+def _central(coords: torch.Tensor, window: List[int]) -> torch.Tensor:
+    """The central `window` of node coordinates broadcastable to the kernel (size-1 axes stay)."""
+    ndim = len(window)
+    for axis in range(ndim):
+        size = coords.shape[axis - ndim]
+        if size > 1:
+            coords = coords.narrow(axis - ndim, (size - window[axis]) // 2, window[axis])
+    return coords
 
 
 # FX records kernel generation as one call: its shape logic runs on concrete parameters.
@@ -195,19 +211,21 @@ class SMPKernel(nn.Module):
         """Clamp the radii into `radius_range`; call after each optimizer step."""
         self.radii.clamp_(self.radius_min, self.radius_max)
 
-    def forward(self, kernel_size: Optional[List[int]] = None) -> torch.Tensor:
-        """Dense kernel [F, (I,) *kernel_size], sampled at `self.kernel_size` unless another size is given."""
+    def forward(self, kernel_size: Optional[List[int]] = None, window: Optional[List[int]] = None) -> torch.Tensor:
+        """Dense kernel [F, (I,) *kernel_size], sampled at `self.kernel_size` unless another size is given;
+        only its central `window` when one is given."""
         default_size = list(self.kernel_size)
         size = default_size if kernel_size is None else list(kernel_size)
         grid = self.grid if size == default_size else None
         if not torch.jit.is_scripting() and self._serves_from_cache():
-            return self._inference_kernel(size, grid)
-        return self._sample(size, grid)
+            return self._inference_kernel(size, grid, window)
+        return self._sample(size, grid, window)
 
-    def _sample(self, size: List[int], grid: Optional[torch.Tensor]) -> torch.Tensor:
+    def _sample(self, size: List[int], grid: Optional[torch.Tensor], window: Optional[List[int]]) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)
-        return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid)
+        return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid,
+                          window=window)
 
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:
@@ -216,13 +234,15 @@ class SMPKernel(nn.Module):
                 and not torch.compiler.is_compiling() and not torch.fx._symbolic_trace.is_fx_symbolic_tracing())
 
     @torch.jit.unused
-    def _inference_kernel(self, size: List[int], grid: Optional[torch.Tensor]) -> torch.Tensor:
+    def _inference_kernel(self, size: List[int], grid: Optional[torch.Tensor],
+                          window: Optional[List[int]]) -> torch.Tensor:
         """The kernel, sampled again only when what it is sampled from has changed: an optimizer step or
         load_state_dict bumps a tensor's version, .to() gives it new storage, dtype or device."""
         tensors = (self.positions, self.radii, self.weights) + (() if grid is None else (grid,))
-        key = (tuple(size),) + tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        key = (tuple(size), None if window is None else tuple(window))
+        key += tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         if key != self._cache_key:
-            self._cached_kernel, self._cache_key = self._sample(size, grid), key
+            self._cached_kernel, self._cache_key = self._sample(size, grid, window), key
         return self._cached_kernel
 
     @torch.jit.ignore

@@ -8,8 +8,9 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-# timm's own suite runs in a process of its own (tests/test_timm_peer.py): it patches timm globally.
-collect_ignore = ['timm_peer']
+# Suites that run in a process of their own: timm's (tests/test_timm_peer.py), as it patches timm globally,
+# and the Triton kernels' (tests/test_ops.py), as TRITON_INTERPRET must be set before Triton loads.
+collect_ignore = ['timm_peer', 'triton_suite']
 
 OFFICIAL_DIR = Path(__file__).parent / 'data' / 'official'
 

@@ -1,14 +1,129 @@
-"""Depthwise 'same' convolution with one odd-sized filter per channel."""
-from typing import Optional
+"""Depthwise 'same' convolution with one odd-sized filter per channel, as a custom operator.
+
+`depthwise_conv2d(x, weight, bias)` is the operator `smpconv::depthwise_conv2d`, with first and second
+derivatives and FLOP counts (torch.utils.flop_counter): torch.compile keeps it in one graph, and each pass
+runs on the fastest backend for its shape (see `dispatch`). TorchScript, FX, torch.export and ONNX export
+record PyTorch's own convolution instead.
+
+Taps farther than H - 1 rows (W - 1 columns) from the centre never meet a pixel of an H x W input, so the
+kernel is cropped to its central (2H - 1) x (2W - 1) window first: the result is exactly the same.
+"""
+from functools import partial
+from typing import List, Optional
 
 import torch
+import torch.fx
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
-__all__ = ['depthwise_conv2d']
+from .backends import BACKENDS, flops, memory_format
+from .dispatch import choose
+
+__all__ = ['depthwise_conv2d', 'recording_graph', 'useful_window']
+
+
+def useful_window(kernel_size: List[int], height: int, width: int) -> List[int]:
+    """The part of a kernel that touches an input of height x width: at most (2H - 1) x (2W - 1)."""
+    return [min(kernel_size[0], 2 * height - 1), min(kernel_size[1], 2 * width - 1)]
+
+
+def _crop(weight: torch.Tensor, window: List[int]) -> torch.Tensor:
+    kh, kw = weight.shape[-2:]
+    top, left = (kh - window[0]) // 2, (kw - window[1]) // 2
+    return weight[:, top:top + window[0], left:left + window[1]]
+
+
+@torch.library.custom_op('smpconv::depthwise_conv2d', mutates_args=())
+def _forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    name = choose('forward', x, weight.shape[-2:], lambda n: partial(BACKENDS[n].forward, x, weight))
+    # in x's layout, as PyTorch's convolution and the fake below give it, whichever backend ran
+    return BACKENDS[name].forward(x, weight).contiguous(memory_format=memory_format(x))
+
+
+@_forward.register_fake
+def _(x, weight):
+    return torch.empty_like(x, memory_format=memory_format(x))
+
+
+@torch.library.custom_op('smpconv::depthwise_conv2d_grad_weight', mutates_args=())
+def _grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_h: int, kernel_w: int) -> torch.Tensor:
+    size = (kernel_h, kernel_w)
+    name = choose('grad_weight', x, size, lambda n: partial(BACKENDS[n].grad_weight, grad_y, x, size))
+    return BACKENDS[name].grad_weight(grad_y, x, size).contiguous()
+
+
+@_grad_weight.register_fake
+def _(grad_y, x, kernel_h, kernel_w):
+    return x.new_empty((x.shape[1], kernel_h, kernel_w))
+
+
+def _save_tensors(ctx, inputs, output):
+    ctx.save_for_backward(*(t for t in inputs if torch.is_tensor(t)))
+
+
+def _backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    grad_x = grad_w = None
+    if ctx.needs_input_grad[0]:  # the forward pass with the kernel rotated by 180 degrees
+        grad_x = _forward(grad_y, weight.flip(-2, -1))
+    if ctx.needs_input_grad[1]:
+        grad_w = _grad_weight(grad_y, x, weight.shape[-2], weight.shape[-1])
+    return grad_x, grad_w
+
+
+def _grad_weight_backward(ctx, grad_grad_w):
+    """Second derivatives: dw is bilinear in dy and x, and each of its partial maps is a forward pass."""
+    grad_y, x = ctx.saved_tensors
+    grad_grad_y = grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_grad_y = _forward(x, grad_grad_w)
+    if ctx.needs_input_grad[1]:
+        grad_x = _forward(grad_y, grad_grad_w.flip(-2, -1))
+    return grad_grad_y, grad_x, None, None
+
+
+_forward.register_autograd(_backward, setup_context=_save_tensors)
+_grad_weight.register_autograd(_grad_weight_backward, setup_context=_save_tensors)
+
+
+@register_flop_formula(torch.ops.smpconv.depthwise_conv2d)
+def _forward_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+    return flops(x_shape, weight_shape[-2:])
+
+
+@register_flop_formula(torch.ops.smpconv.depthwise_conv2d_grad_weight)
+def _grad_weight_flops(grad_y_shape, x_shape, kernel_h, kernel_w, *args, out_shape=None, **kwargs) -> int:
+    return flops(x_shape, (kernel_h, kernel_w))
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
+    if x.dim() != 4 or weight.dim() != 3 or weight.shape[0] != x.shape[1]:
+        raise ValueError(f'depthwise_conv2d takes x [B, C, H, W] and weight [C, kh, kw], got {tuple(x.shape)} '
+                         f'and {tuple(weight.shape)}')
+    if weight.shape[-2] % 2 == 0 or weight.shape[-1] % 2 == 0:
+        raise ValueError(f"'same' depthwise convolution needs odd kernel sizes, got {tuple(weight.shape[-2:])}")
+
+
+def recording_graph() -> bool:
+    """Whether FX, torch.export or the ONNX exporter is recording the model: it gets PyTorch's own convolution,
+    so that what they save runs anywhere, without this package."""
+    return (torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_exporting()
+            or torch.onnx.is_in_onnx_export())
+
+
+def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """PyTorch's own convolution, which TorchScript and FX can record."""
+    kernel_h, kernel_w = weight.shape[-2], weight.shape[-1]
+    return F.conv2d(x, weight.unsqueeze(1), bias, padding=(kernel_h // 2, kernel_w // 2), groups=weight.shape[0])
 
 
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Stride-1, zero-padded 'same' cross-correlation of each channel of x [B, C, H, W] with weight [C, kh, kw],
-    plus an optional bias [C]."""
-    kernel_h, kernel_w = weight.shape[-2], weight.shape[-1]
-    return F.conv2d(x, weight.unsqueeze(1), bias, padding=(kernel_h // 2, kernel_w // 2), groups=weight.shape[0])
+    """Stride-1, zero-padded 'same' cross-correlation of each channel of x [B, C, H, W] with weight [C, kh, kw]
+    (odd sizes), plus an optional bias [C]; NCHW or channels_last."""
+    if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
+        return _conv2d(x, weight, bias)
+    if recording_graph():
+        return _conv2d(x, weight, bias)
+    _check(x, weight)
+    y = _forward(x, _crop(weight, useful_window(list(weight.shape[-2:]), x.shape[-2], x.shape[-1])))
+    return y if bias is None else y + bias.view(1, -1, 1, 1)

@@ -1,0 +1,87 @@
+"""Which backend computes a pass of the depthwise convolution: the fastest one, timed once per shape.
+
+The choice is made per pass ('forward', 'grad_weight'), device, dtype, layout and shape, by running every
+backend that supports the input a few times and keeping the fastest; it is cached for the process. PyTorch's
+own convolutions are always among the candidates, so a choice is never slower than PyTorch. A backend can
+be forced with the environment variable SMPCONV_DWCONV_BACKEND or, in code, `use_backend(name)`.
+"""
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, Optional, Tuple
+
+import torch
+
+from .backends import BACKENDS, memory_format
+
+__all__ = ['ENV_VAR', 'use_backend', 'forced_backend', 'choose', 'choices', 'clear_choices']
+
+ENV_VAR = 'SMPCONV_DWCONV_BACKEND'
+_forced = threading.local()
+_choices: Dict[Tuple, str] = {}
+
+
+def _check(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown depthwise convolution backend {name!r}: one of {', '.join(BACKENDS)}")
+    return name
+
+
+@contextmanager
+def use_backend(name: Optional[str]) -> Iterator[None]:
+    """Compute every depthwise convolution in this block with backend `name` (None: choose by timing)."""
+    previous = getattr(_forced, 'name', None)
+    _forced.name = None if name is None else _check(name)
+    try:
+        yield
+    finally:
+        _forced.name = previous
+
+
+def forced_backend() -> Optional[str]:
+    """The backend forced by `use_backend` or, outside of one, by SMPCONV_DWCONV_BACKEND."""
+    name = getattr(_forced, 'name', None) or os.environ.get(ENV_VAR) or None
+    return None if name is None else _check(name)
+
+
+def choices() -> Dict[Tuple, str]:
+    """The choices made so far: (pass, device type, dtype, layout, input shape, kernel size) -> backend."""
+    return dict(_choices)
+
+
+def clear_choices() -> None:
+    _choices.clear()
+
+
+def _time(run: Callable[[], torch.Tensor], device: torch.device, min_runs: int = 3,
+          min_seconds: float = 0.02) -> float:
+    """The least seconds of one run, over at least `min_runs` runs and `min_seconds`: the minimum, as other
+    work on the machine only ever adds time."""
+    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    run()  # warm-up: kernel compilation, allocations
+    synchronize()
+    times = []
+    while len(times) < min_runs or sum(times) < min_seconds:
+        start = time.perf_counter()
+        run()
+        synchronize()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def choose(pass_: str, x: torch.Tensor, kernel_size, run: Callable[[str], Callable[[], torch.Tensor]]) -> str:
+    """The backend for `pass_` on input `x`: forced, else cached, else the fastest of the supported ones.
+    `run(name)` returns a zero-argument call of the pass on that backend, for timing."""
+    forced = forced_backend()
+    if forced is not None:
+        if not BACKENDS[forced].supports(x):
+            raise RuntimeError(f'depthwise convolution backend {forced!r} does not run {x.dtype} on {x.device}')
+        return forced
+    key = (pass_, x.device.type, x.dtype, memory_format(x), tuple(x.shape), tuple(kernel_size))
+    if key not in _choices:
+        candidates = [name for name, backend in BACKENDS.items() if backend.supports(x)]
+        with torch.no_grad():
+            timings = {name: _time(run(name), x.device) for name in candidates}
+        _choices[key] = min(timings, key=timings.get)
+    return _choices[key]

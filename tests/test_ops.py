@@ -1,0 +1,208 @@
+"""The depthwise convolution operator: its backends against float64, the dispatcher, the kernel crop."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from smpconv_models.layers import SMPConv2d
+from smpconv_models.ops import ENV_VAR, choices, clear_choices, depthwise_conv2d, use_backend, useful_window
+from smpconv_models.ops import dispatch
+from smpconv_models.ops.backends import BACKENDS
+
+CPU_BACKENDS = ['torch', 'torch_channels_last', 'fft']
+# (batch, channels, height, width, kernel): non-square kernels, odd widths, and the largest kernel a backend
+# is given, (2H - 1) x (2W - 1): the operator crops larger ones
+SHAPES = [(2, 3, 9, 11, (7, 5)), (1, 4, 6, 5, (11, 9)), (3, 2, 17, 12, (3, 13))]
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The definition, in float64."""
+    kh, kw = weight.shape[-2:]
+    return F.conv2d(x.double(), weight.double().unsqueeze(1), padding=(kh // 2, kw // 2), groups=weight.shape[0])
+
+
+def inputs(batch, channels, height, width, kernel, dtype=torch.float64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, height, width, generator=generator, dtype=dtype)
+    weight = torch.randn(channels, *kernel, generator=generator, dtype=dtype)
+    return x, weight
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    clear_choices()
+    yield
+    clear_choices()
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+@pytest.mark.parametrize('shape', SHAPES)
+def test_backend_passes_match_float64_definition(backend, shape):
+    x, weight = inputs(*shape)
+    grad_y = torch.randn_like(x)
+    expected_grad_w = torch.func.vjp(lambda w: reference(x, w), weight)[1](grad_y)[0]
+    # float64 all through: only rounding differs (FFT's is ~1e-15 relative to the sums' magnitude)
+    torch.testing.assert_close(BACKENDS[backend].forward(x, weight), reference(x, weight), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(BACKENDS[backend].grad_weight(grad_y, x, weight.shape[-2:]), expected_grad_w,
+                               rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_float32_backends_are_within_float32_rounding(backend):
+    x, weight = inputs(2, 3, 20, 24, (31, 31), dtype=torch.float32)
+    # sums of ~600 products of unit-variance terms: float32 rounding stays far below 1e-3 of their size (~25)
+    torch.testing.assert_close(BACKENDS[backend].forward(x, weight).double(), reference(x, weight),
+                               rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_operator_first_and_second_derivatives_are_exact(backend):
+    x, weight = inputs(2, 2, 5, 6, (5, 3))
+    bias = torch.randn(2, dtype=torch.float64)
+    args = (x.requires_grad_(), weight.requires_grad_(), bias.requires_grad_())
+    with use_backend(backend):
+        assert torch.autograd.gradcheck(depthwise_conv2d, args)
+        assert torch.autograd.gradgradcheck(depthwise_conv2d, args, fast_mode=True)  # e.g. gradient penalties
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_operator_passes_pytorch_custom_op_checks(backend):
+    """Fake tensors (torch.compile, export), autograd registration, schema, and the same results inside a
+    compiled graph, as PyTorch checks them."""
+    x, weight = inputs(2, 3, 6, 7, (5, 3))
+    with use_backend(backend):
+        torch.library.opcheck(torch.ops.smpconv.depthwise_conv2d, (x.requires_grad_(), weight.requires_grad_()))
+        torch.library.opcheck(torch.ops.smpconv.depthwise_conv2d_grad_weight, (torch.randn_like(x), x, 5, 3))
+
+
+def test_flops_are_counted():
+    x, weight = inputs(2, 3, 6, 7, (5, 3))
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        depthwise_conv2d(x.requires_grad_(), weight.requires_grad_()).sum().backward()
+    counts = {str(op): n for op, n in counter.get_flop_counts()['Global'].items()}
+    one_pass = 2 * x.numel() * 5 * 3
+    assert counts == {'smpconv.depthwise_conv2d': 2 * one_pass, 'smpconv.depthwise_conv2d_grad_weight': one_pass}
+
+
+def test_kernel_is_cropped_to_the_taps_that_meet_the_image_exactly():
+    x, weight = inputs(2, 3, 5, 8, (31, 31))
+    assert useful_window([31, 31], 5, 8) == [9, 15]
+    assert useful_window([7, 7], 5, 8) == [7, 7]
+    torch.testing.assert_close(depthwise_conv2d(x, weight), reference(x, weight), rtol=1e-12, atol=1e-12)
+
+
+def test_smp_convolution_samples_only_the_window_it_needs():
+    conv = SMPConv2d(4, kernel_size=31, num_points=16).double()
+    window = conv.touched_window(torch.zeros(1, 4, 6, 40))
+    assert window == [11, 31]
+    full = conv.kernel()
+    torch.testing.assert_close(conv.kernel(window), full[:, 10:21, :], rtol=0, atol=1e-12)
+    x = torch.randn(2, 4, 6, 40, dtype=torch.float64)
+    torch.testing.assert_close(conv(x), reference(x, full), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('layout', ['channels_last', 'sliced'])
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+def test_any_input_layout_gives_the_same_values_in_the_input_layout(backend, layout):
+    x, weight = inputs(2, 4, 9, 10, (7, 7))
+    if layout == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last)
+    else:
+        x = torch.cat([x, x], dim=-1)[..., ::2]
+    with use_backend(backend):
+        y = depthwise_conv2d(x, weight)
+    torch.testing.assert_close(y, reference(x, weight), rtol=1e-10, atol=1e-10)
+    assert y.is_contiguous(memory_format=torch.channels_last) == (layout == 'channels_last')
+
+
+@pytest.fixture
+def calls(monkeypatch) -> list:
+    """The names of the CPU backends, in the order their forward passes run."""
+    names = []
+    for name in CPU_BACKENDS:
+        forward = BACKENDS[name].forward
+        monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(
+            forward=lambda x, w, name=name, forward=forward: names.append(name) or forward(x, w)))
+    return names
+
+
+def test_dispatcher_times_each_shape_once_and_keeps_the_fastest(monkeypatch, calls):
+    seconds = {'torch': 3., 'torch_channels_last': 2., 'fft': 1.}
+
+    def fake_time(run, device):
+        run()
+        return seconds[calls[-1]]
+
+    monkeypatch.setattr(dispatch, '_time', fake_time)
+    x, weight = inputs(2, 3, 8, 8, (5, 5))
+    depthwise_conv2d(x, weight)
+    depthwise_conv2d(x, weight)
+    # each backend timed once, then the fastest computes both calls
+    assert calls == CPU_BACKENDS + ['fft', 'fft']
+    assert choices() == {('forward', 'cpu', torch.float64, torch.contiguous_format, (2, 3, 8, 8), (5, 5)): 'fft'}
+    depthwise_conv2d(x[:1], weight)  # a new shape is timed again
+    assert len(choices()) == 2
+
+
+def test_backend_can_be_forced_in_code_and_by_environment(monkeypatch, calls):
+    x, weight = inputs(1, 2, 6, 6, (3, 3))
+    with use_backend('fft'):
+        with use_backend('torch'):
+            depthwise_conv2d(x, weight)
+        depthwise_conv2d(x, weight)
+    monkeypatch.setenv(ENV_VAR, 'torch_channels_last')
+    depthwise_conv2d(x, weight)
+    assert calls == ['torch', 'fft', 'torch_channels_last']
+    assert not choices()  # forcing times nothing
+
+
+def test_unknown_or_unusable_backend_is_named():
+    with pytest.raises(ValueError, match="unknown depthwise convolution backend 'cudnn'.*torch, "):
+        with use_backend('cudnn'):
+            pass
+    if not BACKENDS['triton'].supports(torch.zeros(1)):
+        with use_backend('triton'), pytest.raises(RuntimeError, match="'triton' does not run torch.float32 on cpu"):
+            depthwise_conv2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3))
+
+
+@pytest.mark.parametrize('x_shape, weight_shape, message', [
+    ((2, 3, 8), (3, 5, 5), r'x \[B, C, H, W\] and weight \[C, kh, kw\], got \(2, 3, 8\) and \(3, 5, 5\)'),
+    ((2, 3, 8, 8), (4, 5, 5), r'got \(2, 3, 8, 8\) and \(4, 5, 5\)'),
+    ((2, 3, 8, 8), (3, 4, 5), r'odd kernel sizes, got \(4, 5\)'),
+])
+def test_bad_shapes_are_named(x_shape, weight_shape, message):
+    with pytest.raises(ValueError, match=message):
+        depthwise_conv2d(torch.zeros(x_shape), torch.zeros(weight_shape))
+
+
+def test_model_trains_the_same_on_every_backend():
+    """A training step of a whole SMPConv model, in float64: the backends agree to rounding."""
+    import timm
+    import smpconv_models  # noqa: F401
+
+    torch.manual_seed(0)
+    model = timm.create_model('smpconv_nano', num_classes=5).double()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    results = {}
+    for backend in CPU_BACKENDS:
+        model.zero_grad()
+        with use_backend(backend):
+            loss = model(x).square().sum()
+            loss.backward()
+        results[backend] = [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    for backend in CPU_BACKENDS[1:]:
+        for got, expected in zip(results[backend], results['torch']):
+            torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_triton_kernels_under_the_interpreter():
+    """tests/triton_suite in a process of its own, with TRITON_INTERPRET=1 set before Triton loads."""
+    pytest.importorskip('triton')
+    suite = Path(__file__).parent / 'triton_suite'
+    result = subprocess.run([sys.executable, '-m', 'pytest', str(suite), '-q', '-p', 'no:cacheprovider'],
+                            env={**os.environ, 'TRITON_INTERPRET': '1'}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
