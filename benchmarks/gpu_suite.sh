@@ -3,7 +3,7 @@
 # 8 minutes on one H100. Results land in $OUT (or benchmarks/out): copy the figures into RESULTS.md with
 # the device and the date.
 #   run: pip install -q -e . && bash benchmarks/gpu_suite.sh
-set -euo pipefail
+set -uo pipefail  # a failing step must not cost the figures of the others
 cd "$(dirname "$0")/.."
 out="${OUT:-benchmarks/out}"
 mkdir -p "$out"
@@ -12,3 +12,9 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out
 # Deployment (issue 6): fused smpconv_t throughput against convnext_tiny, bf16, channels_last, compiled too.
 python benchmarks/inference.py --device cuda --dtype bfloat16 --layouts channels_last --batch-sizes 1 256 \
     --compile --min-seconds 1 --output "$out/inference_cuda.json" 2>&1 | tee "$out/inference_cuda.md"
+
+# Depthwise convolution (issue 3): the Triton kernels against float64 on the GPU, then every backend on the
+# large-kernel layers of smpconv_t, smpconv_b and smpconv_mobile51, bf16, batch 64, both layouts.
+python -m pytest tests/triton_suite -q -p no:cacheprovider 2>&1 | tee "$out/triton_suite.txt"
+python benchmarks/dwconv.py --device cuda --dtype bfloat16 --batch-size 64 --layouts nchw channels_last \
+    --min-seconds 0.1 --output "$out/dwconv_cuda.json" 2>&1 | tee "$out/dwconv_cuda.md"

@@ -12,16 +12,13 @@ same layout, dtype and batch, compiled against compiled. Prints a markdown table
 """
 import argparse
 import json
-import platform
-import statistics
-import time
-from datetime import date
 
 import timm
 import torch
 from timm.models import reparameterize_model
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
+from timing import environment, median_seconds
 
 BASELINES = {'smpconv_b': 'convnext_base'}
 DEFAULT_BASELINE = 'convnext_tiny'
@@ -29,19 +26,8 @@ DEFAULT_BASELINE = 'convnext_tiny'
 
 def measure(model: torch.nn.Module, x: torch.Tensor, warmup: int, min_repeats: int, min_seconds: float) -> float:
     """Median seconds of one forward pass."""
-    synchronize = torch.cuda.synchronize if x.device.type == 'cuda' else (lambda: None)
-    times = []
     with torch.inference_mode():
-        for _ in range(warmup):
-            model(x)
-        synchronize()
-        start = time.perf_counter()
-        while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
-            begin = time.perf_counter()
-            model(x)
-            synchronize()
-            times.append(time.perf_counter() - begin)
-    return statistics.median(times)
+        return median_seconds(lambda: model(x), x.device, warmup, min_repeats, min_seconds)
 
 
 def forms(name: str, device: torch.device, dtype: torch.dtype, layout: torch.memory_format, compile_: bool):
@@ -56,14 +42,6 @@ def forms(name: str, device: torch.device, dtype: torch.dtype, layout: torch.mem
         yield form, variant
         if compile_ and form == compiled:
             yield f'{form}+compile', torch.compile(variant)
-
-
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def main() -> None:
@@ -111,13 +89,11 @@ def main() -> None:
                           f"{row['images_per_s']:.1f} | " + (f"{row['ratio']:.2f} x {row['vs']}" if 'ratio' in row
                                                              else '') + ' |', flush=True)
 
-    environment = dict(date=str(date.today()), device=str(device), dtype=args.dtype, torch=torch.__version__,
-                       timm=timm.__version__, threads=torch.get_num_threads(), cpu=cpu_name(),
-                       gpu=torch.cuda.get_device_name() if device.type == 'cuda' else None)
-    print('\n' + ', '.join(f'{k}: {v}' for k, v in environment.items() if v is not None))
+    machine = environment(device, args.dtype)
+    print('\n' + ', '.join(f'{k}: {v}' for k, v in machine.items() if v is not None))
     if args.output:
         with open(args.output, 'w') as f:
-            json.dump(dict(environment=environment, rows=rows), f, indent=2)
+            json.dump(dict(environment=machine, rows=rows), f, indent=2)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,41 @@
+"""What the benchmarks share: timing a call, and describing the machine it ran on."""
+import platform
+import statistics
+import time
+from datetime import date
+from typing import Callable
+
+import torch
+
+
+def median_seconds(run: Callable[[], object], device: torch.device, warmup: int = 2, min_repeats: int = 3,
+                   min_seconds: float = 1.) -> float:
+    """Median seconds of `run()`, after `warmup` calls, over at least `min_repeats` calls and `min_seconds`."""
+    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    for _ in range(warmup):
+        run()
+    synchronize()
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
+        begin = time.perf_counter()
+        run()
+        synchronize()
+        times.append(time.perf_counter() - begin)
+    return statistics.median(times)
+
+
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def environment(device: torch.device, dtype: str) -> dict:
+    """Date, device, versions and threads: what a figure in RESULTS.md is quoted with."""
+    import timm
+    return dict(date=str(date.today()), device=str(device), dtype=dtype, torch=torch.__version__,
+                timm=timm.__version__, threads=torch.get_num_threads(), cpu=cpu_name(),
+                gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None)
