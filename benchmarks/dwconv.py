@@ -10,11 +10,13 @@ input layout: the forward and forward+backward (input and weight gradients) time
 on the device, through `depthwise_conv2d` with the backend forced, and of `auto` (the dispatcher's choice),
 each as a ratio to PyTorch's best (the faster of its NCHW convolution on NCHW input and its channels_last
 convolution on channels_last input: a model runs in one layout throughout).
-`floor` is the least time the pass can take: the larger of its FLOPs over the measured peak of the unit
-(a large matmul in the same dtype: tensor cores on a GPU) and its minimum bytes (each tensor read or
-written once) over the measured memory bandwidth (a large copy). The totals weight each shape by the
-number of layers of the model that have it. --train-step times one training step of smpconv_t (forward,
-backward, AdamW) with the dispatcher against PyTorch's NCHW convolution, the plain F.conv2d path.
+`floor` is the least time a direct method can take: the larger of its FLOPs over the measured peak of the
+unit (a large matmul in the same dtype: tensor cores on a GPU) and its minimum bytes (each tensor read or
+written once) over the measured memory bandwidth (a large copy). Its FLOPs count only the taps that meet a
+pixel (a direct method skips the rest); FFT convolution does asymptotically less work and can beat it.
+The totals weight each shape by the number of layers of the model that have it. --train-step times one
+training step of smpconv_t (forward, backward, AdamW) with the dispatcher against PyTorch's NCHW
+convolution, the plain F.conv2d path.
 """
 import argparse
 import json
@@ -27,7 +29,7 @@ import torch
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.layers import SMPConv2d
 from smpconv_models.ops import clear_choices, depthwise_conv2d, use_backend
-from smpconv_models.ops.backends import BACKENDS, flops
+from smpconv_models.ops.backends import BACKENDS
 from timing import environment, median_seconds
 
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
@@ -50,6 +52,11 @@ def layer_shapes(model_name: str, img_size: int) -> Counter:
             module.register_forward_hook(record)
     model(torch.empty(1, 3, img_size, img_size, device='meta'))
     return shapes
+
+
+def valid_taps(size: int, kernel: int) -> int:
+    """Over the outputs along one axis of a 'same' convolution, how many taps meet an input pixel."""
+    return sum(min(size - 1, i + kernel // 2) - max(0, i - kernel // 2) + 1 for i in range(size))
 
 
 def pass_bytes(batch: int, shape: Shape, itemsize: int, backward: bool) -> int:
@@ -103,7 +110,8 @@ def benchmark_shapes(args, device: torch.device, dtype: torch.dtype) -> List[Dic
             native = {name: time_backend(name, x.contiguous(memory_format=LAYOUTS[layout]), weight, backward,
                                          args.min_seconds) for name, layout in NATIVE_LAYOUTS.items()}
             best_pytorch = min(native.values())
-            floor = max((3 if backward else 1) * flops(x.shape, (kh, kw)) / flop_rate,
+            valid_flops = 2 * args.batch_size * channels * valid_taps(height, kh) * valid_taps(width, kw)
+            floor = max((3 if backward else 1) * valid_flops / flop_rate,
                         pass_bytes(args.batch_size, shape, x.element_size(), backward) / byte_rate)
             for layout_name in args.layouts:
                 x_in_layout = x.contiguous(memory_format=LAYOUTS[layout_name])
