@@ -22,6 +22,7 @@ from timm.data import resolve_data_config
 from timm.utils import ModelEmaV3, update_summary
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
+from smpconv_models.ops import choices as depthwise_choices
 from smpconv_models.training import (
     Checkpointer, ConfigError, Progress, create_datasets, create_eval_loader, create_loss, create_mixup,
     create_optimizer, create_scheduler, create_train_loader, evaluate, find_training_state, load_training_state,
@@ -96,7 +97,8 @@ def train(args) -> dict:
             optimizer=optimizer.state_dict(),
             scaler=accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
             epoch=progress.epoch, batches_done=progress.batches_done, num_updates=progress.num_updates,
-            rng=gather_object([rng_state()]), config=resolved_config(args))
+            rng=gather_object([rng_state()]), depthwise_backends=gather_object([depthwise_choices()]),
+            config=resolved_config(args))
 
     def save_recovery() -> None:
         state = training_state()

@@ -143,9 +143,31 @@ def test_dispatcher_times_each_shape_once_and_keeps_the_fastest(monkeypatch, cal
     depthwise_conv2d(x, weight)
     # each backend timed once, then the fastest computes both calls
     assert calls == CPU_BACKENDS + ['fft', 'fft']
-    assert choices() == {('forward', 'cpu', torch.float64, torch.contiguous_format, (2, 3, 8, 8), (5, 5)): 'fft'}
+    assert choices() == {('forward', 'cpu', 'float64', 'contiguous', (2, 3, 8, 8), (5, 5)): 'fft'}
     depthwise_conv2d(x[:1], weight)  # a new shape is timed again
     assert len(choices()) == 2
+
+
+def test_choices_are_plain_data_that_another_process_can_restore(monkeypatch, calls, tmp_path):
+    x, weight = inputs(2, 3, 8, 8, (5, 5))
+    with torch.no_grad():
+        depthwise_conv2d(x.contiguous(memory_format=torch.channels_last), weight)
+    torch.save(choices(), tmp_path / 'choices.pth')
+    saved = torch.load(tmp_path / 'choices.pth', weights_only=True)  # what a training state holds
+    assert list(saved) == [('forward', 'cpu', 'float64', 'channels_last', (2, 3, 8, 8), (5, 5))]
+    clear_choices()
+    saved[next(iter(saved))] = 'torch'  # whichever timing chose: a restored choice is used as it is
+
+    def no_timing(run, device):
+        raise AssertionError('timed a shape with a restored choice')
+
+    monkeypatch.setattr(dispatch, '_time', no_timing)
+    dispatch.restore_choices(saved)
+    calls.clear()
+    depthwise_conv2d(x.contiguous(memory_format=torch.channels_last), weight)
+    assert calls == ['torch'] and choices() == saved
+    with pytest.raises(ValueError, match="unknown depthwise convolution backend 'cutlass'"):
+        dispatch.restore_choices({('forward', 'cpu', 'float64', 'contiguous', (1, 1, 3, 3), (3, 3)): 'cutlass'})
 
 
 def test_backend_can_be_forced_in_code_and_by_environment(monkeypatch, calls):

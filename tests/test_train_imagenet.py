@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 
 import smpconv_models  # noqa: F401
 from smpconv_models.datasets import FashionMNISTSubset
-from smpconv_models.training import create_eval_loader, evaluate, parse_args
+from smpconv_models.ops import ENV_VAR, choices, clear_choices, dispatch
+from smpconv_models.ops.backends import BACKENDS
+from smpconv_models.training import create_eval_loader, evaluate, load_training_state, parse_args
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = str(ROOT / 'train_imagenet.py')
@@ -69,6 +71,24 @@ def test_quickstart_shortened(tmp_path):
 
 
 @pytest.mark.slow
+def test_resumed_run_keeps_its_depthwise_backends(tmp_path, monkeypatch):
+    """Backends round differently: a resumed run computes with the ones its run chose, without timing anew."""
+    recipe = [*FAST, '--warmup-epochs', '0', '--output', str(tmp_path)]
+    assert train_imagenet.main([*recipe, '--epochs', '1', '--experiment', 'run']) == 0
+    saved = load_training_state(tmp_path / 'run' / 'last.pth')['depthwise_backends']
+    assert len(saved) == 1 and saved[0] and set(saved[0].values()) <= set(BACKENDS)
+    clear_choices()
+
+    def no_timing(run, device):
+        raise AssertionError('a resumed run timed a depthwise convolution its run had chosen a backend for')
+
+    monkeypatch.setattr(dispatch, '_time', no_timing)
+    assert train_imagenet.main([*recipe, '--epochs', '2', '--resume', str(tmp_path / 'run')]) == 0
+    assert choices() == saved[0]
+    clear_choices()
+
+
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
     # Plain SGD at a small learning rate keeps the weight updates proportional to the gradients (Adam's
     # first updates are +-lr whatever a gradient's size), so float-level differences stay float-level.
@@ -97,8 +117,11 @@ def test_two_processes_train_like_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
+def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     # drop path draws from torch's RNG, mixup from numpy's, augmentation from per-sample seeds, each in a worker
+    # process; the uninterrupted run is another process, which would time the depthwise backends anew and could
+    # choose others, so all runs use one (a resumed run keeps its run's: test_resumed_run_keeps_its_depthwise_backends)
+    monkeypatch.setenv(ENV_VAR, 'torch')
     recipe = [*FAST, '--epochs', '2', '--global-batch-size', '32', '--recovery-interval', '5', '--workers', '1',
               '--drop-path', '0.1', '--mixup', '0.8', '--cutmix', '1.0']
     uninterrupted = run([*recipe, '--experiment', 'whole'], tmp_path)

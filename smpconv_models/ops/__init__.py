@@ -1,5 +1,6 @@
 """Large-kernel depthwise convolution."""
 from .depthwise import depthwise_conv2d, recording_graph, useful_window
-from .dispatch import ENV_VAR, choices, clear_choices, use_backend
+from .dispatch import ENV_VAR, choices, clear_choices, restore_choices, use_backend
 
-__all__ = ['depthwise_conv2d', 'recording_graph', 'useful_window', 'use_backend', 'choices', 'clear_choices', 'ENV_VAR']
+__all__ = ['depthwise_conv2d', 'recording_graph', 'useful_window', 'use_backend', 'choices', 'restore_choices',
+           'clear_choices', 'ENV_VAR']

@@ -4,18 +4,22 @@ The choice is made per pass ('forward', 'grad_weight'), device, dtype, layout an
 backend that supports the input a few times and keeping the fastest; it is cached for the process. PyTorch's
 own convolutions are always among the candidates, so a choice is never slower than PyTorch. A backend can
 be forced with the environment variable SMPCONV_DWCONV_BACKEND or, in code, `use_backend(name)`.
+
+Backends round differently, so two processes that choose differently compute results that differ in the
+last bits: for bitwise-reproducible runs, force a backend, or carry the choices over (`choices()` is plain
+data, made of strings and tuples, and `restore_choices` puts it back), as a resumed training run does.
 """
 import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 
 from .backends import BACKENDS, memory_format
 
-__all__ = ['ENV_VAR', 'use_backend', 'forced_backend', 'choose', 'choices', 'clear_choices']
+__all__ = ['ENV_VAR', 'use_backend', 'forced_backend', 'choose', 'choices', 'restore_choices', 'clear_choices']
 
 ENV_VAR = 'SMPCONV_DWCONV_BACKEND'
 _forced = threading.local()
@@ -46,8 +50,14 @@ def forced_backend() -> Optional[str]:
 
 
 def choices() -> Dict[Tuple, str]:
-    """The choices made so far: (pass, device type, dtype, layout, input shape, kernel size) -> backend."""
+    """The choices made so far: (pass, device type, dtype, layout, input shape, kernel size) -> backend, e.g.
+    ('grad_weight', 'cpu', 'float32', 'channels_last', (8, 96, 56, 56), (31, 31)) -> 'fft'."""
     return dict(_choices)
+
+
+def restore_choices(saved: Mapping[Tuple, str]) -> None:
+    """Make the choices of `saved` (from `choices()`, maybe of another process) again, instead of timing."""
+    _choices.update({tuple(key): _check(name) for key, name in saved.items()})
 
 
 def clear_choices() -> None:
@@ -78,7 +88,8 @@ def choose(pass_: str, x: torch.Tensor, kernel_size, run: Callable[[str], Callab
         if not BACKENDS[forced].supports(x):
             raise RuntimeError(f'depthwise convolution backend {forced!r} does not run {x.dtype} on {x.device}')
         return forced
-    key = (pass_, x.device.type, x.dtype, memory_format(x), tuple(x.shape), tuple(kernel_size))
+    layout = 'channels_last' if memory_format(x) == torch.channels_last else 'contiguous'
+    key = (pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape), tuple(kernel_size))
     if key not in _choices:
         candidates = [name for name, backend in BACKENDS.items() if backend.supports(x)]
         with torch.no_grad():

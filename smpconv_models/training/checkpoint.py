@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from ..ops import restore_choices
 from .config import ConfigError
 from .distributed import set_rng_state
 from .engine import Progress
@@ -164,6 +165,8 @@ def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, e
     checkpointer.load_state_dict(state['checkpoints'])
     if len(state['rng']) == world_size:
         set_rng_state(state['rng'][rank])
+        # the same depthwise backends as before, rather than new choices that round differently
+        restore_choices(state.get('depthwise_backends', [{}] * world_size)[rank])
     else:
         warnings.warn(f"the training state comes from {len(state['rng'])} process(es), this run has {world_size}: "
                       'it continues with fresh random states, so not exactly as the original run would have')
