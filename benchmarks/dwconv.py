@@ -128,7 +128,7 @@ def benchmark_shapes(args, device: torch.device, dtype: torch.dtype) -> List[Dic
     print('\nTotals over each model\'s large-kernel layers, as ratios to PyTorch\'s best of each layer '
           '(milliseconds in brackets):')
     print(f"| model | layout | pass | PyTorch's best | {' | '.join(backends)} | floor |\n|"
-          + '---|' * (len(backends) + 4))
+          + '---|' * (len(backends) + 5))
     for model_name in args.models:
         for layout_name in args.layouts:
             for backward in (False, True):
