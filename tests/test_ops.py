@@ -189,6 +189,11 @@ def test_unknown_or_unusable_backend_is_named():
     if not BACKENDS['triton'].supports(torch.zeros(1)):
         with use_backend('triton'), pytest.raises(RuntimeError, match="'triton' does not run torch.float32 on cpu"):
             depthwise_conv2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3))
+        # a choice restored from a machine with Triton is made anew here
+        key = ('forward', 'cpu', 'float32', 'contiguous', (1, 1, 3, 3), (3, 3))
+        dispatch.restore_choices({key: 'triton'})
+        depthwise_conv2d(torch.zeros(1, 1, 3, 3), torch.zeros(1, 3, 3))
+        assert choices()[key] in CPU_BACKENDS
 
 
 @pytest.mark.parametrize('x_shape, weight_shape, message', [

@@ -90,7 +90,7 @@ def choose(pass_: str, x: torch.Tensor, kernel_size, run: Callable[[str], Callab
         return forced
     layout = 'channels_last' if memory_format(x) == torch.channels_last else 'contiguous'
     key = (pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape), tuple(kernel_size))
-    if key not in _choices:
+    if key not in _choices or not BACKENDS[_choices[key]].supports(x):  # restored where it cannot run: timed
         candidates = [name for name, backend in BACKENDS.items() if backend.supports(x)]
         with torch.no_grad():
             timings = {name: _time(run(name), x.device) for name in candidates}
