@@ -4,6 +4,7 @@ Every block can be re-parameterised for inference (`reparameterize()`, which tim
 `reparameterize_model` calls): batch norms fold into the convolutions next to them and the SMP kernel and
 the small kernel merge into one depthwise convolution. `inference_mode=True` builds a block in that form.
 """
+import math
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -67,8 +68,8 @@ class SMPConv2d(nn.Module):
     @torch.jit.ignore
     def set_kernel_scale(self, scale: float) -> None:
         """Sample the kernels `scale` times larger (or smaller) from now on; the parameters stay as they are."""
-        if scale <= 0:
-            raise ValueError(f'kernel_scale must be positive, got {scale}')
+        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+            raise ValueError(f'kernel_scale takes a positive finite number, got {scale!r}')
         self.kernel_scale = scale
         self.kernel_size = [round_to_odd(scale * k) for k in self.points.kernel_size]
         self.kernel_gain = 1.

@@ -120,11 +120,15 @@ def _central(coords: torch.Tensor, window: List[int]) -> torch.Tensor:
 torch.fx.wrap('smp_kernel')
 
 
+def _is_size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
 def _to_size(kernel_size: Union[int, Sequence[int]], ndim: int) -> Tuple[int, ...]:
-    size = (kernel_size,) * ndim if isinstance(kernel_size, int) else tuple(kernel_size)
-    if len(size) != ndim or any(k < 1 for k in size):
-        raise ValueError(f'kernel_size must be {ndim} positive sizes, got {kernel_size}')
-    return size
+    size = (kernel_size,) * ndim if _is_size(kernel_size) else kernel_size
+    if not isinstance(size, Sequence) or len(size) != ndim or not all(_is_size(k) for k in size):
+        raise ValueError(f'kernel_size takes a positive integer or {ndim} of them, got {kernel_size!r}')
+    return tuple(size)
 
 
 class SMPKernel(nn.Module):

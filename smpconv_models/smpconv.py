@@ -145,6 +145,7 @@ class SMPConvNet(nn.Module):
         """
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
+        _check_args(depths, dims, kernel_sizes, points_divisor, drop_rate, drop_path_rate)
         num_stages = len(depths)
         if num_points is None:
             num_points = [points_for_kernel(k, points_divisor) for k in kernel_sizes]
@@ -324,6 +325,19 @@ class SMPConvNet(nn.Module):
         x = self.forward_features(x)
         x = self.forward_head(x)
         return x
+
+
+def _check_args(depths, dims, kernel_sizes, points_divisor, drop_rate, drop_path_rate) -> None:
+    """One-line errors for arguments the layers would otherwise fail on obscurely, or accept silently."""
+    for name, values in (('depths', depths), ('dims', dims), ('kernel_sizes', kernel_sizes)):
+        if not isinstance(values, Sequence) or not all(isinstance(v, int) and v >= 1 for v in values):
+            raise ValueError(f'{name} takes a sequence of positive integers, one per stage, got {values!r}')
+    if not (isinstance(points_divisor, int) and points_divisor >= 1):
+        raise ValueError(f'points_divisor takes a positive integer (4 for SMPConv-T/B, 8 for the mobile models), '
+                         f'got {points_divisor!r}')
+    for name, rate in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
+        if not 0. <= rate < 1.:
+            raise ValueError(f'{name} takes a probability in [0, 1), got {rate!r}')
 
 
 def _init_weights(module: nn.Module, name: Optional[str] = None) -> None:

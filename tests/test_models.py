@@ -82,6 +82,26 @@ def test_architecture_arguments():
         timm.create_model('smpconv_t', device='meta', not_an_arg=1)
 
 
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(points_divisor=0), r'points_divisor takes a positive integer .*got 0'),
+    (dict(kernel_sizes=(31., 15, 7, 3)), r'kernel_sizes takes a sequence of positive integers.*got \(31\.0, 15'),
+    (dict(kernel_sizes=31), r'kernel_sizes takes a sequence of positive integers.*got 31'),
+    (dict(kernel_scale=float('nan')), 'kernel_scale takes a positive finite number, got nan'),
+    (dict(kernel_scale=0), 'kernel_scale takes a positive finite number, got 0'),
+    (dict(drop_path_rate=-0.1), r'drop_path_rate takes a probability in \[0, 1\), got -0\.1'),
+    (dict(drop_rate=1.), r'drop_rate takes a probability in \[0, 1\), got 1\.0'),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        timm.create_model('smpconv_nano', device='meta', **kwargs)
+
+
+def test_an_empty_batch_gives_empty_logits():
+    model = timm.create_model('smpconv_nano', num_classes=10).eval()
+    with torch.no_grad():
+        assert model(torch.zeros(0, 3, 64, 64)).shape == (0, 10)
+
+
 def test_project_radii_reaches_every_smp_layer():
     model = timm.create_model('smpconv_mobile31')
     kernels = [m for m in model.modules() if isinstance(m, SMPKernel)]

@@ -137,6 +137,8 @@ def test_radius_range_is_validated():
         SMPKernel(2, 4, 5, radius_range=(0., 1.))
     with pytest.raises(ValueError, match='kernel_size'):
         SMPKernel(2, 4, (5, 5, 5))
+    with pytest.raises(ValueError, match='kernel_size takes a positive integer or 2 of them, got 5.0'):
+        SMPKernel(2, 4, 5.)
     with pytest.raises(ValueError, match='ndim=3'):
         SMPKernel(2, 4, 5, ndim=3)
     with pytest.raises(ValueError, match='num_points=0'):
