@@ -206,6 +206,58 @@ def test_bad_shapes_are_named(x_shape, weight_shape, message):
         depthwise_conv2d(torch.zeros(x_shape), torch.zeros(weight_shape))
 
 
+@pytest.mark.parametrize('dtype', [torch.int64, torch.bool, torch.complex64])
+def test_non_floating_inputs_are_named(dtype):
+    with pytest.raises(TypeError, match=f'floating-point tensors .*got x of {dtype}'):
+        depthwise_conv2d(torch.zeros(1, 2, 5, 5, dtype=dtype), torch.zeros(2, 3, 3))
+    with pytest.raises(TypeError, match=f'got weight of {dtype}'):
+        depthwise_conv2d(torch.zeros(1, 2, 5, 5), torch.zeros(2, 3, 3, dtype=dtype))
+
+
+@pytest.mark.parametrize('backend', [None] + CPU_BACKENDS)
+@pytest.mark.parametrize('shape', [(0, 3, 8, 8), (2, 3, 0, 8), (2, 0, 8, 8)])
+def test_empty_inputs_give_empty_outputs(backend, shape):
+    """As F.conv2d's: nothing to time or compute, and zero gradients for the weight."""
+    x = torch.zeros(shape, requires_grad=True)
+    weight = torch.randn(shape[1], 5, 5, requires_grad=True)
+    with use_backend(backend):
+        y = depthwise_conv2d(x, weight)
+        y.sum().backward()
+    assert y.shape == shape and torch.equal(weight.grad, torch.zeros_like(weight)) and x.grad.shape == shape
+
+
+@pytest.mark.parametrize('backend', CPU_BACKENDS)
+@pytest.mark.parametrize('compiled', [False, True])
+def test_output_dtype_is_that_of_f_conv2d_on_every_backend(backend, compiled):
+    """Under autocast, float32 inputs compute in the autocast dtype (as F.conv2d's); elsewhere x and weight are
+    promoted to one dtype. In eager and compiled runs alike."""
+    x, weight = torch.randn(2, 3, 8, 8), torch.randn(3, 5, 5)
+    bias = torch.randn(3)
+    conv = torch.compile(depthwise_conv2d, backend='aot_eager', fullgraph=True) if compiled else depthwise_conv2d
+    with use_backend(backend):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            expected = F.conv2d(x, weight.unsqueeze(1), bias, padding=2, groups=3).dtype
+            assert conv(x, weight, bias).dtype == expected == torch.bfloat16
+            assert conv(x.double(), weight.double()).dtype == torch.float64  # autocast leaves float64 alone
+        assert conv(x.bfloat16(), weight).dtype == torch.float32
+        assert conv(x.half(), weight.half(), bias.half()).dtype == torch.float16
+
+
+def test_backends_that_fail_while_timed_are_passed_over(monkeypatch):
+    def out_of_memory(*args):
+        raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 80.00 GiB')
+
+    monkeypatch.setitem(BACKENDS, 'torch', BACKENDS['torch']._replace(forward=out_of_memory))
+    x, weight = inputs(2, 3, 8, 8, (5, 5), dtype=torch.float32)
+    torch.testing.assert_close(depthwise_conv2d(x, weight), reference(x, weight).float(), rtol=1e-5, atol=1e-5)
+    assert choices()[('forward', 'cpu', 'float32', 'contiguous', (2, 3, 8, 8), (5, 5))] != 'torch'
+    for name in CPU_BACKENDS:
+        monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(forward=out_of_memory))
+    with pytest.raises(RuntimeError, match=r'no depthwise convolution backend runs forward .* torch: OutOfMemoryError: '
+                                           r'CUDA out of memory.*; fft: OutOfMemoryError'):
+        depthwise_conv2d(x[:1], weight)
+
+
 def test_model_trains_the_same_on_every_backend():
     """A training step of a whole SMPConv model, in float64: the backends agree to rounding."""
     import timm

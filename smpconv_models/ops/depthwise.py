@@ -7,6 +7,10 @@ record PyTorch's own convolution instead.
 
 Taps farther than H - 1 rows (W - 1 columns) from the centre never meet a pixel of an H x W input, so the
 kernel is cropped to its central (2H - 1) x (2W - 1) window first: the result is exactly the same.
+
+The output's dtype is F.conv2d's under autocast, whichever backend computes it: inside an autocast region
+for x's device, float32 and lower-precision inputs are computed in the autocast dtype; elsewhere x and weight
+are computed in their promoted dtype. An empty input gives an empty output, as F.conv2d's does.
 """
 from functools import partial
 from typing import List, Optional
@@ -19,12 +23,12 @@ from torch.utils.flop_counter import register_flop_formula
 from .backends import BACKENDS, flops, memory_format
 from .dispatch import choose
 
-__all__ = ['depthwise_conv2d', 'recording_graph', 'useful_window']
+__all__ = ['depthwise_conv2d', 'compute_dtype', 'recording_graph', 'useful_window']
 
 
 def useful_window(kernel_size: List[int], height: int, width: int) -> List[int]:
     """The part of a kernel that touches an input of height x width: at most (2H - 1) x (2W - 1)."""
-    return [min(kernel_size[0], 2 * height - 1), min(kernel_size[1], 2 * width - 1)]
+    return [max(1, min(kernel_size[0], 2 * height - 1)), max(1, min(kernel_size[1], 2 * width - 1))]
 
 
 def _crop(weight: torch.Tensor, window: List[int]) -> torch.Tensor:
@@ -35,6 +39,8 @@ def _crop(weight: torch.Tensor, window: List[int]) -> torch.Tensor:
 
 @torch.library.custom_op('smpconv::depthwise_conv2d', mutates_args=())
 def _forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if x.numel() == 0:
+        return torch.empty_like(x, memory_format=memory_format(x))
     name = choose('forward', x, weight.shape[-2:], lambda n: partial(BACKENDS[n].forward, x, weight))
     # in x's layout, as PyTorch's convolution and the fake below give it, whichever backend ran
     return BACKENDS[name].forward(x, weight).contiguous(memory_format=memory_format(x))
@@ -48,6 +54,8 @@ def _(x, weight):
 @torch.library.custom_op('smpconv::depthwise_conv2d_grad_weight', mutates_args=())
 def _grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_h: int, kernel_w: int) -> torch.Tensor:
     size = (kernel_h, kernel_w)
+    if x.numel() == 0:
+        return x.new_zeros((x.shape[1], kernel_h, kernel_w))
     name = choose('grad_weight', x, size, lambda n: partial(BACKENDS[n].grad_weight, grad_y, x, size))
     return BACKENDS[name].grad_weight(grad_y, x, size).contiguous()
 
@@ -97,6 +105,10 @@ def _grad_weight_flops(grad_y_shape, x_shape, kernel_h, kernel_w, *args, out_sha
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
+    for name, tensor in (('x', x), ('weight', weight)):
+        if not tensor.is_floating_point():
+            raise TypeError(f'depthwise_conv2d takes floating-point tensors (float16, bfloat16, float32, float64), '
+                            f'got {name} of {tensor.dtype}')
     if x.dim() != 4 or weight.dim() != 3 or weight.shape[0] != x.shape[1]:
         raise ValueError(f'depthwise_conv2d takes x [B, C, H, W] and weight [C, kh, kw], got {tuple(x.shape)} '
                          f'and {tuple(weight.shape)}')
@@ -117,6 +129,17 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor])
     return F.conv2d(x, weight.unsqueeze(1), bias, padding=(kernel_h // 2, kernel_w // 2), groups=weight.shape[0])
 
 
+def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution of x with weight computes and returns in, as F.conv2d's: the autocast dtype for
+    float32 and lower-precision inputs inside an autocast region of x's device, else x's and weight's promoted."""
+    dtype = torch.promote_types(x.dtype, weight.dtype)
+    device_type = x.device.type  # 'meta' has no autocast
+    if dtype != torch.float64 and torch.amp.is_autocast_available(device_type) and \
+            torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return dtype
+
+
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Stride-1, zero-padded 'same' cross-correlation of each channel of x [B, C, H, W] with weight [C, kh, kw]
     (odd sizes), plus an optional bias [C]; NCHW or channels_last."""
@@ -125,5 +148,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     if recording_graph():
         return _conv2d(x, weight, bias)
     _check(x, weight)
+    dtype = compute_dtype(x, weight)
+    x, weight = x.to(dtype), weight.to(dtype)
     y = _forward(x, _crop(weight, useful_window(list(weight.shape[-2:]), x.shape[-2], x.shape[-1])))
-    return y if bias is None else y + bias.view(1, -1, 1, 1)
+    return y if bias is None else y + bias.to(dtype).view(1, -1, 1, 1)

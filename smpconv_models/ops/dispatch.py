@@ -92,7 +92,15 @@ def choose(pass_: str, x: torch.Tensor, kernel_size, run: Callable[[str], Callab
     key = (pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape), tuple(kernel_size))
     if key not in _choices or not BACKENDS[_choices[key]].supports(x):  # restored where it cannot run: timed
         candidates = [name for name, backend in BACKENDS.items() if backend.supports(x)]
+        timings, failures = {}, {}
         with torch.no_grad():
-            timings = {name: _time(run(name), x.device) for name in candidates}
+            for name in candidates:
+                try:
+                    timings[name] = _time(run(name), x.device)
+                except Exception as e:  # out of memory at this size, say: the others may run
+                    failures[name] = f'{type(e).__name__}: {e}'
+        if not timings:
+            raise RuntimeError(f'no depthwise convolution backend runs {pass_} on {tuple(x.shape)} {x.dtype} '
+                               'inputs: ' + '; '.join(f'{name}: {error}' for name, error in failures.items()))
         _choices[key] = min(timings, key=timings.get)
     return _choices[key]
