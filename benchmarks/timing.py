@@ -33,9 +33,25 @@ def cpu_name() -> str:
         return platform.processor()
 
 
+# the instruction sets that decide which kernels oneDNN and the FFT libraries run: speed ratios between
+# machines of one CPU name differ with them
+_ISA_FLAGS = ('avx2', 'fma', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'avx512_fp16', 'amx_tile', 'amx_bf16',
+              'amx_fp16')
+
+
+def cpu_flags() -> str:
+    """The instruction sets of `_ISA_FLAGS` that this CPU has."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next(line.split(':', 1)[1].split() for line in f if line.startswith('flags'))
+    except (OSError, StopIteration):
+        return ''
+    return ' '.join(flag for flag in _ISA_FLAGS if flag in flags)
+
+
 def environment(device: torch.device, dtype: str) -> dict:
     """Date, device, versions and threads: what a figure in RESULTS.md is quoted with."""
     import timm
     return dict(date=str(date.today()), device=str(device), dtype=dtype, torch=torch.__version__,
-                timm=timm.__version__, threads=torch.get_num_threads(), cpu=cpu_name(),
+                timm=timm.__version__, threads=torch.get_num_threads(), cpu=cpu_name(), cpu_flags=cpu_flags(),
                 gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None)

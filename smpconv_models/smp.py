@@ -199,6 +199,7 @@ class SMPKernel(nn.Module):
         # the last kernel sampled for inference, and what it was sampled from (see _inference_kernel)
         self._cached_kernel: Optional[torch.Tensor] = None
         self._cache_key: Optional[tuple] = None
+        self._cache_sources: Tuple[torch.Tensor, ...] = ()
         self.reset_parameters()
 
     @property
@@ -240,13 +241,17 @@ class SMPKernel(nn.Module):
     @torch.jit.unused
     def _inference_kernel(self, size: List[int], grid: Optional[torch.Tensor],
                           window: Optional[List[int]]) -> torch.Tensor:
-        """The kernel, sampled again only when what it is sampled from has changed: an optimizer step or
-        load_state_dict bumps a tensor's version, .to() gives it new storage, dtype or device."""
-        tensors = (self.positions, self.radii, self.weights) + (() if grid is None else (grid,))
-        key = (tuple(size), None if window is None else tuple(window))
-        key += tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
-        if key != self._cache_key:
-            self._cached_kernel, self._cache_key = self._sample(size, grid, window), key
+        """The kernel, sampled again unless what it is sampled from is the same, value for value, as last time.
+
+        Values, not versions or storage: an in-place change through `.data` (EMA helpers, pruning tools) leaves
+        a tensor's version counter as it was. Comparing the points costs a fraction of sampling the kernel."""
+        sources = (self.positions, self.radii, self.weights) + (() if grid is None else (grid,))
+        key = (tuple(size), None if window is None else tuple(window), self.normalize, self.radius_min,
+               self.radius_max)
+        if not (key == self._cache_key and _same_values(sources, self._cache_sources)):
+            self._cached_kernel = self._sample(size, grid, window)
+            self._cache_key = key
+            self._cache_sources = tuple(t.detach().clone() for t in sources)
         return self._cached_kernel
 
     @torch.jit.ignore
@@ -281,6 +286,11 @@ class SMPKernel(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_filters={self.weights.shape[0]}, num_points={self.num_points}, '
                 f'kernel_size={self.kernel_size}, normalize={self.normalize}')
+
+
+def _same_values(tensors: Sequence[torch.Tensor], copies: Sequence[torch.Tensor]) -> bool:
+    return len(tensors) == len(copies) and all(
+        t.dtype == c.dtype and t.device == c.device and torch.equal(t, c) for t, c in zip(tensors, copies))
 
 
 def project_radii(module: nn.Module) -> None:

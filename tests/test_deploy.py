@@ -139,6 +139,24 @@ def test_eval_mode_samples_kernels_once_and_never_serves_a_stale_one(monkeypatch
     assert all(m.positions.grad is not None for m in model.modules() if isinstance(m, SMPKernel))
 
 
+@pytest.mark.parametrize('parameter', ['weights', 'positions', 'radii'])
+def test_changes_through_data_are_never_missed(trained, inputs, parameter):
+    """EMA helpers, pruning tools and user scripts change weights in place through `.data`, which leaves a
+    tensor's version counter and storage as they were: what the eval-mode kernels were sampled from is compared
+    value for value."""
+    model = copy.deepcopy(trained)
+    with torch.no_grad():
+        before = model(inputs)
+        for m in model.modules():
+            if isinstance(m, SMPKernel):
+                getattr(m, parameter).data.mul_(0.5)
+        after = model(inputs)
+        fresh = timm.create_model(model.pretrained_cfg['architecture'], num_classes=10).eval()
+        fresh.load_state_dict(model.state_dict())
+        torch.testing.assert_close(after, fresh(inputs), rtol=0, atol=0)
+    assert (after - before).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize('fuse', [False, True])
 def test_torch_compile_sees_no_graph_break(fuse, inputs):
     model = timm.create_model('smpconv_nano', num_classes=10).eval()
