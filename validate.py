@@ -12,7 +12,6 @@ import json
 import sys
 from pathlib import Path
 
-import timm
 import torch
 from accelerate import Accelerator
 from timm.data import resolve_data_config
@@ -20,49 +19,39 @@ from timm.models import reparameterize_model
 from timm.utils import check_batch_size_retry, decay_batch_step
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
-from smpconv_models import load_checkpoint
-from smpconv_models.official import load_checkpoint_file
-from smpconv_models.smpconv import checkpoint_num_classes
+from smpconv_models.checkpoint import create_from_checkpoint, create_model
 from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, num_classes_of,
                                      parse_eval_args)
 
+DEFAULT_MODEL = 'smpconv_t'
 
-def _num_classes(args, dataset, checkpoint):
-    """--num-classes, else the checkpoint's classifier, the published weights' classes or the dataset's."""
+
+def create_evaluated_model(args, dataset):
+    """The model to evaluate: a checkpoint's (its recorded model unless --model says), or --model with its
+    published weights or none; --num-classes, else the checkpoint's, the published weights' or the dataset's."""
+    model_kwargs = dict(args.model_kwargs)
     if args.num_classes:
-        return args.num_classes
-    if checkpoint is not None and checkpoint_num_classes(checkpoint):
-        return checkpoint_num_classes(checkpoint)
-    if args.pretrained:
-        return None  # the published weights'
-    return num_classes_of(dataset)
+        model_kwargs['num_classes'] = args.num_classes
+    if args.checkpoint:
+        return create_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema,
+                                      trust_pickle=args.trust_pickle, **model_kwargs)
+    if not args.pretrained and 'num_classes' not in model_kwargs and num_classes_of(dataset):
+        model_kwargs['num_classes'] = num_classes_of(dataset)
+    return create_model(args.model or DEFAULT_MODEL, pretrained=args.pretrained, **model_kwargs)
 
 
 def validate(args) -> dict:
-    if ':' not in args.model and args.model.split('.')[0] not in timm.list_models('smpconv*'):
-        raise ConfigError(f"unknown model '{args.model}': one of {', '.join(timm.list_models('smpconv*'))}")
     if args.device == 'cuda' and not torch.cuda.is_available():
         raise ConfigError('--device cuda, but no GPU is available')
     accelerator = Accelerator(
         cpu=args.device == 'cpu' or not torch.cuda.is_available(),
         mixed_precision={'bfloat16': 'bf16', 'float16': 'fp16'}[args.amp_dtype] if args.amp else 'no')
     dataset = create_eval_dataset(args, args.split, args.num_samples)
-    checkpoint = None
-    if args.checkpoint:
-        try:
-            checkpoint = load_checkpoint_file(args.checkpoint, trust_pickle=args.trust_pickle, use_ema=args.use_ema)
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
-    model_kwargs = dict(args.model_kwargs)
-    num_classes = _num_classes(args, dataset, checkpoint)
-    if num_classes:
-        model_kwargs['num_classes'] = num_classes
-    model = timm.create_model(args.model, pretrained=args.pretrained, **model_kwargs)
-    if checkpoint is not None:
-        try:
-            load_checkpoint(model, checkpoint)
-        except ValueError as e:
-            raise ConfigError(f'{args.checkpoint}: {e}') from e
+    try:
+        model = create_evaluated_model(args, dataset)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    architecture = model.pretrained_cfg['architecture']
     if args.reparam:
         model = reparameterize_model(model)
     data_config = resolve_data_config(vars(args), model=model)
@@ -87,7 +76,7 @@ def validate(args) -> dict:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return dict(
-        model=args.model, checkpoint=args.checkpoint or ('pretrained' if args.pretrained else 'random init'),
+        model=architecture, checkpoint=args.checkpoint or ('pretrained' if args.pretrained else 'random init'),
         dataset=args.dataset or args.data_dir, split=args.split, num_images=len(dataset),
         input_size=list(data_config['input_size']), batch_size=batch_size, **metrics)
 
@@ -107,11 +96,6 @@ def main(argv=None) -> int:
         args = parse_eval_args(argv)
         results = validate(args)
     except (ConfigError, FileNotFoundError) as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    except RuntimeError as e:
-        if 'Unknown model' not in str(e):
-            raise
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f"{results['model']} ({results['checkpoint']}) on {results['num_images']} images of "

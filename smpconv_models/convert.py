@@ -1,26 +1,21 @@
 """Convert a checkpoint of the authors (or of this package) into an export for the Hugging Face Hub.
 
-    python -m smpconv_models.convert SMPConv_T.pth.tar exports/smpconv_t.in1k --model smpconv_t --trust-pickle
+    python -m smpconv_models.convert SMPConv_T.pth.tar exports/smpconv_t.in1k --model smpconv_t
 
 Reads the checkpoint (its EMA weights when it has them), checks every key and shape against the model and
 names any that is missing or unexpected, and writes model.safetensors, config.json and a model card
-README.md. The export loads with timm.create_model('local-dir:<out_dir>'); `python -m
+README.md. Pickled checkpoints (the authors' .pth.tar) are read with PyTorch's restricted unpickler, which
+cannot run code; a file that needs more is converted only with --trust-pickle, and the objects that made it
+necessary are named. The export loads with timm.create_model('local-dir:<out_dir>'); `python -m
 smpconv_models.publish <out_dir> <repo_id>` uploads it.
 """
 import argparse
 import sys
 from pathlib import Path
 
-import timm
-
+from .checkpoint import create_model, load_checkpoint
 from .hub import PAPER_TOP1, export_for_hub
-from .smpconv import HUB_ORG, load_checkpoint
-
-PICKLE_EXPLANATION = (
-    '{path} is a pickle (PyTorch\'s own checkpoint format, and the one the authors published). Unpickling a '
-    'file runs whatever code the file names, so this command unpickles only when asked to: pass --trust-pickle '
-    'if the file comes from a source you trust (such as the authors\' release). The export it writes is '
-    'safetensors, which holds tensors only.')
+from .smpconv import HUB_ORG
 
 
 def main(argv=None) -> int:
@@ -28,7 +23,9 @@ def main(argv=None) -> int:
     parser.add_argument('checkpoint', type=Path, help='official checkpoint (.pth, .pth.tar) or safetensors file')
     parser.add_argument('out_dir', type=Path)
     parser.add_argument('--model', required=True, help='registered architecture, e.g. smpconv_t')
-    parser.add_argument('--trust-pickle', action='store_true', help='allow unpickling the checkpoint')
+    parser.add_argument('--trust-pickle', action='store_true',
+                        help='unpickle fully a checkpoint that the restricted unpickler refuses (it can run code: '
+                             'only for files you trust)')
     parser.add_argument('--no-ema', action='store_true', help='convert the raw weights, not the EMA ones')
     parser.add_argument('--repo-id', default=None, help='Hub repo named in the model card '
                                                         f'(default: {HUB_ORG}/<model>.in1k)')
@@ -36,13 +33,8 @@ def main(argv=None) -> int:
                         help='what the weights are, for the model card')
     args = parser.parse_args(argv)
 
-    if args.model not in timm.list_models('smpconv*'):
-        parser.error(f"unknown model '{args.model}'; one of {', '.join(timm.list_models('smpconv*'))}")
-    if args.checkpoint.suffix != '.safetensors' and not args.trust_pickle:
-        print(f'error: {PICKLE_EXPLANATION.format(path=args.checkpoint)}', file=sys.stderr)
-        return 2
-    model = timm.create_model(args.model)
     try:
+        model = create_model(args.model)
         load_checkpoint(model, args.checkpoint, use_ema=not args.no_ema, trust_pickle=args.trust_pickle)
     except (ValueError, FileNotFoundError) as e:
         print(f'error: {e}', file=sys.stderr)

@@ -3,23 +3,14 @@
 The official code (github.com/sangnekim/SMPConv, smp_imagenet/models/SMPConv.py) differs from ours in
 key names and tensor shapes only; this is the one module that knows its names.
 """
-import argparse
-import os
-import pickle
 import re
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence
 
-import safetensors.torch
 import torch
-from safetensors import SafetensorError
-from timm.models import clean_state_dict
 
 from .smp import kernel_grid
 
-__all__ = [
-    'is_official_state_dict', 'convert_official_state_dict', 'official_model_args', 'load_checkpoint_file',
-    'select_state_dict',
-]
+__all__ = ['is_official_state_dict', 'convert_official_state_dict', 'to_package_layout', 'official_model_args']
 
 _OFFICIAL_MARKERS = ('.smp.conv.weight_coord', '.prelkb_bn.', '.preffn_bn.', 'transitions.')
 _RENAMES = (
@@ -69,6 +60,13 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[
     return out
 
 
+def to_package_layout(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
+    """An official state dict converted to this package's layout; one of this package as it is."""
+    if is_official_state_dict(state_dict):
+        return convert_official_state_dict(state_dict)
+    return dict(state_dict)
+
+
 def official_model_args(
         large_kernel_sizes: Sequence[int],
         layers: Sequence[int],
@@ -106,57 +104,3 @@ def official_model_args(
         num_classes=num_classes,
         drop_path_rate=drop_path_rate,
     )
-
-
-def select_state_dict(checkpoint: Mapping[str, Any], use_ema: bool = True) -> Dict[str, Any]:
-    """The model weights of a training checkpoint, its EMA weights first unless `use_ema=False` (the
-    published accuracies are the EMA's); a plain state dict as it is."""
-    keys = ('state_dict_ema', 'model_ema', 'state_dict', 'model') if use_ema else ('state_dict', 'model')
-    for key in keys:
-        if isinstance(checkpoint.get(key), Mapping):
-            return clean_state_dict(checkpoint[key])
-    return clean_state_dict(checkpoint)
-
-
-def _unsafe_globals(path: str) -> List[str]:
-    """The globals a pickled checkpoint would import beyond what the restricted unpickler admits."""
-    try:
-        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except (RuntimeError, ValueError):
-        return []
-    return [name for name in names if name != 'argparse.Namespace']
-
-
-def load_checkpoint_file(path: Union[str, os.PathLike], trust_pickle: bool = False,
-                         use_ema: bool = True) -> Dict[str, Any]:
-    """Read the model weights of a safetensors file or a PyTorch checkpoint (EMA weights when present, unless
-    `use_ema=False`).
-
-    Pickled checkpoints are read with torch's restricted unpickler (`weights_only=True`, which also admits
-    the argparse Namespace that timm's CheckpointSaver stores): it cannot run code. A pickle that needs
-    more is fully unpickled only with `trust_pickle=True`, since unpickling can run arbitrary code.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'checkpoint file not found: {path}')
-    if path.endswith('.safetensors'):
-        try:
-            return safetensors.torch.load_file(path)
-        except SafetensorError as e:
-            raise ValueError(f'{path} is not a readable safetensors file (truncated or corrupt?): {e}') from e
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            checkpoint = torch.load(path, map_location='cpu', weights_only=not trust_pickle)
-    except pickle.UnpicklingError as e:
-        unsafe = _unsafe_globals(path)
-        if not unsafe:
-            raise ValueError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}') from e
-        raise ValueError(
-            f'{path} holds objects ({", ".join(unsafe)}) that only full unpickling can restore, and unpickling '
-            'can run arbitrary code. Pass trust_pickle=True only if you trust this file.'
-        ) from e
-    except (RuntimeError, EOFError, KeyError, ValueError) as e:
-        raise ValueError(f'{path} is not a readable PyTorch checkpoint (truncated or corrupt?): {e}') from e
-    if not isinstance(checkpoint, Mapping):
-        raise ValueError(f'{path} holds a {type(checkpoint).__name__}, not a state dict or a checkpoint dict')
-    return select_state_dict(checkpoint, use_ema=use_ema)

@@ -12,6 +12,7 @@ The ImageNet networks are RepLKNet (https://arxiv.org/abs/2203.06717) with every
 generated from self-moving points. Original code: https://github.com/sangnekim/SMPConv (MIT licence).
 """
 import os
+from functools import partial
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
@@ -22,18 +23,12 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from safetensors import SafetensorError
 from timm.models._features import feature_take_indices
 
+from .checkpoint import fit_problems, load_weights, read_checkpoint, select_state_dict
 from .layers import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
-from .official import (
-    convert_official_state_dict,
-    is_official_state_dict,
-    load_checkpoint_file,
-    official_model_args,
-    select_state_dict,
-)
+from .official import convert_official_state_dict, is_official_state_dict, official_model_args, to_package_layout
 from .smp import SMPKernel, points_for_kernel, project_radii
 
-__all__ = ['SMPConvNet', 'from_official', 'load_checkpoint', 'checkpoint_num_classes', 'checkpoint_filter_fn',
-           'HUB_ORG']
+__all__ = ['SMPConvNet', 'from_official', 'checkpoint_filter_fn', 'HUB_ORG']
 
 
 class SMPConvStage(nn.Module):
@@ -348,53 +343,17 @@ def _init_weights(module: nn.Module, name: Optional[str] = None) -> None:
             nn.init.zeros_(module.bias)
 
 
-def _load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Load every weight, or raise a ValueError that names the source and each missing, unexpected and
-    differently shaped key."""
-    current = model.state_dict()
-    mismatched = {k: (tuple(state_dict[k].shape), tuple(v.shape)) for k, v in current.items()
-                  if k in state_dict and state_dict[k].shape != v.shape}
-    result = model.load_state_dict({k: v for k, v in state_dict.items() if k not in mismatched}, strict=False)
-    problems = []
-    missing = [k for k in result.missing_keys if k not in mismatched]
-    if missing:
-        problems.append(f'missing keys: {", ".join(missing)}')
-    if result.unexpected_keys:
-        problems.append(f'unexpected keys: {", ".join(result.unexpected_keys)}')
-    if mismatched:
-        problems.append('shapes that differ (checkpoint, model): ' + ', '.join(
-            f'{k} {theirs} {ours}' for k, (theirs, ours) in mismatched.items()))
-    if problems:
-        raise ValueError(f'{source} does not fit the model: ' + '; '.join(problems))
-
-
-def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, Any]:
-    """Convert official checkpoints to this package's layout; pass native ones through untouched."""
-    if is_official_state_dict(state_dict):
-        return convert_official_state_dict(state_dict)
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module, strict: bool = True) -> Dict[str, Any]:
+    """Convert official checkpoints to this package's layout (native ones pass through untouched) and, unless
+    `strict=False`, check that they hold every weight of the model but the classifier's: timm drops the
+    classifier for another number of classes and then loads without checking what else is missing."""
+    state_dict = to_package_layout(state_dict)
+    if strict:
+        classifier = getattr(model, 'pretrained_cfg', {}).get('classifier', 'head.fc')
+        problems = fit_problems(model, state_dict, ignore=(classifier,), shapes=False)
+        if problems:
+            raise ValueError('the pretrained weights do not fit the model: ' + '; '.join(problems))
     return state_dict
-
-
-def checkpoint_num_classes(state_dict: Mapping[str, Any]) -> Optional[int]:
-    """The number of classes of a state dict's classifier (either layout), None when it has none."""
-    classifier = checkpoint_filter_fn(select_state_dict(state_dict), None).get('head.fc.weight')
-    return None if classifier is None else classifier.shape[0]
-
-
-def load_checkpoint(
-        model: nn.Module,
-        checkpoint: Union[str, os.PathLike, Mapping[str, Any]],
-        use_ema: bool = True,
-        trust_pickle: bool = False,
-) -> None:
-    """Load a checkpoint into `model`: weights (safetensors), a training state of this package, or an official
-    checkpoint, as a file or as read from one; the EMA weights when it has them, unless `use_ema=False`."""
-    if isinstance(checkpoint, Mapping):
-        source, state_dict = 'the checkpoint', select_state_dict(checkpoint, use_ema=use_ema)
-    else:
-        source = os.fspath(checkpoint)
-        state_dict = load_checkpoint_file(checkpoint, trust_pickle=trust_pickle, use_ema=use_ema)
-    _load_weights(model, checkpoint_filter_fn(state_dict, model), source)
 
 
 def from_official(
@@ -414,25 +373,26 @@ def from_official(
             `ffn_ratio`, `dw_ratio`, `n_points_divide`, `num_classes`, `in_channels`, `use_checkpoint`, ...).
     """
     if isinstance(checkpoint, Mapping):
-        source = 'the official state dict'
-        state_dict = select_state_dict(checkpoint)
+        source, content = 'the official state dict', checkpoint
     else:
-        source = os.fspath(checkpoint)
-        state_dict = load_checkpoint_file(checkpoint, trust_pickle=trust_pickle)
+        source, content = os.fspath(checkpoint), read_checkpoint(checkpoint, trust_pickle=trust_pickle)
+    state_dict = select_state_dict(content)
     if not is_official_state_dict(state_dict):
         raise ValueError(f'{source} is not in the official SMPConv layout; load checkpoints of this package '
                          f'with create_model(..., pretrained_cfg_overlay=dict(file=...)) or load_state_dict()')
     model = SMPConvNet(**official_model_args(**official_kwargs))
-    _load_weights(model, convert_official_state_dict(state_dict), source)
+    load_weights(model, convert_official_state_dict(state_dict), source)
     model.set_grad_checkpointing(official_kwargs.get('use_checkpoint', False))
     return model
 
 
 def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConvNet:
+    # timm's own flag for partial loads, which the filter then allows
+    strict = kwargs.get('pretrained_strict', True)
     try:
         return build_model_with_cfg(
             SMPConvNet, variant, pretrained,
-            pretrained_filter_fn=checkpoint_filter_fn,
+            pretrained_filter_fn=partial(checkpoint_filter_fn, strict=strict),
             feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
             **kwargs,
         )

@@ -12,14 +12,11 @@ import sys
 from pathlib import Path
 from typing import List
 
-import timm
 import torch
 import torch.nn as nn
 
+from .checkpoint import create_from_checkpoint, create_model, run_model_args
 from .layers import SMPConv2d
-from .official import load_checkpoint_file
-from .smpconv import checkpoint_num_classes, load_checkpoint
-from .training.config import ConfigError, parse_args
 
 __all__ = ['plot_points', 'plot_receptive_fields', 'smp_layers']
 
@@ -89,28 +86,24 @@ def plot_receptive_fields(model: nn.Module, path: Path) -> Path:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--model', default='smpconv_t')
+    parser.add_argument('--model', default=None, help="a registered SMPConv model (default: the checkpoint's, "
+                                                      'else smpconv_t)')
     parser.add_argument('--pretrained', action='store_true')
     parser.add_argument('--checkpoint', default='', help='weights, a training state or an official checkpoint')
-    parser.add_argument('--config', default=None, help="a training run's config.yaml: its model, model_kwargs "
-                                                       'and num_classes')
+    parser.add_argument('--config', default=None, help="a training run's config.yaml: its model and model_kwargs")
     parser.add_argument('--layer', default='stages.0.blocks.0', help='a module holding an SMP layer')
     parser.add_argument('--channels', type=int, default=4)
     parser.add_argument('--output', type=Path, default=Path('viz'))
     args = parser.parse_args(argv)
-    model_kwargs = {}
     try:
-        if args.config:
-            run = parse_args(['--config', args.config])
-            args.model, model_kwargs = run.model, dict(run.model_kwargs)
-        checkpoint = load_checkpoint_file(args.checkpoint) if args.checkpoint else None
-        if checkpoint is not None and checkpoint_num_classes(checkpoint):
-            model_kwargs['num_classes'] = checkpoint_num_classes(checkpoint)
-        model = timm.create_model(args.model, pretrained=args.pretrained, **model_kwargs).eval()
-        if checkpoint is not None:
-            load_checkpoint(model, checkpoint)
+        model_name, model_kwargs = run_model_args(args.config) if args.config else (args.model, {})
+        if args.checkpoint:
+            model = create_from_checkpoint(args.checkpoint, model_name, **model_kwargs)
+        else:
+            model = create_model(model_name or 'smpconv_t', pretrained=args.pretrained, **model_kwargs)
+        model.eval()
         layer = model.get_submodule(args.layer)
-    except (ConfigError, ValueError, FileNotFoundError, AttributeError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, AttributeError, RuntimeError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 2
     convs = smp_layers(layer)
@@ -119,7 +112,7 @@ def main(argv=None) -> int:
         return 2
     args.output.mkdir(parents=True, exist_ok=True)
     points = plot_points(convs[0], args.output / f'points-{args.layer}.png', args.channels,
-                         title=f'{args.model} {args.layer}')
+                         title=f"{model.pretrained_cfg['architecture']} {args.layer}")
     fields = plot_receptive_fields(model, args.output / 'receptive-fields.png')
     print(f'wrote {points} and {fields}')
     return 0

@@ -38,7 +38,7 @@ def official_t(tmp_path_factory):
 def export(official_t, tmp_path_factory):
     """The official checkpoint converted by the project's own command, as a maintainer would."""
     out_dir = tmp_path_factory.mktemp('export') / 'smpconv_t.in1k'
-    result = convert(official_t[0], out_dir, '--model', 'smpconv_t', '--trust-pickle')
+    result = convert(official_t[0], out_dir, '--model', 'smpconv_t')
     assert result.returncode == 0, result.stderr
     return out_dir
 
@@ -75,15 +75,33 @@ def test_export_files(export, official_t):
     assert card.index('import smpconv_models') < card.index('timm.create_model')
 
 
-def test_convert_asks_before_unpickling(official_t, tmp_path):
-    result = convert(official_t[0], tmp_path / 'out', '--model', 'smpconv_t')
-    assert result.returncode == 2
-    assert 'is a pickle' in result.stderr and '--trust-pickle' in result.stderr and 'runs' in result.stderr
-    assert not (tmp_path / 'out').exists()
+class _Payload:
+    """Unpickling this object runs code: it writes a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, 'w')
+
+
+def test_convert_unpickles_only_what_it_must(official_t, tmp_path):
+    """The authors' files (weights and an argparse.Namespace) need no trust; a file that runs code does, and
+    then the global that made it necessary is named."""
+    marker = tmp_path / 'code-ran'
+    crafted = tmp_path / 'crafted.pth.tar'
+    checkpoint = torch.load(official_t[0], weights_only=False)
+    torch.save({**checkpoint, 'hook': _Payload(str(marker))}, crafted)
+    result = convert(crafted, tmp_path / 'out', '--model', 'smpconv_t')
+    assert result.returncode == 2 and not marker.exists() and not (tmp_path / 'out').exists()
+    assert '(io.open)' in result.stderr and '--trust-pickle' in result.stderr and 'arbitrary code' in result.stderr
+    result = convert(crafted, tmp_path / 'out', '--model', 'smpconv_t', '--trust-pickle')
+    assert result.returncode == 0 and marker.exists()
+    assert 'unpickled fully, as trusted, for io.open' in result.stderr
 
 
 def test_convert_names_keys_that_do_not_fit(official_t, tmp_path):
-    result = convert(official_t[0], tmp_path / 'out', '--model', 'smpconv_b', '--trust-pickle')
+    result = convert(official_t[0], tmp_path / 'out', '--model', 'smpconv_b')
     assert result.returncode == 2
     assert 'missing keys: stages.2.blocks.16.norm.weight' in result.stderr
     assert 'shapes that differ (checkpoint, model): stem.0.conv.weight (96, 3, 3, 3) (128, 3, 3, 3)' in result.stderr
@@ -131,7 +149,8 @@ def test_unreadable_and_unfitting_weights(export, tmp_path):
     truncated.write_bytes(data[:len(data) // 3])
     with pytest.raises(ValueError, match='not a readable safetensors file'):
         timm.create_model('smpconv_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(truncated)))
-    with pytest.raises(RuntimeError, match='size mismatch for stem.0.conv.weight'):
+    with pytest.raises(ValueError, match=r'do not fit the model: missing keys: stages\.2\.blocks\.16\.norm\.weight, '
+                                         r'.* and \d+ more'):
         timm.create_model('smpconv_b', pretrained=True,
                           pretrained_cfg_overlay=dict(file=str(export / 'model.safetensors')))
 

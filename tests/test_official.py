@@ -6,7 +6,7 @@ import hashlib
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import smpconv_models
 from smpconv_models.official import convert_official_state_dict, official_model_args
@@ -111,10 +111,36 @@ def test_create_model_loads_official_checkpoint_file(official_t_checkpoint):
 
 
 def test_checkpoint_filter_passes_native_state_dicts_through():
-    state_dict = timm.create_model('smpconv_mobile31', device='meta').state_dict()
-    filtered = checkpoint_filter_fn(state_dict, None)
+    model = timm.create_model('smpconv_mobile31', device='meta')
+    state_dict = model.state_dict()
+    filtered = checkpoint_filter_fn(state_dict, model)
     assert filtered.keys() == state_dict.keys()
     assert all(filtered[k] is state_dict[k] for k in state_dict)
+
+
+def test_fine_tuning_loads_every_weight_but_the_classifier(tmp_path):
+    """timm drops the classifier for another class count and then loads with strict=False: any other missing
+    weight would keep its random value, with only a log line to say so."""
+    source = timm.create_model('smpconv_nano', num_classes=1000)
+    weights = source.state_dict()
+    save_file(weights, tmp_path / 'full.safetensors')
+    incomplete = {k: v for k, v in weights.items() if not k.startswith('stages.1.blocks.0.pw1.')}
+    save_file(incomplete, tmp_path / 'incomplete.safetensors')
+
+    def fine_tune(name, **kwargs):
+        return timm.create_model('smpconv_nano', pretrained=True, num_classes=10,
+                                 pretrained_cfg_overlay=dict(file=str(tmp_path / name)), **kwargs)
+
+    model = fine_tune('full.safetensors')
+    assert all(torch.equal(v, weights[k]) for k, v in model.state_dict().items() if not k.startswith('head.fc'))
+    with pytest.raises(ValueError, match=r'missing keys: stages\.1\.blocks\.0\.pw1\.conv\.weight, '
+                                         r'stages\.1\.blocks\.0\.pw1\.bn\.weight'):
+        fine_tune('incomplete.safetensors')
+    extra = {**weights, 'stages.9.extra.weight': torch.zeros(1)}
+    save_file(extra, tmp_path / 'extra.safetensors')
+    with pytest.raises(ValueError, match=r'unexpected keys: stages\.9\.extra\.weight'):
+        fine_tune('extra.safetensors')
+    fine_tune('incomplete.safetensors', pretrained_strict=False)  # timm's own flag still allows it
 
 
 def test_drifted_official_grid_is_kept(official_state_dict, tiny_kwargs, reference):

@@ -167,6 +167,7 @@ def build_eval_parser() -> argparse.ArgumentParser:
                         help="a training config (a run's config.yaml, say): its data and model flags are used")
     add_data_args(parser)
     add_model_args(parser)
+    parser.set_defaults(model=None)
     group = parser.add_argument_group('Validation')
     group.add_argument('--split', default='validation')
     group.add_argument('--num-samples', type=int, default=None, help="samples of an iterable dataset ('wds/')")
