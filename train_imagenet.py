@@ -25,9 +25,9 @@ import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.ops import choices as depthwise_choices
 from smpconv_models.training import (
     Checkpointer, ConfigError, Progress, create_datasets, create_eval_loader, create_loss, create_mixup,
-    create_optimizer, create_scheduler, create_train_loader, evaluate, find_training_state, load_training_state,
-    mixup_enabled, num_classes_of, parse_args, resolve_batch_size, resolved_config, restore_training_state, rng_state,
-    scaled_lr, set_epoch, sync_batchnorm, train_one_epoch)
+    create_optimizer, create_scheduler, create_train_loader, evaluate, latest_training_state, mixup_enabled,
+    num_classes_of, parse_args, remove_leftovers, resolve_batch_size, resolved_config, restore_training_state,
+    rng_state, scaled_lr, set_epoch, sync_batchnorm, train_one_epoch)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'quickstart.yaml'
 
@@ -43,8 +43,7 @@ def train(args) -> dict:
     resolve_batch_size(args, world_size, mixup=mixup_enabled(args))
     args.lr = scaled_lr(args)  # recorded in config.yaml as the rate the run used
     set_seed(args.seed, device_specific=True)  # seeds differ per process: drop path and mixup draw per process
-    resume_path = find_training_state(args.resume) if args.resume else None
-    resume_state = load_training_state(resume_path) if resume_path else None
+    resume_path, resume_state = latest_training_state(args.resume) if args.resume else (None, None)
 
     train_set, val_set = create_datasets(args)
     num_classes = args.num_classes or num_classes_of(train_set)
@@ -78,7 +77,7 @@ def train(args) -> dict:
     run_dir = Path(args.output) / (args.experiment or datetime.now().strftime(f'%Y%m%d-%H%M%S-{args.model}'))
     if resume_path is not None and not args.experiment:
         run_dir = resume_path.parent  # continue the run in its own folder
-    checkpointer = Checkpointer(run_dir, args.checkpoint_hist, args.eval_metric, args.model)
+    checkpointer = Checkpointer(run_dir, args.checkpoint_hist, args.eval_metric, args.model, args.model_kwargs)
     progress = Progress()
     if resume_state is not None:
         progress = restore_training_state(resume_state, model, optimizer, ema, accelerator.scaler, checkpointer, args,
@@ -107,6 +106,7 @@ def train(args) -> dict:
 
     if accelerator.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(run_dir)
         (run_dir / 'config.yaml').write_text(yaml.safe_dump(resolved_config(args), sort_keys=False))
         accelerator.print(
             f'{args.model} ({sum(p.numel() for p in unwrapped.parameters()) / 1e6:.2f}M params, {num_classes} '

@@ -1,5 +1,6 @@
 """train_imagenet.py end to end: the quickstart, two processes against one, a killed run resumed, bad input."""
 import csv
+import shutil
 import signal
 import subprocess
 import sys
@@ -162,6 +163,23 @@ def test_trains_on_an_image_folder(tmp_path, capsys):
                                 '--warmup-epochs', '0']) == 0
     assert '3 classes) on 12 training images' in capsys.readouterr().out
     assert len(read_summary(tmp_path / 'folder')) == 2
+
+
+def test_resume_in_a_folder_with_stray_and_leftover_files(tmp_path):
+    """The recipe compares as a config file holds it (a tuple on the command line, a list in config.yaml); a
+    copy a user made is ignored, and the temporary file a killed writer left is removed."""
+    recipe = ['--output', str(tmp_path), *FAST, '--epochs', '2', '--warmup-epochs', '0',
+              '--model-kwargs', 'kernel_sizes=(9, 7, 5, 5)']
+    assert train_imagenet.main([*recipe, '--max-updates', '1', '--experiment', 'run']) == 0
+    run_dir = tmp_path / 'run'
+    shutil.copyfile(run_dir / 'last.pth', run_dir / 'recovery-1-5 (copy).pth')
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    leftover = run_dir / f'.model.safetensors.{dead.pid}.tmp'
+    leftover.write_bytes(b'half a file')
+    assert train_imagenet.main([*recipe, '--max-updates', '2', '--resume', str(run_dir)]) == 0
+    assert not leftover.exists() and (run_dir / 'recovery-1-5 (copy).pth').exists()
+    assert load_training_state(run_dir / 'last.pth')['num_updates'] == 2
 
 
 def _fails_before_training(argv, capsys, message):

@@ -1,6 +1,10 @@
 """The training recipe's library pieces (smpconv_models.training), one at a time."""
 import os
 import random
+import shutil
+import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +19,9 @@ import smpconv_models  # noqa: F401
 from smpconv_models.smp import RADIUS_MAX, RADIUS_MIN, SMPKernel
 from smpconv_models.training import (
     Checkpointer, ConfigError, CrossProcessBatchNorm2d, Progress, SeededAugmentation, build_parser, create_datasets,
-    create_loss, create_mixup, create_optimizer, create_scheduler, find_training_state, load_training_state,
-    param_groups, parse_args, resolve_batch_size, rng_state, set_rng_state, sync_batchnorm, train_one_epoch)
+    create_loss, create_mixup, create_optimizer, create_scheduler, latest_training_state, load_training_state,
+    param_groups, parse_args, remove_leftovers, resolve_batch_size, rng_state, set_rng_state, sync_batchnorm,
+    train_one_epoch)
 from smpconv_models.training.checkpoint import STATE_FORMAT
 
 
@@ -281,18 +286,63 @@ def test_checkpointer_keeps_the_best(tmp_path, nano):
     assert loss_checkpointer.best == [(1., 1)]
 
 
+def _state(epoch, batches_done, **extra):
+    return {'epoch': epoch, 'batches_done': batches_done, **extra}
+
+
 def test_recovery_states(tmp_path):
     checkpointer = Checkpointer(tmp_path, keep=1, metric='top1', model_name='smpconv_nano')
-    checkpointer.save_epoch(0, {'epoch': 1}, {'w': torch.zeros(1)}, None, 1.)
-    checkpointer.save_recovery(1, 4, {'epoch': 1, 'batch': 4})
-    checkpointer.save_recovery(1, 12, {'epoch': 1, 'batch': 12})
+    checkpointer.save_epoch(0, _state(1, 0), {'w': torch.zeros(1)}, None, 1.)
+    checkpointer.save_recovery(1, 4, _state(1, 4))
+    checkpointer.save_recovery(1, 12, _state(1, 12))
     assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['last.pth', 'recovery-1-12.pth']
-    assert find_training_state(str(tmp_path)) == tmp_path / 'recovery-1-12.pth'
-    assert load_training_state(find_training_state(str(tmp_path)))['batch'] == 12
-    checkpointer.save_epoch(1, {'epoch': 2}, {'w': torch.zeros(1)}, None, 2.)
-    assert find_training_state(str(tmp_path)) == tmp_path / 'last.pth'
+    path, state = latest_training_state(str(tmp_path))
+    assert path == tmp_path / 'recovery-1-12.pth' and state['batches_done'] == 12
+    checkpointer.save_epoch(1, _state(2, 0), {'w': torch.zeros(1)}, None, 2.)
+    assert latest_training_state(str(tmp_path))[0] == tmp_path / 'last.pth'
     with pytest.raises(FileNotFoundError, match='no training state'):
-        find_training_state(str(tmp_path / 'nothing'))
+        latest_training_state(str(tmp_path / 'nothing'))
+
+
+def test_resume_picks_the_state_that_got_furthest(tmp_path):
+    """A kill between writing last.pth and deleting the recovery state it supersedes leaves both; files the
+    run did not write, and broken ones, are passed over."""
+    checkpointer = Checkpointer(tmp_path, keep=1, metric='top1', model_name='smpconv_nano')
+    checkpointer.save_recovery(1, 12, _state(1, 12))
+    shutil.copyfile(tmp_path / 'recovery-1-12.pth', tmp_path / 'recovery-1-5 (copy).pth')
+    checkpointer._save_state(tmp_path / 'last.pth', _state(2, 0))  # the epoch's end, the recovery not yet deleted
+    assert latest_training_state(str(tmp_path))[0] == tmp_path / 'last.pth'
+    (tmp_path / 'last.pth').write_bytes((tmp_path / 'last.pth').read_bytes()[:100])  # truncated
+    with pytest.warns(UserWarning, match=r'skipping .*last\.pth: .*truncated or corrupt'):
+        assert latest_training_state(str(tmp_path))[0] == tmp_path / 'recovery-1-12.pth'
+    (tmp_path / 'recovery-1-12.pth').unlink()
+    with pytest.warns(UserWarning), pytest.raises(FileNotFoundError, match=r'no readable training state .*last\.pth'):
+        latest_training_state(str(tmp_path))
+    assert (tmp_path / 'recovery-1-5 (copy).pth').exists()  # not ours: left alone
+
+
+def test_leftovers_of_killed_writers_are_removed(tmp_path):
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    leftovers = [tmp_path / f'.model.safetensors.{dead.pid}.tmp', tmp_path / f'.recovery-1-5.pth.{dead.pid}.tmp']
+    kept = [tmp_path / f'.last.pth.{os.getpid()}.tmp',  # a live process's
+            tmp_path / f'.notes.txt.{dead.pid}.tmp', tmp_path / 'user.tmp']  # not a file a run writes
+    for path in leftovers + kept:
+        path.write_bytes(b'partial')
+    assert sorted(remove_leftovers(tmp_path)) == sorted(leftovers)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in leftovers)
+
+
+def test_files_get_the_permissions_of_the_umask(tmp_path, nano):
+    previous = os.umask(0o022)
+    try:
+        checkpointer = Checkpointer(tmp_path, keep=1, metric='top1', model_name='smpconv_nano')
+        checkpointer.save_epoch(0, _state(1, 0), nano.state_dict(), nano.state_dict(), 1.)
+        checkpointer.save_recovery(1, 3, _state(1, 3))
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes == {name: 0o644 for name in modes} and 'model.safetensors' in modes and 'last.pth' in modes
 
 
 def test_unreadable_training_states(tmp_path):

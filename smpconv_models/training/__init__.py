@@ -1,5 +1,6 @@
 """The paper's training recipe as library pieces; `train_imagenet.py` orchestrates them."""
-from .checkpoint import Checkpointer, find_training_state, load_training_state, restore_training_state
+from .checkpoint import (Checkpointer, latest_training_state, load_training_state, remove_leftovers,
+                         restore_training_state)
 from .config import (BUNDLED_DATASET, ConfigError, add_data_args, add_model_args, build_eval_parser, build_parser,
                      load_config, parse_args, parse_eval_args, resolve_batch_size, resolved_config)
 from .data import (SeededAugmentation, create_datasets, create_eval_dataset, create_eval_loader, create_train_loader,
@@ -10,7 +11,8 @@ from .optim import (create_loss, create_mixup, create_optimizer, create_schedule
                     scaled_lr)
 
 __all__ = [
-    'Checkpointer', 'find_training_state', 'load_training_state', 'restore_training_state', 'ConfigError',
+    'Checkpointer', 'latest_training_state', 'load_training_state', 'remove_leftovers', 'restore_training_state',
+    'ConfigError',
     'add_data_args', 'add_model_args', 'build_eval_parser', 'build_parser', 'load_config', 'parse_args',
     'parse_eval_args', 'resolve_batch_size',
     'resolved_config', 'BUNDLED_DATASET', 'SeededAugmentation', 'create_datasets', 'create_eval_dataset',

@@ -6,10 +6,16 @@ In the run folder:
     recovery-E-B.pth                           training state after B batches of epoch E (--recovery-interval)
     checkpoint-E.safetensors                   the best `keep` epochs' weights (the EMA's when there is one)
     model_best.safetensors                     the best of them
-Weights load with `timm.create_model(name, pretrained_cfg_overlay=dict(file=...))`. Training states hold
-only tensors and plain values: they load with torch.load(weights_only=True).
+Weights load with `smpconv_models.create_from_checkpoint(file)` (their metadata name the model and its
+arguments) or `timm.create_model(name, pretrained_cfg_overlay=dict(file=...))`. Training states hold only
+tensors and plain values: they load with torch.load(weights_only=True).
+
+A file is written to `.NAME.PID.tmp` and renamed: a crash leaves the previous file whole, and at worst a
+temporary file, which the next run in the folder removes.
 """
+import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -19,14 +25,27 @@ import torch
 import torch.nn as nn
 from safetensors.torch import save_file
 
+from ..checkpoint import fit_problems, read_checkpoint
 from ..ops import restore_choices
-from .config import ConfigError
+from .config import ConfigError, plain
 from .distributed import set_rng_state
 from .engine import Progress
 
-__all__ = ['Checkpointer', 'find_training_state', 'load_training_state', 'restore_training_state']
+__all__ = ['Checkpointer', 'remove_leftovers', 'latest_training_state', 'load_training_state', 'restore_training_state']
 
 STATE_FORMAT = 'smpconv-models training state v1'
+
+# the names of the files a run writes (see the module docstring), and of their temporary files
+_RECOVERY = re.compile(r'recovery-(\d+)-(\d+)\.pth')
+_WRITTEN = re.compile(r'(model|model_ema|model_best|checkpoint-\d+)\.safetensors|last\.pth|recovery-\d+-\d+\.pth')
+_TEMPORARY = re.compile(r'\.(?P<name>.+)\.(?P<pid>\d+)\.tmp')
+
+
+def _file_mode() -> int:
+    """The permissions a new file gets from the process's umask (safetensors writes its files as 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -34,11 +53,33 @@ def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
     tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
         write(str(tmp))
+        os.chmod(tmp, _file_mode())
         with open(tmp, 'rb') as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
+def remove_leftovers(run_dir: Path) -> List[Path]:
+    """Delete the temporary files that killed processes left while writing this folder's files."""
+    removed = []
+    for path in run_dir.glob('.*.tmp'):
+        match = _TEMPORARY.fullmatch(path.name)
+        if match and _WRITTEN.fullmatch(match['name']) and not _process_alive(int(match['pid'])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def save_weights(path: Path, state_dict: Mapping[str, torch.Tensor], metadata: Dict[str, str]) -> None:
@@ -49,12 +90,14 @@ def save_weights(path: Path, state_dict: Mapping[str, torch.Tensor], metadata: D
 class Checkpointer:
     """Writes a run's weights and training states, and keeps the `keep` best epochs by a metric."""
 
-    def __init__(self, run_dir: Path, keep: int, metric: str, model_name: str):
+    def __init__(self, run_dir: Path, keep: int, metric: str, model_name: str,
+                 model_args: Optional[Mapping[str, Any]] = None):
         self.run_dir = run_dir
         self.keep = keep
         self.metric = metric
         self.lower_is_better = metric == 'loss'
-        self.metadata = {'format': 'pt', 'architecture': model_name}
+        # what `create_from_checkpoint` builds the weights' model from
+        self.metadata = {'format': 'pt', 'architecture': model_name, 'model_args': json.dumps(plain(model_args or {}))}
         self.best: List[Tuple[float, int]] = []  # (metric, epoch), best first
 
     def state_dict(self) -> Dict[str, Any]:
@@ -78,12 +121,12 @@ class Checkpointer:
                 _atomic_write(self.run_dir / 'model_best.safetensors', lambda tmp: shutil.copyfile(
                     self.run_dir / f'checkpoint-{epoch}.safetensors', tmp))
         self._save_state(self.run_dir / 'last.pth', {**training_state, 'checkpoints': self.state_dict()})
-        for stale in self.run_dir.glob('recovery-*.pth'):
+        for stale in self._recoveries():
             stale.unlink()
 
     def save_recovery(self, epoch: int, batch: int, training_state: Dict[str, Any]) -> None:
         """A mid-epoch training state; the previous one is removed once this one is on disk."""
-        previous = list(self.run_dir.glob('recovery-*.pth'))
+        previous = self._recoveries()
         path = self.run_dir / f'recovery-{epoch}-{batch}.pth'
         self._save_state(path, {**training_state, 'checkpoints': self.state_dict()})
         for stale in previous:
@@ -102,39 +145,56 @@ class Checkpointer:
         self.best = kept
         return any(e == epoch for _, e in kept)
 
+    def _recoveries(self) -> List[Path]:
+        return [p for p in self.run_dir.glob('recovery-*.pth') if _RECOVERY.fullmatch(p.name)]
+
     @staticmethod
     def _save_state(path: Path, state: Dict[str, Any]) -> None:
         _atomic_write(path, lambda tmp: torch.save({'format': STATE_FORMAT, **state}, tmp))
 
 
-def find_training_state(path: str) -> Path:
-    """A training state file, or the latest one of a run folder (a recovery state is newer than last.pth)."""
-    resume = Path(path)
-    if resume.is_dir():
-        recoveries = sorted(resume.glob('recovery-*.pth'), key=lambda p: [int(n) for n in p.stem.split('-')[1:]])
-        resume = recoveries[-1] if recoveries else resume / 'last.pth'
-    if not resume.is_file():
-        raise FileNotFoundError(f'no training state to resume at {path}')
-    return resume
-
-
-def load_training_state(path: Path) -> Dict[str, Any]:
-    """Read a training state written by `Checkpointer` (restricted unpickler: no code runs)."""
+def load_training_state(path: Path, mmap: bool = False) -> Dict[str, Any]:
+    """Read a training state written by `Checkpointer` (restricted unpickler: no code runs); `mmap` maps its
+    tensors from the file instead of reading them."""
     try:
-        state = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:
+        state = read_checkpoint(path, mmap=mmap)
+    except ValueError as e:
         raise ConfigError(f'{path} is not a readable training state (truncated or corrupt?): {e}') from e
-    if not isinstance(state, dict) or state.get('format') != STATE_FORMAT:
+    if state.get('format') != STATE_FORMAT:
         raise ConfigError(f'{path} is not a training state of this package ({STATE_FORMAT!r}); '
                           'weights alone load with --pretrained / pretrained_cfg_overlay')
     return state
 
 
+def latest_training_state(path: str) -> Tuple[Path, Dict[str, Any]]:
+    """A training state file, or the one of a run folder that got furthest (last.pth, recovery-E-B.pth), with
+    its content. Files the run did not write are ignored, and unreadable ones skipped with a warning."""
+    resume = Path(path)
+    if not resume.is_dir():
+        if not resume.is_file():
+            raise FileNotFoundError(f'no training state to resume at {path}')
+        return resume, load_training_state(resume)
+    candidates = [p for p in [resume / 'last.pth', *resume.glob('recovery-*.pth')]
+                  if p.is_file() and (p.name == 'last.pth' or _RECOVERY.fullmatch(p.name))]
+    states = []
+    for candidate in candidates:
+        try:  # mapped, not read: only the small pickled part of the file is looked at
+            state = load_training_state(candidate, mmap=True)
+            states.append(((state['epoch'], state['batches_done']), candidate))
+        except ConfigError as e:
+            warnings.warn(f'skipping {candidate}: {e}')
+    if not states:
+        raise FileNotFoundError(f'no readable training state to resume in {path}'
+                                + (f' (unreadable: {", ".join(p.name for p in candidates)})' if candidates else ''))
+    latest = max(states)[1]
+    return latest, load_training_state(latest)
+
+
 def _load_model_weights(module: nn.Module, state_dict: Mapping[str, torch.Tensor], what: str) -> None:
-    result = module.load_state_dict(state_dict, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise ConfigError(f'the {what} weights of the training state do not fit this model: missing keys '
-                          f'{result.missing_keys}, unexpected keys {result.unexpected_keys}')
+    problems = fit_problems(module, state_dict)
+    if problems:
+        raise ConfigError(f'the {what} weights of the training state do not fit this model: ' + '; '.join(problems))
+    module.load_state_dict(state_dict)
 
 
 # what a continued run must share with the one it continues: the data order, the batches an epoch is cut
@@ -150,15 +210,14 @@ def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, e
         raise ConfigError(f"the training state is from {state['model_name']}, this run trains {args.model}")
     saved = state['config']
     keys = _RECIPE_KEYS + (('batch_size',) if state['batches_done'] else ())  # mid-epoch: the same batches
-    differ = [f'{k}: {saved.get(k)!r} then, {getattr(args, k)!r} now' for k in keys if saved.get(k) != getattr(args, k)]
+    # tuples and lists alike: a config file holds lists, a --model-kwargs value may be a tuple
+    differ = [f'{k}: {saved.get(k)!r} then, {getattr(args, k)!r} now' for k in keys
+              if plain(saved.get(k)) != plain(getattr(args, k))]
     if differ:
         raise ConfigError('the training state comes from another recipe; to continue it, keep ' + '; '.join(differ))
-    try:
-        _load_model_weights(model, state['model'], 'model')
-        if ema is not None:
-            _load_model_weights(ema.module, state['model_ema'], 'EMA')
-    except RuntimeError as e:  # shapes: another num_classes, model_kwargs, ...
-        raise ConfigError(f'the training state does not fit this model: {e}') from e
+    _load_model_weights(model, state['model'], 'model')
+    if ema is not None:
+        _load_model_weights(ema.module, state['model_ema'], 'EMA')
     optimizer.load_state_dict(state['optimizer'])
     if scaler is not None:
         scaler.load_state_dict(state['scaler'])

@@ -14,7 +14,7 @@ from timm.utils import ParseKwargs
 BUNDLED_DATASET = 'fashion-mnist-subset'
 
 __all__ = ['ConfigError', 'add_data_args', 'add_model_args', 'build_parser', 'build_eval_parser', 'parse_args',
-           'parse_eval_args', 'load_config', 'resolve_batch_size', 'resolved_config']
+           'parse_eval_args', 'load_config', 'resolve_batch_size', 'plain', 'resolved_config']
 
 
 class ConfigError(ValueError):
@@ -265,6 +265,15 @@ def resolve_batch_size(args: argparse.Namespace, world_size: int, mixup: bool) -
                           'must be even')
 
 
+def plain(value: Any) -> Any:
+    """`value` with every tuple made a list, as YAML reads it back: values that compare as a config file's."""
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
 def resolved_config(args: argparse.Namespace) -> Dict[str, Any]:
     """The run's configuration as plain YAML-able values; as a file, it is a config that repeats the run."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(args).items() if k not in _NOT_CONFIGURABLE}
+    return {k: plain(v) for k, v in vars(args).items() if k not in _NOT_CONFIGURABLE}
