@@ -52,6 +52,9 @@ def test_quickstart_shortened(tmp_path):
     rows = read_summary(run_dir)
     assert [row['epoch'] for row in rows] == ['0', '1']
     assert float(rows[1]['train_loss']) < float(rows[0]['train_loss']) < 2.3  # it learns (chance: ln 10 = 2.30)
+    # and evaluates so: batch norms start from their first batch's statistics, not from PyTorch's placeholder
+    # variance of 1, which left exactly 10% (one class for every image) here
+    assert float(rows[1]['eval_top1']) > 20
     # the resolved config is itself a config that repeats the run
     repeated = parse_args(['--config', str(run_dir / 'config.yaml')])
     assert vars(repeated) == {**config, 'config': str(run_dir / 'config.yaml'), 'resume': ''}
