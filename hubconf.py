@@ -7,10 +7,13 @@ dependencies = ['torch', 'timm', 'safetensors', 'huggingface_hub']
 
 
 def _create(model_name: str, pretrained: bool, **kwargs):
-    import timm
+    from smpconv_models.checkpoint import create_model  # importing smpconv_models registers its models with timm
+    return create_model(model_name, pretrained=pretrained, **kwargs)
 
-    import smpconv_models  # noqa: F401  registers the SMPConv models with timm
-    return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+
+def smpconv_nano(pretrained: bool = False, **kwargs):
+    """SMPConv nano, 0.9M parameters: this package's small model for quick CPU runs (no published weights)."""
+    return _create('smpconv_nano', pretrained, **kwargs)
 
 
 def smpconv_t(pretrained: bool = False, **kwargs):
@@ -36,8 +39,6 @@ def smpconv_mobile51(pretrained: bool = False, **kwargs):
 def smpconv(model_name: str, pretrained: bool = False, **kwargs):
     """Any SMPConv model by its timm name (with a tag: 'smpconv_t.in1k'), an 'hf-hub:' repo or a 'local-dir:'
     export of one."""
-    if ':' not in model_name and not model_name.startswith('smpconv'):
-        raise ValueError(f"{model_name!r} is not an SMPConv model: this hub serves smpconv_* models only")
     model = _create(model_name, pretrained, **kwargs)
     architecture = model.pretrained_cfg.get('architecture', '')
     if not architecture.startswith('smpconv'):

@@ -13,7 +13,6 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import timm
 import torch
 import yaml
 from accelerate import Accelerator, skip_first_batches
@@ -22,6 +21,7 @@ from timm.data import resolve_data_config
 from timm.utils import ModelEmaV3, update_summary
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
+from smpconv_models.checkpoint import create_model
 from smpconv_models.ops import choices as depthwise_choices
 from smpconv_models.training import (
     Checkpointer, ConfigError, Progress, create_datasets, create_eval_loader, create_loss, create_mixup,
@@ -52,8 +52,11 @@ def train(args) -> dict:
     model_kwargs = dict(args.model_kwargs)
     if args.drop_path is not None:
         model_kwargs['drop_path_rate'] = args.drop_path
-    model = timm.create_model(args.model, pretrained=args.pretrained, num_classes=num_classes, drop_rate=args.drop,
-                              **model_kwargs)
+    try:
+        model = create_model(args.model, pretrained=args.pretrained, num_classes=num_classes, drop_rate=args.drop,
+                             **model_kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     data_config = resolve_data_config(vars(args), model=model)
     if args.grad_checkpointing:
         model.set_grad_checkpointing()
@@ -83,6 +86,8 @@ def train(args) -> dict:
         progress = restore_training_state(resume_state, model, optimizer, ema, accelerator.scaler, checkpointer, args,
                                           rank, world_size)
         scheduler.step_update(num_updates=progress.num_updates)
+        accelerator.print(f'resuming from {resume_path}: epoch {progress.epoch}, {progress.batches_done} of '
+                          f'{batches_per_epoch} batches done, {progress.num_updates} updates')
 
     if args.torchcompile:
         model = torch.compile(model, backend=args.torchcompile)
@@ -153,7 +158,7 @@ def train(args) -> dict:
 def main(argv=None) -> int:
     try:
         train(parse_args(argv, default_config=DEFAULT_CONFIG))
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, OSError) as e:  # OSError: a missing file, the Hub out of reach
         print(f'error: {e}', file=sys.stderr)
         return 2
     return 0

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Evaluate an SMPConv model: top-1, top-5 and loss on a dataset (by default the bundled Fashion-MNIST subset).
 
+    python validate.py                       # the latest training run in output/train: its EMA weights, its config
     python validate.py --model smpconv_t --pretrained --data-dir /data/imagenet       # its 'validation' split
     python validate.py --config output/train/<run>/config.yaml --checkpoint output/train/<run>/model_best.safetensors
     torchrun --nproc_per_node=8 validate.py --model smpconv_b --pretrained --data-dir /data/imagenet
 
 Flags carry the names of timm's validate.py; `--help` lists them.
 """
+import argparse
 import csv
 import json
 import sys
@@ -19,11 +21,26 @@ from timm.models import reparameterize_model
 from timm.utils import check_batch_size_retry, decay_batch_step
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
-from smpconv_models.checkpoint import create_from_checkpoint, create_model
+from smpconv_models.checkpoint import create_from_checkpoint, create_model, latest_run
 from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, num_classes_of,
                                      parse_eval_args)
 
 DEFAULT_MODEL = 'smpconv_t'
+RUNS = Path('output/train')  # where train_imagenet.py writes its runs by default
+
+
+def parse_args_or_latest_run(argv) -> argparse.Namespace:
+    """The flags; when they name no model, checkpoint or config, those of the latest training run's weights."""
+    args = parse_eval_args(argv)
+    if args.model or args.checkpoint or args.config or args.pretrained:
+        return args
+    run = latest_run(RUNS)
+    if run is None:
+        raise ConfigError(f'nothing to evaluate: no training run in {RUNS} (train one with python train_imagenet.py), '
+                          'and no --checkpoint, --config or --model [--pretrained]')
+    config, weights = run
+    print(f'evaluating the latest training run: {weights} (config {config})')
+    return parse_eval_args(['--config', str(config), '--checkpoint', str(weights), *(argv or [])])
 
 
 def create_evaluated_model(args, dataset):
@@ -93,9 +110,9 @@ def write_results(results: dict, path: Path) -> None:
 
 def main(argv=None) -> int:
     try:
-        args = parse_eval_args(argv)
+        args = parse_args_or_latest_run(sys.argv[1:] if argv is None else argv)
         results = validate(args)
-    except (ConfigError, FileNotFoundError) as e:
+    except (ConfigError, OSError) as e:  # OSError: a missing file, the Hub out of reach
         print(f'error: {e}', file=sys.stderr)
         return 2
     print(f"{results['model']} ({results['checkpoint']}) on {results['num_images']} images of "

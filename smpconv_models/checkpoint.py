@@ -16,18 +16,23 @@ import pickle
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
+import huggingface_hub
 import safetensors
 import safetensors.torch
 import timm
 import torch
 import torch.nn as nn
 import yaml
+from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                    RevisionNotFoundError)
 from timm.models import clean_state_dict, get_pretrained_cfg_value
+from timm.models._builder import resolve_pretrained_cfg
 
 from .official import to_package_layout
 
 __all__ = ['SAFE_GLOBALS', 'read_checkpoint', 'select_state_dict', 'fit_problems', 'load_weights',
-           'load_checkpoint', 'recorded_model', 'run_model_args', 'create_model', 'create_from_checkpoint']
+           'load_checkpoint', 'recorded_model', 'run_model_args', 'latest_run', 'create_model',
+           'create_from_checkpoint', 'pretrained_weights_error']
 
 _logger = logging.getLogger(__name__)
 
@@ -177,6 +182,18 @@ def recorded_model(checkpoint: Mapping[str, Any], path: Optional[CheckpointSourc
     return None, {}
 
 
+def latest_run(output: CheckpointSource = 'output/train') -> Optional[Tuple[Path, Path]]:
+    """The config.yaml and weights (its EMA's when it has them) of the training run under `output` that wrote
+    weights last, None when there is none."""
+    runs = [config.parent for config in Path(output).glob('*/config.yaml')
+            if (config.parent / 'model.safetensors').is_file()]
+    if not runs:
+        return None
+    run = max(runs, key=lambda folder: (folder / 'model.safetensors').stat().st_mtime)
+    weights = run / 'model_ema.safetensors'
+    return run / 'config.yaml', weights if weights.is_file() else run / 'model.safetensors'
+
+
 def create_model(model_name: str, **kwargs) -> nn.Module:
     """`timm.create_model` for the SMPConv models, with a one-line error that lists them for any other name."""
     architecture = model_name.split('.')[0]
@@ -230,3 +247,31 @@ def run_model_args(config: CheckpointSource) -> Tuple[str, Dict[str, Any]]:
     if not isinstance(values, dict) or 'model' not in values:
         raise ValueError(f'{path} is not a training config: it names no model')
     return values['model'], dict(values.get('model_kwargs') or {})
+
+
+def pretrained_weights_error(variant: str, error: Exception, pretrained_cfg: Any = None,
+                             pretrained_cfg_overlay: Optional[Dict[str, Any]] = None) -> OSError:
+    """What to raise when the pretrained weights of `variant` (as `timm.create_model` resolves them) could not be
+    read: where they come from, why they could not be had (offline, out of reach, missing), what to do instead."""
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
+    if cfg.file:
+        why = 'no such file' if not os.path.exists(cfg.file) else str(error) or type(error).__name__
+        return OSError(f'the pretrained weights file of {variant}, {cfg.file}, could not be read: {why}')
+    repo = f'the Hugging Face Hub repo {cfg.hf_hub_id}'
+    if isinstance(error, LocalEntryNotFoundError):
+        cache = huggingface_hub.constants.HF_HUB_CACHE
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            why = f'which is not in this machine\'s Hub cache ({cache}), and offline mode is on (HF_HUB_OFFLINE=1)'
+        else:
+            why = f'which could not be reached (no network, or the Hub is blocked) and is not in the Hub cache ' \
+                  f'({cache})'
+    elif isinstance(error, (RepositoryNotFoundError, RevisionNotFoundError)):
+        why = 'which does not exist on the Hub (or is private)'
+    elif isinstance(error, EntryNotFoundError):
+        why = 'which holds no model.safetensors'
+    else:
+        why = f'which could not be read ({type(error).__name__}: {error})'
+    return OSError(f'the pretrained weights of {variant} come from {repo}, {why}. Load a local copy instead: '
+                   "timm.create_model('local-dir:/path/to/a/copy/of/the/repo', pretrained=True), or "
+                   f"timm.create_model('{variant}', pretrained=True, "
+                   "pretrained_cfg_overlay=dict(file='/path/to/weights'))")

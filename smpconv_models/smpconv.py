@@ -23,7 +23,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from safetensors import SafetensorError
 from timm.models._features import feature_take_indices
 
-from .checkpoint import fit_problems, load_weights, read_checkpoint, select_state_dict
+from .checkpoint import fit_problems, load_weights, pretrained_weights_error, read_checkpoint, select_state_dict
 from .layers import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
 from .official import convert_official_state_dict, is_official_state_dict, official_model_args, to_package_layout
 from .smp import SMPKernel, points_for_kernel, project_radii
@@ -402,10 +402,9 @@ def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConv
     except OSError as e:
         if not pretrained:
             raise
-        raise OSError(f'the pretrained weights of {variant} could not be read ({e or type(e).__name__}). They come '
-                      f'from the Hugging Face Hub, {HUB_ORG}/<model>.<tag>; without it, load a copy with '
-                      f"timm.create_model('local-dir:/path/to/export') or pretrained_cfg_overlay=dict(file=...)") \
-            from e
+        # one message instead of huggingface_hub's chain of three tracebacks
+        raise pretrained_weights_error(variant, e, kwargs.get('pretrained_cfg'),
+                                       kwargs.get('pretrained_cfg_overlay')) from None
 
 
 HUB_ORG = 'smpconv-models'

@@ -1,6 +1,7 @@
 """Pictures of SMP kernels: where the points went over the kernels they make (the paper's figure 4), and the
 summed |kernel| of every stage, its receptive field (figure 5).
 
+    python -m smpconv_models.viz                        # the latest training run in output/train, its EMA weights
     python -m smpconv_models.viz --model smpconv_t --pretrained --layer stages.0.blocks.0 --output viz
     python -m smpconv_models.viz --config output/train/<run>/config.yaml \\
         --checkpoint output/train/<run>/model.safetensors
@@ -15,7 +16,7 @@ from typing import List
 import torch
 import torch.nn as nn
 
-from .checkpoint import create_from_checkpoint, create_model, run_model_args
+from .checkpoint import create_from_checkpoint, create_model, latest_run, run_model_args
 from .layers import SMPConv2d
 
 __all__ = ['plot_points', 'plot_receptive_fields', 'smp_layers']
@@ -87,7 +88,7 @@ def plot_receptive_fields(model: nn.Module, path: Path) -> Path:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--model', default=None, help="a registered SMPConv model (default: the checkpoint's, "
-                                                      'else smpconv_t)')
+                                                      'else the latest training run\'s, else smpconv_t untrained)')
     parser.add_argument('--pretrained', action='store_true')
     parser.add_argument('--checkpoint', default='', help='weights, a training state or an official checkpoint')
     parser.add_argument('--config', default=None, help="a training run's config.yaml: its model and model_kwargs")
@@ -95,6 +96,14 @@ def main(argv=None) -> int:
     parser.add_argument('--channels', type=int, default=4)
     parser.add_argument('--output', type=Path, default=Path('viz'))
     args = parser.parse_args(argv)
+    if not (args.model or args.checkpoint or args.config or args.pretrained):
+        run = latest_run()
+        if run is None:
+            print('no checkpoint, training run or --pretrained: drawing an untrained smpconv_t, its points where '
+                  'they start')
+        else:
+            args.config, args.checkpoint = map(str, run)
+            print(f'drawing the latest training run: {args.checkpoint}')
     try:
         model_name, model_kwargs = run_model_args(args.config) if args.config else (args.model, {})
         if args.checkpoint:

@@ -4,12 +4,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import huggingface_hub
 import pytest
 import timm
 import torch
 from accelerate import Accelerator
+from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -127,7 +129,7 @@ def test_torch_hub_load(hub_cache, export):
     assert_same_weights(model, load_file(export / 'model.safetensors'))
     generic = torch.hub.load(str(ROOT), 'smpconv', f'hf-hub:{REPO_ID}', source='local', pretrained=True)
     assert_same_weights(generic, load_file(export / 'model.safetensors'))
-    with pytest.raises(ValueError, match='serves smpconv_\\* models only'):
+    with pytest.raises(ValueError, match="unknown model 'resnet18': one of smpconv_b"):
         torch.hub.load(str(ROOT), 'smpconv', 'resnet18', source='local')
 
 
@@ -156,9 +158,34 @@ def test_unreadable_and_unfitting_weights(export, tmp_path):
 
 
 def test_unreachable_hub_says_what_to_do(tmp_path, monkeypatch):
+    """The repo by name, why it could not be had, and how to load a copy: one message, no wait when offline."""
     monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_CACHE', str(tmp_path / 'empty'))
-    with pytest.raises(OSError, match=r"could not be read .*local-dir:"):
+    advice = r"\. Load a local copy instead: timm\.create_model\('local-dir:.*pretrained_cfg_overlay=dict\(file="
+    with pytest.raises(OSError, match=r'weights of smpconv_b come from the Hugging Face Hub repo '
+                                      r'smpconv-models/smpconv_b\.in1k, which is not in this machine\'s Hub cache '
+                                      r'\(.*empty\), and offline mode is on \(HF_HUB_OFFLINE=1\)' + advice) as error:
         timm.create_model('smpconv_b', pretrained=True)
+    assert error.value.__cause__ is None and error.value.__suppress_context__  # not huggingface_hub's chain
+
+    def unreachable(*args, **kwargs):
+        raise LocalEntryNotFoundError('Please check your connection and try again.')
+
+    monkeypatch.setattr(huggingface_hub.constants, 'HF_HUB_OFFLINE', False)
+    monkeypatch.setattr(timm.models._hub, 'hf_hub_download', unreachable)
+    with pytest.raises(OSError, match=r'repo smpconv-models/smpconv_t\.in1k, which could not be reached \(no network, '
+                                      r'or the Hub is blocked\) and is not in the Hub cache \(.*empty\)' + advice):
+        timm.create_model('smpconv_t.in1k', pretrained=True)
+
+    def missing(*args, **kwargs):
+        raise RepositoryNotFoundError('404 Client Error', response=mock.Mock(status_code=404, headers={}))
+
+    monkeypatch.setattr(timm.models._hub, 'hf_hub_download', missing)
+    with pytest.raises(OSError, match=r'smpconv_t\.in1k, which does not exist on the Hub \(or is private\)' + advice):
+        timm.create_model('smpconv_t', pretrained=True)
+    with pytest.raises(OSError, match=r'the pretrained weights file of smpconv_t, .*nowhere\.safetensors, could not be '
+                                      r'read: no such file'):
+        timm.create_model('smpconv_t', pretrained=True,
+                          pretrained_cfg_overlay=dict(file=str(tmp_path / 'nowhere.safetensors')))
     with pytest.raises(RuntimeError, match='No pretrained weights exist'):
         timm.create_model('smpconv_mobile31', pretrained=True)
 

@@ -168,7 +168,7 @@ def test_trains_on_an_image_folder(tmp_path, capsys):
     assert len(read_summary(tmp_path / 'folder')) == 2
 
 
-def test_resume_in_a_folder_with_stray_and_leftover_files(tmp_path):
+def test_resume_in_a_folder_with_stray_and_leftover_files(tmp_path, capsys):
     """The recipe compares as a config file holds it (a tuple on the command line, a list in config.yaml); a
     copy a user made is ignored, and the temporary file a killed writer left is removed."""
     recipe = ['--output', str(tmp_path), *FAST, '--epochs', '2', '--warmup-epochs', '0',
@@ -181,6 +181,7 @@ def test_resume_in_a_folder_with_stray_and_leftover_files(tmp_path):
     leftover = run_dir / f'.model.safetensors.{dead.pid}.tmp'
     leftover.write_bytes(b'half a file')
     assert train_imagenet.main([*recipe, '--max-updates', '2', '--resume', str(run_dir)]) == 0
+    assert f'resuming from {run_dir / "last.pth"}: epoch 0, 1 of 125 batches done, 1 updates' in capsys.readouterr().out
     assert not leftover.exists() and (run_dir / 'recovery-1-5 (copy).pth').exists()
     assert load_training_state(run_dir / 'last.pth')['num_updates'] == 2
 
@@ -216,7 +217,11 @@ def test_bad_input_fails_before_training(tmp_path, capsys):
     corrupt = tmp_path / 'corrupt.pth'
     corrupt.write_bytes((tmp_path / 'nano' / 'last.pth').read_bytes()[:1000])
     _fails_before_training([*base, '--resume', str(corrupt)], capsys, 'not a readable training state')
-    _fails_before_training([*base, '--data-dir', str(tmp_path)], capsys, 'add --dataset')
+    # a --data-dir means that folder, whatever the config's dataset
+    _fails_before_training([*base, '--data-dir', str(tmp_path)], capsys, "has no folder for the split 'train'")
+    _fails_before_training([*base, '--dataset', 'fashion-mnist-subset', '--data-dir', str(tmp_path)], capsys,
+                           'but the dataset is the bundled fashion-mnist-subset')
+    _fails_before_training([*base, '--model', 'smpconv_tt'], capsys, "unknown model 'smpconv_tt': one of smpconv_b")
     (tmp_path / 'one_split' / 'train' / 'shoes').mkdir(parents=True)
     Image.new('RGB', (8, 8)).save(tmp_path / 'one_split' / 'train' / 'shoes' / 'a.png')
     _fails_before_training([*base, '--dataset', '', '--data-dir', str(tmp_path / 'one_split')], capsys,

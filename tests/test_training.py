@@ -27,7 +27,7 @@ from smpconv_models.training.checkpoint import STATE_FORMAT
 
 def recipe(**overrides):
     """The parser's defaults (the paper's recipe) with some values replaced."""
-    args = build_parser().parse_args([])
+    args = parse_args([])
     for key, value in overrides.items():
         setattr(args, key, value)
     return args
@@ -129,10 +129,10 @@ def test_batch_sizes_that_do_not_divide():
 
 def test_missing_and_empty_dataset_folders(tmp_path):
     with pytest.raises(ConfigError, match='dataset folder or tar not found'):
-        create_datasets(recipe(data_dir=str(tmp_path / 'missing')))
+        create_datasets(parse_args(['--data-dir', str(tmp_path / 'missing')]))
     (tmp_path / 'train' / 'cats').mkdir(parents=True)
     with pytest.raises(ConfigError, match="no images for split 'train'"):
-        create_datasets(recipe(data_dir=str(tmp_path)))
+        create_datasets(parse_args(['--data-dir', str(tmp_path)]))
 
 
 def test_seeded_augmentation_repeats_per_sample_and_epoch():

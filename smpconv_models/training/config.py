@@ -5,6 +5,7 @@ any flags (keys are the flag names with '_' for '-'), and the command line overr
 """
 import argparse
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Collection, Dict, Optional, Sequence
 
@@ -25,128 +26,166 @@ class ConfigError(ValueError):
 _NOT_CONFIGURABLE = ('help', 'config', 'resume')
 
 
+def default_workers() -> int:
+    """Data loading processes per rank: one per CPU this process may run on, at most 8."""
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default where it has one; an unset default (None, '', off) is explained by its help."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        unset = action.default is None or action.default is False or action.default == '' or \
+            action.default is argparse.SUPPRESS
+        return action.help if unset else super()._get_help_string(action)
+
+
 def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """Where the images come from and how they are prepared: flags shared by training and validation."""
     group = parser.add_argument_group('Data')
-    group.add_argument('--data-dir', default=None, metavar='DIR', help='dataset root (folder, tar, ...)')
+    group.add_argument('--data-dir', default=None, metavar='DIR',
+                       help="dataset root: a folder of <split>/<class>/<image> or a tar (then --dataset defaults to "
+                            "'', a folder), or where --dataset-download puts a dataset")
     group.add_argument('--dataset', default=None, metavar='NAME',
                        help="timm dataset type ('' for a folder or tar, 'hfds/...', 'wds/...', 'torch/...') or "
-                            f"'{BUNDLED_DATASET}', the data bundled with the package (default: a folder or tar "
-                            "with --data-dir, else the bundled data)")
-    group.add_argument('--class-map', default='', metavar='FILE')
+                            f"'{BUNDLED_DATASET}', the data bundled with the package; unset: a folder or tar with "
+                            "--data-dir, else the bundled data")
+    group.add_argument('--class-map', default='', metavar='FILE', help='a file mapping folder names to class indices')
     group.add_argument('--dataset-download', action='store_true', help="download a 'torch/' or 'hfds/' dataset")
     group.add_argument('--input-img-mode', default='RGB', help='PIL mode the images are read in')
-    group.add_argument('--num-classes', type=int, default=None, help='default: the classes of the dataset')
+    group.add_argument('--num-classes', type=int, default=None, help='classes of the classifier; unset: the dataset\'s')
     group.add_argument('--input-size', type=int, nargs=3, default=None, metavar=('C', 'H', 'W'),
-                       help="default: the model's")
-    group.add_argument('--crop-pct', type=float, default=None, help='evaluation center crop fraction')
-    group.add_argument('--mean', type=float, nargs='+', default=None)
-    group.add_argument('--std', type=float, nargs='+', default=None)
-    group.add_argument('--interpolation', default='', help='evaluation resize interpolation')
-    group.add_argument('-j', '--workers', type=int, default=4, help='data loading processes per rank')
-    group.add_argument('--pin-mem', action='store_true')
-    group.add_argument('--seed', type=int, default=42)
+                       help="input image size; unset: the model's (224x224 for the ImageNet models)")
+    group.add_argument('--crop-pct', type=float, default=None,
+                       help="fraction of the resized image the evaluation center crop keeps; unset: the model's")
+    group.add_argument('--mean', type=float, nargs='+', default=None, help="per-channel mean; unset: the model's")
+    group.add_argument('--std', type=float, nargs='+', default=None, help="per-channel std; unset: the model's")
+    group.add_argument('--interpolation', default='', help="evaluation resize interpolation; unset: the model's")
+    group.add_argument('-j', '--workers', type=int, default=default_workers(),
+                       help='data loading processes per rank (0: in the main process); the default follows '
+                            'this machine\'s CPUs')
+    group.add_argument('--pin-mem', action='store_true', help='pin batches in page-locked memory (GPU runs)')
+    group.add_argument('--seed', type=int, default=42, help='seed of the data order, augmentation and initialisation')
     return group
 
 
-def add_model_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Which model, in which numerics: flags shared by training and validation."""
+def add_model_args(parser: argparse.ArgumentParser, model: Optional[str] = 'smpconv_t') -> argparse._ArgumentGroup:
+    """Which model, in which numerics: flags shared by training and validation; `model` None means the
+    checkpoint's."""
     group = parser.add_argument_group('Model and precision')
-    group.add_argument('--model', default='smpconv_t')
+    group.add_argument('--model', default=model, help='a registered SMPConv model (smpconv_t, smpconv_b, ...)' + (
+        "; unset: the checkpoint's, else smpconv_t" if model is None else ''))
     group.add_argument('--pretrained', action='store_true', help="start from the model's published weights")
-    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE')
-    group.add_argument('--channels-last', action='store_true')
-    group.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND')
-    group.add_argument('--amp', action='store_true', help='mixed precision')
-    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'))
-    group.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
+    group.add_argument('--model-kwargs', nargs='*', default={}, action=ParseKwargs, metavar='KEY=VALUE',
+                       help='arguments of the model, e.g. kernel_sizes="(31, 15, 7, 3)" kernel_scale=2')
+    group.add_argument('--channels-last', action='store_true', help='run the model in the channels_last layout')
+    group.add_argument('--torchcompile', nargs='?', const='inductor', default=None, metavar='BACKEND',
+                       help='compile the model with torch.compile (backend: inductor unless named)')
+    group.add_argument('--amp', action='store_true', help='mixed precision (--amp-dtype)')
+    group.add_argument('--amp-dtype', default='float16', choices=('float16', 'bfloat16'),
+                       help='the lower precision of --amp')
+    group.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'),
+                       help='auto: a GPU when there is one, else the CPU')
     return group
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Flags of the training script; the defaults are the paper's SMPConv-T ImageNet recipe."""
+def build_parser(default_config: Optional[Path] = None) -> argparse.ArgumentParser:
+    """Flags of the training script. Without a config file the defaults are the paper's SMPConv-T ImageNet
+    recipe; `--help` shows those of the config in force (`default_config` unless --config names another)."""
     parser = argparse.ArgumentParser(
-        description='Train SMPConv models (the paper recipe by default; see configs/).',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument('-c', '--config', default=None, metavar='FILE',
-                        help='YAML file of flag defaults (default: configs/quickstart.yaml)')
+        description='Train SMPConv models: the quickstart by default, the paper recipes with --config (configs/).',
+        formatter_class=_HelpFormatter)
+    parser.add_argument('-c', '--config', default=None if default_config is None else str(default_config),
+                        metavar='FILE', help='YAML file of flag defaults, which the command line overrides')
 
     group = add_data_args(parser)
-    group.add_argument('--train-split', default='train')
-    group.add_argument('--val-split', default='validation')
+    group.add_argument('--train-split', default='train', help='the split trained on')
+    group.add_argument('--val-split', default='validation', help='the split evaluated after every epoch')
     group.add_argument('--train-num-samples', type=int, default=None,
                        help="samples per training epoch of an iterable dataset ('wds/', 'hfids/')")
-    group.add_argument('--val-num-samples', type=int, default=None)
+    group.add_argument('--val-num-samples', type=int, default=None,
+                       help='samples of an iterable validation dataset')
 
     group = add_model_args(parser)
-    group.add_argument('--drop', type=float, default=0., help='classifier dropout')
-    group.add_argument('--drop-path', type=float, default=None, help="default: the model's")
-    group.add_argument('--grad-checkpointing', action='store_true')
+    group.add_argument('--drop', type=float, default=0., help='dropout before the classifier')
+    group.add_argument('--drop-path', type=float, default=None, help="stochastic depth rate; unset: the model's")
+    group.add_argument('--grad-checkpointing', action='store_true', help='recompute activations in the backward pass')
     group.add_argument('--sync-bn', action=argparse.BooleanOptionalAction, default=True,
                        help='synchronise batch norm statistics across processes when distributed')
 
     group = parser.add_argument_group('Batch')
     group.add_argument('-b', '--batch-size', type=int, default=None,
-                       help='batch per process; default: global batch / (processes x accumulation)')
+                       help='batch per process; unset: the global batch / (processes x accumulation)')
     group.add_argument('--global-batch-size', type=int, default=2048,
                        help='samples per optimizer update over all processes')
-    group.add_argument('-vb', '--validation-batch-size', type=int, default=None)
-    group.add_argument('--grad-accum-steps', type=int, default=1)
+    group.add_argument('-vb', '--validation-batch-size', type=int, default=None,
+                       help='evaluation batch per process; unset: the training batch')
+    group.add_argument('--grad-accum-steps', type=int, default=1, help='batches accumulated per optimizer update')
 
     group = parser.add_argument_group('Optimizer')
-    group.add_argument('--opt', default='adamw')
-    group.add_argument('--opt-eps', type=float, default=1e-8)
-    group.add_argument('--opt-betas', type=float, nargs='+', default=None)
-    group.add_argument('--momentum', type=float, default=0.9)
-    group.add_argument('--weight-decay', type=float, default=0.05)
-    group.add_argument('--clip-grad', type=float, default=None, help='gradient clipping threshold (off if unset)')
-    group.add_argument('--clip-mode', default='norm', choices=('norm', 'value'))
-    group.add_argument('--lr', type=float, default=None, help='default: lr-base scaled to the global batch')
-    group.add_argument('--lr-base', type=float, default=4e-3)
-    group.add_argument('--lr-base-size', type=int, default=2048)
-    group.add_argument('--lr-base-scale', default='linear', choices=('linear', 'sqrt'))
+    group.add_argument('--opt', default='adamw', help="timm optimizer name ('adamw', 'adam', 'momentum', ...)")
+    group.add_argument('--opt-eps', type=float, default=1e-8, help="the optimizer's epsilon")
+    group.add_argument('--opt-betas', type=float, nargs='+', default=None, help="the optimizer's betas; unset: its own")
+    group.add_argument('--momentum', type=float, default=0.9, help='momentum of SGD-like optimizers')
+    group.add_argument('--weight-decay', type=float, default=0.05,
+                       help='weight decay, not applied to biases, norms, point positions and radii')
+    group.add_argument('--clip-grad', type=float, default=None, help='gradient clipping threshold; unset: no clipping')
+    group.add_argument('--clip-mode', default='norm', choices=('norm', 'value'), help='what --clip-grad clips')
+    group.add_argument('--lr', type=float, default=None,
+                       help='peak learning rate; unset: --lr-base scaled to the global batch')
+    group.add_argument('--lr-base', type=float, default=4e-3, help='learning rate at a global batch of --lr-base-size')
+    group.add_argument('--lr-base-size', type=int, default=2048, help='the global batch --lr-base is for')
+    group.add_argument('--lr-base-scale', default='linear', choices=('linear', 'sqrt'),
+                       help='how --lr-base scales with the global batch')
     group.add_argument('--radius-lr-scale', type=float, default=0.1,
                        help='learning rate of the SMP radii relative to the others')
 
     group = parser.add_argument_group('Schedule')
-    group.add_argument('--sched', default='cosine')
-    group.add_argument('--epochs', type=int, default=300)
-    group.add_argument('--warmup-epochs', type=int, default=10)
-    group.add_argument('--warmup-lr', type=float, default=1e-6)
-    group.add_argument('--min-lr', type=float, default=1e-6)
-    group.add_argument('--cooldown-epochs', type=int, default=0)
+    group.add_argument('--sched', default='cosine', help='timm scheduler, stepped every optimizer update')
+    group.add_argument('--epochs', type=int, default=300, help='epochs in all, warm-up included')
+    group.add_argument('--warmup-epochs', type=int, default=10, help='epochs of linear warm-up from --warmup-lr')
+    group.add_argument('--warmup-lr', type=float, default=1e-6, help='learning rate the warm-up starts from')
+    group.add_argument('--min-lr', type=float, default=1e-6, help='learning rate the schedule ends at')
+    group.add_argument('--cooldown-epochs', type=int, default=0, help='epochs at --min-lr after the schedule')
     group.add_argument('--max-updates', type=int, default=None,
                        help='stop after this many optimizer updates (the schedule still spans the epochs)')
 
     group = parser.add_argument_group('Augmentation and regularisation')
-    group.add_argument('--no-aug', action='store_true')
-    group.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0])
-    group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.])
-    group.add_argument('--hflip', type=float, default=0., help="the authors' code trains without flips")
-    group.add_argument('--vflip', type=float, default=0.)
-    group.add_argument('--color-jitter', type=float, default=0.4)
+    group.add_argument('--no-aug', action='store_true', help='train on the evaluation transform, without augmentation')
+    group.add_argument('--scale', type=float, nargs=2, default=[0.08, 1.0],
+                       help='area range of the random resized crop')
+    group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.],
+                       help='aspect ratio range of the random resized crop')
+    group.add_argument('--hflip', type=float, default=0.,
+                       help="probability of a horizontal flip (the authors' code trains without)")
+    group.add_argument('--vflip', type=float, default=0., help='probability of a vertical flip')
+    group.add_argument('--color-jitter', type=float, default=0.4, help='colour jitter strength (without --aa)')
     group.add_argument('--aa', default='rand-m9-mstd0.5-inc1', help="auto-augment policy, '' for none")
-    group.add_argument('--train-interpolation', default='random')
-    group.add_argument('--reprob', type=float, default=0.25)
-    group.add_argument('--remode', default='pixel')
-    group.add_argument('--recount', type=int, default=1)
-    group.add_argument('--mixup', type=float, default=0.8)
-    group.add_argument('--cutmix', type=float, default=1.0)
-    group.add_argument('--cutmix-minmax', type=float, nargs=2, default=None)
-    group.add_argument('--mixup-prob', type=float, default=1.0)
-    group.add_argument('--mixup-switch-prob', type=float, default=0.5)
-    group.add_argument('--mixup-mode', default='batch')
-    group.add_argument('--mixup-off-epoch', type=int, default=0)
-    group.add_argument('--smoothing', type=float, default=0.1)
+    group.add_argument('--train-interpolation', default='random', help='resize interpolation of training images')
+    group.add_argument('--reprob', type=float, default=0.25, help='probability of random erasing')
+    group.add_argument('--remode', default='pixel', help="random erasing's fill ('pixel', 'rand', 'const')")
+    group.add_argument('--recount', type=int, default=1, help='random erasing: regions per image')
+    group.add_argument('--mixup', type=float, default=0.8, help='mixup alpha (0: off)')
+    group.add_argument('--cutmix', type=float, default=1.0, help='cutmix alpha (0: off)')
+    group.add_argument('--cutmix-minmax', type=float, nargs=2, default=None,
+                       help='cutmix box size range, instead of --cutmix')
+    group.add_argument('--mixup-prob', type=float, default=1.0, help='probability that a batch is mixed')
+    group.add_argument('--mixup-switch-prob', type=float, default=0.5,
+                       help='probability of cutmix instead of mixup when both are on')
+    group.add_argument('--mixup-mode', default='batch', help="how mixup pairs are drawn ('batch', 'pair', 'elem')")
+    group.add_argument('--mixup-off-epoch', type=int, default=0, help='epoch from which mixup is off (0: never)')
+    group.add_argument('--smoothing', type=float, default=0.1, help='label smoothing')
 
     group = parser.add_argument_group('Model EMA')
-    group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=True)
-    group.add_argument('--model-ema-decay', type=float, default=0.9999)
-    group.add_argument('--model-ema-warmup', action='store_true')
+    group.add_argument('--model-ema', action=argparse.BooleanOptionalAction, default=True,
+                       help='keep an exponential moving average of the weights, evaluated beside the model')
+    group.add_argument('--model-ema-decay', type=float, default=0.9999, help='decay per update of the EMA')
+    group.add_argument('--model-ema-warmup', action='store_true',
+                       help='a smaller decay in the first updates (timm ModelEmaV3 warm-up)')
 
     group = parser.add_argument_group('Run')
-    group.add_argument('--output', default='output/train', metavar='DIR')
-    group.add_argument('--experiment', default='', help='run folder name (default: date-time-model)')
+    group.add_argument('--output', default='output/train', metavar='DIR', help='folder of the run folders')
+    group.add_argument('--experiment', default='', help='run folder name; unset: date-time-model')
     group.add_argument('--eval-metric', default='top1', choices=('top1', 'top5', 'loss'),
                        help='picks the best checkpoints, measured on the EMA model when there is one')
     group.add_argument('--checkpoint-hist', type=int, default=3, help='best checkpoints kept')
@@ -154,29 +193,31 @@ def build_parser() -> argparse.ArgumentParser:
                        help='also save the training state every this many updates (0: at epoch ends only)')
     group.add_argument('--resume', default='', metavar='PATH',
                        help='training state file, or a run folder (its latest state) to continue')
-    group.add_argument('--log-interval', type=int, default=50, metavar='UPDATES')
+    group.add_argument('--log-interval', type=int, default=50, metavar='UPDATES',
+                       help='updates between progress bar updates of the loss and learning rate')
     return parser
 
 
 def build_eval_parser() -> argparse.ArgumentParser:
     """Flags of the validation script: the data and model flags of training, and its own."""
     parser = argparse.ArgumentParser(
-        description='Evaluate an SMPConv model: top-1, top-5 and loss on a dataset.',
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description='Evaluate an SMPConv model: top-1, top-5 and loss on a dataset. Without a model, checkpoint or '
+                    'config: the latest training run in output/train, its EMA weights.',
+        formatter_class=_HelpFormatter)
     parser.add_argument('-c', '--config', default=None, metavar='FILE',
                         help="a training config (a run's config.yaml, say): its data and model flags are used")
     add_data_args(parser)
-    add_model_args(parser)
-    parser.set_defaults(model=None)
+    add_model_args(parser, model=None)
     group = parser.add_argument_group('Validation')
-    group.add_argument('--split', default='validation')
+    group.add_argument('--split', default='validation', help='the split evaluated')
     group.add_argument('--num-samples', type=int, default=None, help="samples of an iterable dataset ('wds/')")
     group.add_argument('--checkpoint', default='', metavar='FILE',
-                       help="weights (safetensors), a training state of train_imagenet.py, or an official checkpoint")
+                       help="weights (safetensors), a training state of train_imagenet.py, or an official "
+                            "checkpoint; its model unless --model names one")
     group.add_argument('--use-ema', action='store_true', help='the EMA weights of a checkpoint that has them')
     group.add_argument('--trust-pickle', action='store_true',
                        help='fully unpickle a checkpoint that needs it (it can run code: only for trusted files)')
-    group.add_argument('-b', '--batch-size', type=int, default=256)
+    group.add_argument('-b', '--batch-size', type=int, default=256, help='batch per process')
     group.add_argument('--reparam', action='store_true', help='re-parameterise the model first (timm)')
     group.add_argument('--results-file', default='', metavar='FILE', help='also write the results (.json or .csv)')
     return parser
@@ -187,7 +228,7 @@ def parse_eval_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = build_eval_parser()
     eval_flags = {action.dest for action in parser._actions}
     training_only = {action.dest for action in build_parser()._actions} - eval_flags
-    return _parse_with_config(parser, argv, None, ignore=training_only)
+    return _parse_with_config(parser, argv, ignore=training_only)
 
 
 def _coerce(action: argparse.Action, value: Any) -> Any:
@@ -222,21 +263,36 @@ def load_config(path: Path, parser: argparse.ArgumentParser, ignore: Collection[
     return values
 
 
+def _given_on_command_line(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]]) -> set:
+    """The flags that `argv` sets itself, apart from the defaults and a config file's values."""
+    unset = object()
+    namespace = argparse.Namespace(**{action.dest: unset for action in parser._actions})
+    given, _ = parser.parse_known_args(argv, namespace=namespace)
+    return {dest for dest, value in vars(given).items() if value is not unset}
+
+
 def _parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
-                       default_config: Optional[Path], ignore: Collection[str] = ()) -> argparse.Namespace:
-    """Flags from `argv` over the config file's values over the parser defaults."""
-    config_path, _ = parser.parse_known_args(argv)
-    config_path = Path(config_path.config) if config_path.config else default_config
-    if config_path is not None:
-        parser.set_defaults(**load_config(config_path, parser, ignore))
+                       ignore: Collection[str] = ()) -> argparse.Namespace:
+    """Flags from `argv` over the config file's values over the parser defaults, with the dataset resolved."""
+    config_flag = argparse.ArgumentParser(add_help=False)
+    config_flag.add_argument('-c', '--config', default=parser.get_default('config'))
+    config_path = config_flag.parse_known_args(argv)[0].config
+    if config_path:
+        parser.set_defaults(**load_config(Path(config_path), parser, ignore))  # what --help shows, too
     args = parser.parse_args(argv)
-    args.config = str(config_path) if config_path else None
+    given = _given_on_command_line(parser, argv)
+    # a --data-dir on the command line means that folder or tar, whatever dataset the config names
+    if 'dataset' not in given and ('data_dir' in given or (args.dataset is None and args.data_dir)):
+        args.dataset = ''
+    elif args.dataset is None:
+        args.dataset = BUNDLED_DATASET
     return args
 
 
 def parse_args(argv: Optional[Sequence[str]], default_config: Optional[Path] = None) -> argparse.Namespace:
-    """The training flags: `argv` over the config file's values over the parser defaults."""
-    args = _parse_with_config(build_parser(), argv, default_config)
+    """The training flags: `argv` over the config file's (`default_config` unless --config names another)
+    values over the parser defaults."""
+    args = _parse_with_config(build_parser(default_config), argv)
     for name in ('epochs', 'grad_accum_steps', 'checkpoint_hist', 'log_interval'):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")

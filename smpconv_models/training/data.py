@@ -19,13 +19,6 @@ __all__ = ['create_datasets', 'create_eval_dataset', 'num_classes_of', 'SeededAu
 _SPLIT_SYNONYMS = (('train', 'training'), ('validation', 'val', 'valid', 'eval', 'evaluation'))
 
 
-def _dataset_name(args) -> str:
-    """`--dataset`, by default a folder or tar when `--data-dir` is given, else the bundled data."""
-    if args.dataset is not None:
-        return args.dataset
-    return '' if args.data_dir else BUNDLED_DATASET
-
-
 def _timm_dataset(args, split: str, is_training: bool, num_samples: Optional[int]) -> Dataset:
     is_file_dataset = '/' not in args.dataset  # a folder or tar, not 'hfds/...', 'wds/...', ...
     if is_file_dataset and not (args.data_dir and os.path.exists(args.data_dir)):
@@ -49,7 +42,6 @@ def _timm_dataset(args, split: str, is_training: bool, num_samples: Optional[int
 
 def create_eval_dataset(args, split: str, num_samples: Optional[int] = None) -> Dataset:
     """The `split` of the dataset that `--dataset` and `--data-dir` name, for evaluation."""
-    args.dataset = _dataset_name(args)
     if args.dataset == BUNDLED_DATASET:
         _check_no_data_dir(args)
         return FashionMNISTSubset(split)
@@ -64,7 +56,6 @@ def _check_no_data_dir(args) -> None:
 
 def create_datasets(args) -> Tuple[Dataset, Dataset]:
     """The training and validation datasets that `--dataset` and `--data-dir` name."""
-    args.dataset = _dataset_name(args)
     if args.dataset == BUNDLED_DATASET:
         _check_no_data_dir(args)
         return FashionMNISTSubset(args.train_split), FashionMNISTSubset(args.val_split)
