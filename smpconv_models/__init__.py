@@ -1,8 +1,10 @@
-"""SMPConv models for timm: importing this package registers smpconv_t, smpconv_b, smpconv_mobile31 and
-smpconv_mobile51 with `timm.create_model`."""
+"""SMPConv models for timm: importing this package registers the ImageNet models (smpconv_t, smpconv_b,
+smpconv_mobile31, smpconv_mobile51, smpconv_nano) and the authors' sequence and CIFAR-10 models (smpconv_tcn_*,
+smpconv_resnet_cifar10) with `timm.create_model`."""
 from .checkpoint import create_from_checkpoint, load_checkpoint, read_checkpoint
+from .ckconv import CKConv, SMPConvResNet, SMPConvTCN, from_official_ckconv
 from .layers import ConvFFNBlock, LargeKernelBlock, SMPConv2d, SMPLargeKernelConv
-from .ops import depthwise_conv2d
+from .ops import causal_conv1d, conv2d_same, depthwise_conv2d
 from .smp import SMPKernel, project_radii, smp_kernel
 from .smpconv import SMPConvNet, checkpoint_filter_fn, from_official
 
@@ -11,5 +13,6 @@ __version__ = '0.1.0'
 __all__ = [
     'ConvFFNBlock', 'LargeKernelBlock', 'SMPConv2d', 'SMPLargeKernelConv', 'depthwise_conv2d', 'SMPKernel',
     'project_radii', 'smp_kernel', 'SMPConvNet', 'checkpoint_filter_fn', 'from_official', 'load_checkpoint',
-    'read_checkpoint', 'create_from_checkpoint',
+    'read_checkpoint', 'create_from_checkpoint', 'CKConv', 'SMPConvTCN', 'SMPConvResNet', 'from_official_ckconv',
+    'causal_conv1d', 'conv2d_same',
 ]

@@ -149,6 +149,7 @@ class SMPKernel(nn.Module):
             shared_positions: bool = True,
             normalize: bool = False,
             position_std: float = 0.2,
+            position_init: str = 'centre',
             weight_std: float = 0.02,
             init_radius: Optional[float] = None,
             radius_range: Tuple[float, float] = (RADIUS_MIN, RADIUS_MAX),
@@ -165,6 +166,8 @@ class SMPKernel(nn.Module):
             shared_positions: one set of points for all filters, else one set per filter.
             normalize: divide by the number of covering points (paper eq. 1); off for ImageNet models.
             position_std: std of the truncated normal that places the points in [-1, 1]^d.
+            position_init: 'centre': the points start around 0; 'newest' (1D): at 1 - 2|z|, near +1, the newest
+                step of a causal kernel, as in the authors' sequence models (z the truncated normal, in [-1, 0]).
             weight_std: std of the (normal, cut at +-2) point values.
             init_radius: initial radius; default twice the grid step of the smallest axis, 4 / k (at most
                 the largest radius).
@@ -179,6 +182,10 @@ class SMPKernel(nn.Module):
         self.kernel_size = _to_size(kernel_size, ndim)
         self.normalize = normalize
         self.position_std = position_std
+        if position_init not in ('centre', 'newest') or (position_init == 'newest' and ndim != 1):
+            raise ValueError(f"position_init takes 'centre', or 'newest' for 1D kernels, got {position_init!r} "
+                             f'({ndim}D)')
+        self.position_init = position_init
         self.weight_std = weight_std
         self.radius_min, self.radius_max = radius_range
         if not 0. < self.radius_min <= self.radius_max:
@@ -207,7 +214,12 @@ class SMPKernel(nn.Module):
         return self.positions.shape[-2]
 
     def reset_parameters(self) -> None:
-        nn.init.trunc_normal_(self.positions, std=self.position_std, a=-1., b=1.)
+        if self.position_init == 'newest':
+            nn.init.trunc_normal_(self.positions, std=self.position_std, a=-1., b=0.)
+            with torch.no_grad():
+                self.positions.mul_(2.).add_(1.)
+        else:
+            nn.init.trunc_normal_(self.positions, std=self.position_std, a=-1., b=1.)
         nn.init.constant_(self.radii, self.init_radius)
         nn.init.trunc_normal_(self.weights, std=self.weight_std)  # cut at +-2, as the authors', not at 2 std
 

@@ -166,7 +166,7 @@ def test_choices_are_plain_data_that_another_process_can_restore(monkeypatch, ca
     calls.clear()
     depthwise_conv2d(x.contiguous(memory_format=torch.channels_last), weight)
     assert calls == ['torch'] and choices() == saved
-    with pytest.raises(ValueError, match="unknown depthwise convolution backend 'cutlass'"):
+    with pytest.raises(ValueError, match="unknown convolution backend 'cutlass' for the forward pass: one of torch, "):
         dispatch.restore_choices({('forward', 'cpu', 'float64', 'contiguous', (1, 1, 3, 3), (3, 3)): 'cutlass'})
 
 
@@ -183,7 +183,7 @@ def test_backend_can_be_forced_in_code_and_by_environment(monkeypatch, calls):
 
 
 def test_unknown_or_unusable_backend_is_named():
-    with pytest.raises(ValueError, match="unknown depthwise convolution backend 'cudnn'.*torch, "):
+    with pytest.raises(ValueError, match="unknown convolution backend 'cudnn'.*torch, "):
         with use_backend('cudnn'):
             pass
     if not BACKENDS['triton'].supports(torch.zeros(1)):
@@ -253,7 +253,7 @@ def test_backends_that_fail_while_timed_are_passed_over(monkeypatch):
     assert choices()[('forward', 'cpu', 'float32', 'contiguous', (2, 3, 8, 8), (5, 5))] != 'torch'
     for name in CPU_BACKENDS:
         monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(forward=out_of_memory))
-    with pytest.raises(RuntimeError, match=r'no depthwise convolution backend runs forward .* torch: OutOfMemoryError: '
+    with pytest.raises(RuntimeError, match=r'no convolution backend runs forward .* torch: OutOfMemoryError: '
                                            r'CUDA out of memory.*; fft: OutOfMemoryError'):
         depthwise_conv2d(x[:1], weight)
 

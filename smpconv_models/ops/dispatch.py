@@ -1,9 +1,11 @@
-"""Which backend computes a pass of the depthwise convolution: the fastest one, timed once per shape.
+"""Which backend computes a pass of a convolution operator: the fastest one, timed once per shape.
 
-The choice is made per pass ('forward', 'grad_weight'), device, dtype, layout and shape, by running every
-backend that supports the input a few times and keeping the fastest; it is cached for the process. PyTorch's
-own convolutions are always among the candidates, so a choice is never slower than PyTorch. A backend can
-be forced with the environment variable SMPCONV_DWCONV_BACKEND or, in code, `use_backend(name)`.
+The choice is made per pass (the depthwise convolution's 'forward' and 'grad_weight', the full convolution's
+'conv.forward' and 'conv.grad_weight'), device, dtype, layout, input shape and kernel, by running every
+backend of the operator that supports the input a few times and keeping the fastest; it is cached for the
+process. PyTorch's own convolutions are always among the candidates, so a choice is never slower than
+PyTorch. A backend can be forced with the environment variable SMPCONV_DWCONV_BACKEND or, in code,
+`use_backend(name)`: every operator that has a backend of that name uses it, the others choose as usual.
 
 Backends round differently, so two processes that choose differently compute results that differ in the
 last bits: for bitwise-reproducible runs, force a backend, or carry the choices over (`choices()` is plain
@@ -17,18 +19,30 @@ from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 import torch
 
-from .backends import BACKENDS, memory_format
+from .backends import BACKENDS, Backend, memory_format
 
-__all__ = ['ENV_VAR', 'use_backend', 'forced_backend', 'choose', 'choices', 'restore_choices', 'clear_choices']
+__all__ = ['ENV_VAR', 'use_backend', 'forced_backend', 'register_operator', 'choose', 'choices', 'restore_choices',
+           'clear_choices']
 
 ENV_VAR = 'SMPCONV_DWCONV_BACKEND'
 _forced = threading.local()
 _choices: Dict[Tuple, str] = {}
+# the backends of every operator that chooses through this module, by the pass names of its choices
+_OPERATORS: Dict[str, Mapping[str, Backend]] = {'forward': BACKENDS, 'grad_weight': BACKENDS}
+
+
+def register_operator(passes: Tuple[str, ...], backends: Mapping[str, Backend]) -> None:
+    """Let an operator whose passes are named `passes` choose among `backends` through this module."""
+    _OPERATORS.update({pass_: backends for pass_ in passes})
+
+
+def _known() -> Tuple[str, ...]:
+    return tuple(dict.fromkeys(name for backends in _OPERATORS.values() for name in backends))
 
 
 def _check(name: str) -> str:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown depthwise convolution backend {name!r}: one of {', '.join(BACKENDS)}")
+    if name not in _known():
+        raise ValueError(f"unknown convolution backend {name!r}: one of {', '.join(_known())}")
     return name
 
 
@@ -57,7 +71,12 @@ def choices() -> Dict[Tuple, str]:
 
 def restore_choices(saved: Mapping[Tuple, str]) -> None:
     """Make the choices of `saved` (from `choices()`, maybe of another process) again, instead of timing."""
-    _choices.update({tuple(key): _check(name) for key, name in saved.items()})
+    for key, name in saved.items():
+        backends = _OPERATORS.get(key[0], BACKENDS)
+        if name not in backends:
+            raise ValueError(f"unknown convolution backend {name!r} for the {key[0]} pass: one of "
+                             f"{', '.join(backends)}")
+        _choices[tuple(key)] = name
 
 
 def clear_choices() -> None:
@@ -80,18 +99,20 @@ def _time(run: Callable[[], torch.Tensor], device: torch.device, min_runs: int =
     return min(times)
 
 
-def choose(pass_: str, x: torch.Tensor, kernel_size, run: Callable[[str], Callable[[], torch.Tensor]]) -> str:
+def choose(pass_: str, x: torch.Tensor, signature: Tuple, run: Callable[[str], Callable[[], torch.Tensor]]) -> str:
     """The backend for `pass_` on input `x`: forced, else cached, else the fastest of the supported ones.
-    `run(name)` returns a zero-argument call of the pass on that backend, for timing."""
+    `signature` is what else decides the cost (the kernel's size); `run(name)` returns a zero-argument call of
+    the pass on that backend, for timing."""
+    backends = _OPERATORS[pass_]
     forced = forced_backend()
-    if forced is not None:
-        if not BACKENDS[forced].supports(x):
-            raise RuntimeError(f'depthwise convolution backend {forced!r} does not run {x.dtype} on {x.device}')
+    if forced is not None and forced in backends:
+        if not backends[forced].supports(x):
+            raise RuntimeError(f'convolution backend {forced!r} does not run {x.dtype} on {x.device}')
         return forced
-    layout = 'channels_last' if memory_format(x) == torch.channels_last else 'contiguous'
-    key = (pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape), tuple(kernel_size))
-    if key not in _choices or not BACKENDS[_choices[key]].supports(x):  # restored where it cannot run: timed
-        candidates = [name for name, backend in BACKENDS.items() if backend.supports(x)]
+    layout = 'channels_last' if x.dim() == 4 and memory_format(x) == torch.channels_last else 'contiguous'
+    key = (pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape), tuple(signature))
+    if key not in _choices or not backends[_choices[key]].supports(x):  # restored where it cannot run: timed
+        candidates = [name for name, backend in backends.items() if backend.supports(x)]
         timings, failures = {}, {}
         with torch.no_grad():
             for name in candidates:
@@ -100,7 +121,7 @@ def choose(pass_: str, x: torch.Tensor, kernel_size, run: Callable[[str], Callab
                 except Exception as e:  # out of memory at this size, say: the others may run
                     failures[name] = f'{type(e).__name__}: {e}'
         if not timings:
-            raise RuntimeError(f'no depthwise convolution backend runs {pass_} on {tuple(x.shape)} {x.dtype} '
-                               'inputs: ' + '; '.join(f'{name}: {error}' for name, error in failures.items()))
+            raise RuntimeError(f'no convolution backend runs {pass_} on {tuple(x.shape)} {x.dtype} inputs: '
+                               + '; '.join(f'{name}: {error}' for name, error in failures.items()))
         _choices[key] = min(timings, key=timings.get)
     return _choices[key]

@@ -1,0 +1,266 @@
+"""Full (not depthwise) convolutions with long kernels, as a custom operator: the causal 1D convolution of the
+sequence models, whose kernels are as long as the sequence (16,000 taps for raw audio), and the 'same' 2D
+convolution of the CIFAR-10 model (33 x 33 kernels).
+
+    y[b, o, t] = sum_c sum_j  w[o, c, j] * x[b, c, t - p + j]        (zero outside x; t, j in 1D or 2D)
+
+with p the taps before the current position, per axis: L - 1 for a causal kernel (it sees the current step,
+its last tap, and the L - 1 before it), L // 2 for a 'same' kernel. The output has the size of x. Each pass
+(output, input gradient, weight gradient) runs on the faster of two backends for its shape, chosen by the
+dispatcher the depthwise convolution uses (`dispatch`):
+
+- `torch`: PyTorch's convolution, direct: its cost grows with the taps;
+- `fft`: FFT convolution over a period of at least N + max(p, L - 1 - p) per axis, rounded up to a size
+  FFT libraries transform fast, computed in float32 or wider: its cost grows with N log N, whatever L.
+
+Taps that never meet the input (a kernel longer than the sequence) are cropped first: the result is exactly
+the same. The output's dtype follows F.conv's under autocast (see `depthwise.compute_dtype`).
+"""
+import math
+from functools import partial
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
+
+from .backends import Backend, _float_on_any_device, _smooth_size
+from .depthwise import compute_dtype, recording_graph
+from .dispatch import choose, register_operator
+
+__all__ = ['causal_conv1d', 'conv2d_same', 'plain_conv', 'CONV_BACKENDS', 'useful_taps']
+
+
+def _conv_function(ndim: int):
+    return F.conv1d if ndim == 1 else F.conv2d
+
+
+def _paddings(kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:
+    """F.pad's (last axis first) zeros before and after every spatial axis for taps `pad` before the centre."""
+    amounts = []
+    for k, p in reversed(list(zip(kernel_size, pad))):
+        amounts += [p, k - 1 - p]
+    return amounts
+
+
+# ---- PyTorch's convolution ---------------------------------------------------------------------------
+
+def _torch_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
+    kernel_size = weight.shape[2:]
+    if all(2 * p == k - 1 for k, p in zip(kernel_size, pad)):  # symmetric: the convolution pads itself
+        return _conv_function(len(pad))(x, weight, padding=tuple(pad))
+    return _conv_function(len(pad))(F.pad(x, _paddings(kernel_size, pad)), weight)
+
+
+def _torch_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], pad: List[int]
+                       ) -> torch.Tensor:
+    ndim = len(pad)
+    padded = F.pad(x, _paddings(kernel_size, pad))
+    weight = x.new_empty((grad_y.shape[1], x.shape[1], *kernel_size))
+    _, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_y, padded, weight, None, [1] * ndim, [0] * ndim, [1] * ndim, False, [0] * ndim, 1, (False, True, False))
+    return grad_weight
+
+
+# ---- FFT convolution ----------------------------------------------------------------------------------
+
+def _fft_sizes(size: Sequence[int], kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:
+    """Periods long enough that the circular correlation equals the zero-padded one on the output: x's
+    samples must not wrap onto taps `pad` before or `k - 1 - pad` after any output position."""
+    return [_smooth_size(n + max(p, k - 1 - p)) for n, k, p in zip(size, kernel_size, pad)]
+
+
+def _spatial(ndim: int) -> Tuple[int, ...]:
+    return tuple(range(-ndim, 0))
+
+
+def _kernel_spectrum(weight: torch.Tensor, pad: List[int], sizes: List[int]) -> torch.Tensor:
+    """The spectrum of the kernel on the period, its tap `pad` at position 0."""
+    placed = weight.new_zeros((*weight.shape[:2], *sizes))
+    placed[(...,) + tuple(slice(0, k) for k in weight.shape[2:])] = weight
+    placed = placed.roll(tuple(-p for p in pad), dims=_spatial(len(pad)))
+    return torch.fft.rfftn(placed, dim=_spatial(len(pad)))
+
+
+def _fft_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
+    ndim = len(pad)
+    size = x.shape[2:]
+    sizes = _fft_sizes(size, weight.shape[2:], pad)
+    compute = torch.promote_types(x.dtype, torch.float32)  # half-precision FFTs lose too much
+    spectrum = torch.fft.rfftn(x.to(compute), s=sizes, dim=_spatial(ndim))
+    # conj_physical, not a lazy conj() view, which a compiled graph may drop (see backends._fft_forward)
+    kernel = _kernel_spectrum(weight.to(compute), pad, sizes).conj_physical()
+    mixed = torch.einsum('bc...,oc...->bo...', spectrum, kernel)  # sum over input channels, per frequency
+    y = torch.fft.irfftn(mixed, s=sizes, dim=_spatial(ndim))
+    return y[(...,) + tuple(slice(0, n) for n in size)].to(x.dtype)
+
+
+def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], pad: List[int]
+                     ) -> torch.Tensor:
+    """dw[o, c, j] = sum_{b, t} dy[b, o, t] x[b, c, t - p + j]: the correlation of x with dy, summed over the
+    batch in the frequency domain, read at lags -p .. L - 1 - p."""
+    ndim = len(pad)
+    sizes = _fft_sizes(x.shape[2:], kernel_size, pad)
+    compute = torch.promote_types(x.dtype, torch.float32)
+    spectrum_x = torch.fft.rfftn(x.to(compute), s=sizes, dim=_spatial(ndim))
+    spectrum_dy = torch.fft.rfftn(grad_y.to(compute), s=sizes, dim=_spatial(ndim)).conj_physical()
+    cross = torch.einsum('bo...,bc...->oc...', spectrum_dy, spectrum_x)
+    lags = torch.fft.irfftn(cross, s=sizes, dim=_spatial(ndim)).roll(tuple(pad), dims=_spatial(ndim))
+    return lags[(...,) + tuple(slice(0, k) for k in kernel_size)].to(x.dtype)
+
+
+CONV_BACKENDS = {
+    'torch': Backend(_torch_forward, _torch_grad_weight, _float_on_any_device),
+    'fft': Backend(_fft_forward, _fft_grad_weight, _float_on_any_device),
+}
+register_operator(('conv.forward', 'conv.grad_weight'), CONV_BACKENDS)
+
+
+# ---- the operator ---------------------------------------------------------------------------------------
+
+@torch.library.custom_op('smpconv::conv', mutates_args=())
+def _forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
+    if x.numel() == 0 or weight.numel() == 0:
+        return x.new_zeros((x.shape[0], weight.shape[0], *x.shape[2:]))
+    name = choose('conv.forward', x, (*weight.shape, *pad),
+                  lambda n: partial(CONV_BACKENDS[n].forward, x.contiguous(), weight.contiguous(), pad))
+    return CONV_BACKENDS[name].forward(x.contiguous(), weight.contiguous(), pad).contiguous()
+
+
+@_forward.register_fake
+def _(x, weight, pad):
+    return x.new_empty((x.shape[0], weight.shape[0], *x.shape[2:]))
+
+
+@torch.library.custom_op('smpconv::conv_grad_weight', mutates_args=())
+def _grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], pad: List[int]) -> torch.Tensor:
+    if x.numel() == 0 or grad_y.numel() == 0:
+        return x.new_zeros((grad_y.shape[1], x.shape[1], *kernel_size))
+    grad_y, x = grad_y.contiguous(), x.contiguous()
+    name = choose('conv.grad_weight', x, (grad_y.shape[1], *kernel_size, *pad),
+                  lambda n: partial(CONV_BACKENDS[n].grad_weight, grad_y, x, kernel_size, pad))
+    return CONV_BACKENDS[name].grad_weight(grad_y, x, kernel_size, pad).contiguous()
+
+
+@_grad_weight.register_fake
+def _(grad_y, x, kernel_size, pad):
+    return x.new_empty((grad_y.shape[1], x.shape[1], *kernel_size))
+
+
+def _transposed(weight: torch.Tensor) -> torch.Tensor:
+    """The kernel of the input gradient: channels swapped, taps reversed."""
+    return weight.transpose(0, 1).flip(_spatial(weight.dim() - 2))
+
+
+def _opposite(kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:
+    return [k - 1 - p for k, p in zip(kernel_size, pad)]
+
+
+def _save(ctx, inputs, output):
+    ctx.save_for_backward(*(t for t in inputs if torch.is_tensor(t)))
+    ctx.args = [a for a in inputs if not torch.is_tensor(a)]
+
+
+def _backward(ctx, grad_y):
+    x, weight = ctx.saved_tensors
+    (pad,) = ctx.args
+    kernel_size = list(weight.shape[2:])
+    grad_x = grad_w = None
+    if ctx.needs_input_grad[0]:  # the correlation of dy with the transposed, reversed kernel
+        grad_x = _forward(grad_y, _transposed(weight), _opposite(kernel_size, pad))
+    if ctx.needs_input_grad[1]:
+        grad_w = _grad_weight(grad_y, x, kernel_size, pad)
+    return grad_x, grad_w, None
+
+
+def _grad_weight_backward(ctx, grad_grad_w):
+    """Second derivatives: dw is bilinear in dy and x, and each of its partial maps is a forward pass."""
+    grad_y, x = ctx.saved_tensors
+    kernel_size, pad = ctx.args
+    grad_grad_y = grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_grad_y = _forward(x, grad_grad_w, pad)
+    if ctx.needs_input_grad[1]:
+        grad_x = _forward(grad_y, _transposed(grad_grad_w), _opposite(kernel_size, pad))
+    return grad_grad_y, grad_x, None, None
+
+
+_forward.register_autograd(_backward, setup_context=_save)
+_grad_weight.register_autograd(_grad_weight_backward, setup_context=_save)
+
+
+def _flops(x_shape, out_channels: int, kernel_size: Sequence[int]) -> int:
+    """Multiply-adds x2 of one pass at every tap, the usual count."""
+    return 2 * math.prod(x_shape) * out_channels * math.prod(kernel_size)
+
+
+@register_flop_formula(torch.ops.smpconv.conv)
+def _forward_flops(x_shape, weight_shape, pad, *args, out_shape=None, **kwargs) -> int:
+    return _flops(x_shape, weight_shape[0], weight_shape[2:])
+
+
+@register_flop_formula(torch.ops.smpconv.conv_grad_weight)
+def _grad_weight_flops(grad_y_shape, x_shape, kernel_size, pad, *args, out_shape=None, **kwargs) -> int:
+    return _flops(x_shape, grad_y_shape[1], kernel_size)
+
+
+# ---- the functions ----------------------------------------------------------------------------------------
+
+def useful_taps(kernel_size: Sequence[int], pad: Sequence[int], size: Sequence[int]) -> List[Tuple[int, int]]:
+    """Per axis, the taps [start, stop) that meet an input of `size`: tap j reaches t - p + j for some t."""
+    return [(max(0, p - n + 1), min(k, p + n)) for k, p, n in zip(kernel_size, pad, size)]
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], ndim: int, name: str) -> None:
+    for argument, tensor in (('x', x), ('weight', weight)):
+        if not tensor.is_floating_point():
+            raise TypeError(f'{name} takes floating-point tensors (float16, bfloat16, float32, float64), got '
+                            f'{argument} of {tensor.dtype}')
+    if x.dim() != ndim + 2 or weight.dim() != ndim + 2 or weight.shape[1] != x.shape[1]:
+        axes = 'L' if ndim == 1 else 'H, W'
+        kernel = 'L' if ndim == 1 else 'kh, kw'
+        raise ValueError(f'{name} takes x [B, C, {axes}] and weight [O, C, {kernel}], got {tuple(x.shape)} and '
+                         f'{tuple(weight.shape)}')
+    if bias is not None and tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f'{name} takes a bias [O] = [{weight.shape[0]}], got {tuple(bias.shape)}')
+
+
+def plain_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
+    """PyTorch's own convolution, which TorchScript, FX, torch.export and the ONNX exporter record, so that what
+    they save runs without this package."""
+    if causal:
+        return F.conv1d(F.pad(x, [weight.shape[-1] - 1, 0]), weight, bias)
+    return F.conv2d(x, weight, bias, padding=[weight.shape[-2] // 2, weight.shape[-1] // 2])
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], pad: List[int]) -> torch.Tensor:
+    dtype = compute_dtype(x, weight)
+    x, weight = x.to(dtype), weight.to(dtype)
+    taps = useful_taps(weight.shape[2:], pad, x.shape[2:])
+    weight = weight[(slice(None), slice(None)) + tuple(slice(start, stop) for start, stop in taps)]
+    y = _forward(x, weight, [p - start for p, (start, _) in zip(pad, taps)])
+    return y if bias is None else y + bias.to(dtype).view(1, -1, *([1] * len(pad)))
+
+
+def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Causal convolution of x [B, C, N] with weight [O, C, L] (plus a bias [O]): output step t sees steps
+    t - L + 1 .. t of every input channel, weight[..., -1] the current one; for any N and L."""
+    if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
+        return plain_conv(x, weight, bias, True)
+    if recording_graph():
+        return plain_conv(x, weight, bias, True)
+    _check(x, weight, bias, 1, 'causal_conv1d')
+    return _conv(x, weight, bias, [weight.shape[-1] - 1])
+
+
+def conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Stride-1, zero-padded 'same' cross-correlation of x [B, C, H, W] with weight [O, C, kh, kw] (odd sizes),
+    plus a bias [O]: F.conv2d(x, weight, bias, padding='same'), for any kernel and image size."""
+    if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
+        return plain_conv(x, weight, bias, False)
+    if recording_graph():
+        return plain_conv(x, weight, bias, False)
+    _check(x, weight, bias, 2, 'conv2d_same')
+    if weight.shape[-2] % 2 == 0 or weight.shape[-1] % 2 == 0:
+        raise ValueError(f"'same' convolution needs odd kernel sizes, got {tuple(weight.shape[-2:])}")
+    return _conv(x, weight, bias, [k // 2 for k in weight.shape[-2:]])

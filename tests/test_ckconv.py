@@ -1,0 +1,263 @@
+"""The authors' sequence and CIFAR-10 models: exact on the reference data made with their code, the named
+configurations, any input length; their long convolutions against float64 definitions."""
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+import smpconv_models
+from smpconv_models import causal_conv1d, conv2d_same, from_official_ckconv
+from smpconv_models.ops import clear_choices, use_backend
+from smpconv_models.ops.conv import CONV_BACKENDS
+
+DATA = Path(__file__).parent / 'data' / 'official_seq'
+CASES = ['tcn_smnist_tiny', 'tcn_chartraj_tiny', 'resnet_cifar10_tiny']
+BACKENDS = list(CONV_BACKENDS)
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    clear_choices()
+    yield
+    clear_choices()
+
+
+def official_constructor(case: str) -> dict:
+    constructor = json.loads((DATA / f'{case}_config.json').read_text())['constructor']
+    return dict(in_channels=constructor['in_channels'], out_channels=constructor['out_channels'],
+                net=constructor['net_config'], kernel=constructor['kernel_config'], conv=constructor['conv_config'])
+
+
+def our_module(official_path: str) -> str:
+    """The module of ours that computes what an official module path does."""
+    path = official_path.replace('backbone.', 'blocks.')
+    return 'stem.large' if path == 'cconv1' else path.replace('.cconv1', '.conv1.large').replace('.cconv2',
+                                                                                                 '.conv2.large')
+
+
+@pytest.fixture(scope='module', params=CASES)
+def case(request):
+    model = from_official_ckconv(DATA / f'{request.param}_weights.safetensors', **official_constructor(request.param))
+    return request.param, model.eval(), load_file(DATA / f'{request.param}_io.safetensors')
+
+
+@torch.no_grad()
+def test_logits_kernels_and_blocks_match_official(case):
+    name, model, reference = case
+    x = reference['input']
+    logits = model(x)
+    # float32, |logits| < 5: the same sums in another order (FFT or direct, another BLAS) differ by ~1e-6
+    torch.testing.assert_close(logits, reference['logits'], rtol=0, atol=1e-5)
+    other_path = next(k for k in reference if k in ('logits_fft', 'logits_direct'))
+    torch.testing.assert_close(logits, reference[other_path], rtol=0, atol=1e-5)
+    _, blocks = model.forward_intermediates(x)
+    for i, block in enumerate(blocks):
+        key = f"act.{'backbone' if 'tcn' in name else 'blocks'}.{i}"
+        torch.testing.assert_close(block, reference[key], rtol=0, atol=1e-5)
+    kernels = {k[len('kernel.'):]: v for k, v in reference.items() if k.startswith('kernel.')}
+    assert len(kernels) == (5 if 'resnet' in name else 4)
+    for path, expected in kernels.items():
+        # |K| < 1, float32 eps 6e-8: the same products and sums
+        torch.testing.assert_close(model.get_submodule(our_module(path)).kernel(), expected, rtol=0, atol=1e-6)
+
+
+def test_train_mode_logits_match_official(case):
+    """Batch statistics, one forward of a copy: the float32 tolerance of the issue, 1e-4."""
+    name, model, reference = case
+    trained = copy.deepcopy(model).train()
+    with torch.no_grad():
+        torch.testing.assert_close(trained(reference['input']), reference['logits_train'], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize('name, params', [
+    ('smpconv_tcn_smnist', 370_960), ('smpconv_tcn_pmnist', 370_960), ('smpconv_tcn_scifar10', 373_480),
+    ('smpconv_tcn_chartraj', 373_790), ('smpconv_tcn_speech_mfcc', 391_840), ('smpconv_tcn_speech_raw', 370_960),
+    ('smpconv_resnet_cifar10', 489_646),
+])
+def test_named_configurations_have_the_authors_parameter_counts(name, params):
+    model = timm.create_model(name, device='meta')
+    assert sum(p.numel() for p in model.parameters()) == params
+
+
+def test_configurations_are_the_authors_commands():
+    """The authors' smp/README.md commands, through from_official_ckconv's translation, build our named models."""
+    tcn = dict(type='TCN', no_hidden=30, no_blocks=6, dropout=0., norm='BatchNorm', nonlinearity='ReLU',
+               block_width_factors=[0.])
+    conv = dict(type='CKConv', use_fft=True, bias=False, horizon='same', small_kernel_size=5)
+    kernel = dict(dim_linear=1, n_points=30, radius=0.002, coord_std=0.1)
+    commands = {
+        'smpconv_tcn_smnist': (1, 10, 784, {}, {}, {}),
+        'smpconv_tcn_scifar10': (3, 10, 1024, {}, {}, dict(bias=True)),
+        'smpconv_tcn_chartraj': (3, 20, 182, {}, dict(radius=0.012), dict(bias=True, use_fft=False)),
+        'smpconv_tcn_speech_mfcc': (20, 10, 161, dict(dropout=0.2), dict(radius=0.012), dict(bias=True)),
+        'smpconv_tcn_speech_raw': (1, 10, 16000, dict(dropout=0.1), dict(radius=0.0002), {}),
+    }
+    from smpconv_models.official import official_ckconv_model_args
+    for name, (channels, classes, length, net_args, kernel_args, conv_args) in commands.items():
+        _, args = official_ckconv_model_args(channels, classes, {**tcn, **net_args}, {**kernel, **kernel_args},
+                                             {**conv, **conv_args}, sequence_length=length)
+        ours = timm.create_model(name, device='meta')
+        theirs = smpconv_models.SMPConvTCN(**args, device='meta')
+        assert str(ours) == str(theirs), name
+    resnet = dict(type='ResNet', no_hidden=24, no_blocks=7, dropout=0.1, norm='BatchNorm', nonlinearity='ReLU',
+                  block_width_factors=[1.0, 2, 1.5, 3, 2.0, 2])
+    _, args = official_ckconv_model_args(3, 10, resnet, dict(dim_linear=2, n_points=16, radius=0.12, coord_std=0.05),
+                                         dict(type='CKConv', horizon=33, small_kernel_size=3))
+    assert str(smpconv_models.SMPConvResNet(**args, device='meta')) == \
+        str(timm.create_model('smpconv_resnet_cifar10', device='meta'))
+
+
+def test_official_configs_that_do_not_fit_are_named():
+    constructor = official_constructor('tcn_smnist_tiny')
+    weights = load_file(DATA / 'tcn_smnist_tiny_weights.safetensors')
+    with pytest.raises(ValueError, match=r"net has keys the authors' config does not: no_hiden"):
+        from_official_ckconv(weights, **{**constructor, 'net': {**constructor['net'], 'no_hiden': 8}})
+    with pytest.raises(ValueError, match='conv.horizon must be odd'):
+        from_official_ckconv(weights, **{**constructor, 'conv': {**constructor['conv'], 'horizon': 32}})
+    with pytest.raises(ValueError, match="only 'CKConv' builds one"):
+        from_official_ckconv(weights, **{**constructor, 'conv': {**constructor['conv'], 'type': 'Conv'}})
+    unrun = {k: v * 0 if k.endswith('train_length') else v for k, v in weights.items()}
+    with pytest.raises(ValueError, match="conv.horizon='same' takes the kernel length .* pass sequence_length"):
+        from_official_ckconv(unrun, **constructor)
+    assert from_official_ckconv(unrun, sequence_length=64, **constructor).blocks[0].conv1.large.kernel().shape[-1] == 64
+    with pytest.raises(ValueError, match=r'does not fit the model: shapes that differ .*blocks\.0\.conv1\.large_norm'):
+        from_official_ckconv(weights, **{**constructor, 'net': {**constructor['net'], 'no_hidden': 6}})
+    with pytest.raises(ValueError, match='not an official SMPConv sequence or CIFAR-10 state dict'):
+        from_official_ckconv(timm.create_model('smpconv_tcn_smnist').state_dict(), **constructor)
+
+
+@pytest.mark.parametrize('length', [20, 63, 64, 100])
+def test_a_tcn_runs_on_any_length_and_is_causal(length):
+    """Kernels of 64 taps: cropped for shorter sequences, sliding over longer ones; no step sees the future."""
+    torch.manual_seed(0)
+    model = timm.create_model('smpconv_tcn_smnist', kernel_size=64, depth=2, width=8).eval()
+    x = torch.randn(2, 1, length)
+    changed = x.clone()
+    changed[:, :, length // 2:] += 1.
+    with torch.no_grad():
+        full, early = model.forward_features(x), model.forward_features(changed)
+    assert full.shape == (2, 8, length)
+    torch.testing.assert_close(early[..., :length // 2], full[..., :length // 2], rtol=0, atol=1e-6)
+    assert not torch.allclose(early[..., length // 2:], full[..., length // 2:])
+
+
+@pytest.mark.parametrize('size', [(32, 32), (16, 16), (40, 24), (7, 9)])
+def test_the_resnet_runs_on_any_image_size(size):
+    model = timm.create_model('smpconv_resnet_cifar10', depth=2, width=8, width_factors=(1, 2)).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, *size)).shape == (2, 10)
+        assert model(torch.randn(1, 3, *size)).shape == (1, 10)  # the authors' squeeze() gave [10]
+
+
+# ---- the long convolutions ----------------------------------------------------------------------------------
+
+def causal_reference(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The definition, in float64: y[t] = sum_l w[L - 1 - l] x[t - l]."""
+    return F.conv1d(F.pad(x.double(), (weight.shape[-1] - 1, 0)), weight.double())
+
+
+def authors_causal_fftconv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The authors' causal_fftconv as their architecture notes describe it: an even kernel gets a leading zero, x
+    is left-padded to M = N + L' - 1, and irfft is called without n."""
+    if weight.shape[-1] % 2 == 0:
+        weight = F.pad(weight, (1, 0))
+    length = x.shape[-1]
+    x = F.pad(x, (weight.shape[-1] - 1, 0))
+    spectrum_x, spectrum_w = torch.fft.rfft(x), torch.fft.rfft(F.pad(weight, (0, x.shape[-1] - weight.shape[-1])))
+    return torch.fft.irfft(torch.einsum('bi...,oi...->bo...', spectrum_x, spectrum_w.conj()))[..., :length]
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('length', [1, 7, 8, 63, 64, 161])
+@pytest.mark.parametrize('taps', [1, 5, 'same', 'longer'])
+def test_causal_convolution_is_exact_for_every_length(backend, length, taps):
+    taps = {'same': length, 'longer': 2 * length + 3}.get(taps, taps)
+    generator = torch.Generator().manual_seed(length * 100 + taps)
+    x = torch.randn(2, 3, length, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(4, 3, taps, dtype=torch.float64, generator=generator, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, generator=generator)
+    with use_backend(backend):
+        y = causal_conv1d(x, weight, bias)
+        grads = torch.autograd.grad(y.square().sum(), (x, weight))
+    expected = causal_reference(x, weight) + bias[:, None]
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, weight))
+    # float64: rounding of sums of at most a few hundred products of O(1) numbers
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-10)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize('length', [64, 63, 161])
+def test_the_authors_fft_path_is_the_causal_convolution_on_even_lengths_only(length):
+    generator = torch.Generator().manual_seed(length)
+    x, weight = torch.randn(2, 3, length, generator=generator), torch.randn(4, 3, length, generator=generator)
+    with use_backend('fft'):
+        ours = causal_conv1d(x.double(), weight.double())
+    theirs = authors_causal_fftconv(x.double(), weight.double())
+    torch.testing.assert_close(ours, causal_reference(x, weight), rtol=0, atol=1e-10)
+    if length % 2 == 0:
+        torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-10)
+    else:  # irfft without n: another signal, as large as the output itself
+        assert (theirs - ours).abs().max() > 0.1 * ours.abs().max()
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('size, taps', [((9, 11), (7, 5)), ((6, 5), (15, 15)), ((16, 16), (33, 33)), ((1, 1), (3, 3))])
+def test_same_convolution_is_exact(backend, size, taps):
+    generator = torch.Generator().manual_seed(sum(size + taps))
+    x = torch.randn(2, 3, *size, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(4, 3, *taps, dtype=torch.float64, generator=generator, requires_grad=True)
+    with use_backend(backend):
+        y = conv2d_same(x, weight)
+        grads = torch.autograd.grad(y.square().sum(), (x, weight))
+    expected = F.conv2d(x, weight, padding=(taps[0] // 2, taps[1] // 2))
+    torch.testing.assert_close(y, expected, rtol=0, atol=1e-10)
+    for got, want in zip(grads, torch.autograd.grad(expected.square().sum(), (x, weight))):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_first_and_second_derivatives_and_the_operator_checks(backend):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 9, dtype=torch.float64, generator=generator, requires_grad=True)
+    weight = torch.randn(3, 2, 5, dtype=torch.float64, generator=generator, requires_grad=True)
+    image = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=generator, requires_grad=True)
+    kernel = torch.randn(2, 2, 3, 3, dtype=torch.float64, generator=generator, requires_grad=True)
+    with use_backend(backend):
+        assert torch.autograd.gradcheck(causal_conv1d, (x, weight))
+        assert torch.autograd.gradgradcheck(causal_conv1d, (x, weight))
+        assert torch.autograd.gradcheck(conv2d_same, (image, kernel))
+        assert torch.autograd.gradgradcheck(conv2d_same, (image, kernel))
+        torch.library.opcheck(torch.ops.smpconv.conv, (x.detach(), weight.detach(), [4]))
+        torch.library.opcheck(torch.ops.smpconv.conv_grad_weight, (torch.randn(2, 3, 9, dtype=torch.float64),
+                                                                  x.detach(), [5], [4]))
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_output_dtype_and_empty_inputs(backend):
+    x, weight = torch.randn(2, 3, 16), torch.randn(4, 3, 16)
+    with use_backend(backend):
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = causal_conv1d(x, weight)
+        assert low.dtype == torch.bfloat16  # F.conv1d's under autocast, accumulated in float32
+        torch.testing.assert_close(low.float(), causal_conv1d(x, weight), rtol=0.05, atol=0.3)
+        assert causal_conv1d(x.bfloat16(), weight).dtype == torch.float32
+        empty = causal_conv1d(x[:0], weight)
+    assert empty.shape == (0, 4, 16)
+
+
+def test_arguments_that_do_not_fit_are_named():
+    with pytest.raises(ValueError, match=r'causal_conv1d takes x \[B, C, L\] and weight \[O, C, L\], got \(2, 3, 8\) '
+                                         r'and \(4, 2, 5\)'):
+        causal_conv1d(torch.zeros(2, 3, 8), torch.zeros(4, 2, 5))
+    with pytest.raises(ValueError, match=r"'same' convolution needs odd kernel sizes, got \(4, 5\)"):
+        conv2d_same(torch.zeros(1, 2, 8, 8), torch.zeros(3, 2, 4, 5))
+    with pytest.raises(TypeError, match='floating-point tensors .* got x of torch.int64'):
+        causal_conv1d(torch.zeros(1, 2, 8, dtype=torch.int64), torch.zeros(3, 2, 5))
+    with pytest.raises(ValueError, match=r'takes a bias \[O\] = \[3\], got \(2,\)'):
+        causal_conv1d(torch.zeros(1, 2, 8), torch.zeros(3, 2, 5), torch.zeros(2))
