@@ -1,4 +1,4 @@
-"""torch.hub entry points for the SMPConv models (and only them):
+"""torch.hub entry points for the SMPConv models (and only them), one per registered model:
 
     torch.hub.load('<owner>/smpconv-models', 'smpconv_t', pretrained=True)
     torch.hub.load('<owner>/smpconv-models', 'smpconv', model_name='hf-hub:smpconv-models/smpconv_t.in1k')
@@ -44,3 +44,38 @@ def smpconv(model_name: str, pretrained: bool = False, **kwargs):
     if not architecture.startswith('smpconv'):
         raise ValueError(f"{model_name!r} holds a {architecture!r} model: this hub serves smpconv_* models only")
     return model
+
+
+def smpconv_tcn_smnist(pretrained: bool = False, **kwargs):
+    """The authors' TCN for sequential MNIST (784 steps), 371K parameters (paper: 99.75%)."""
+    return _create('smpconv_tcn_smnist', pretrained, **kwargs)
+
+
+def smpconv_tcn_pmnist(pretrained: bool = False, **kwargs):
+    """The authors' TCN for permuted MNIST (784 steps), 371K parameters (paper: 99.10%)."""
+    return _create('smpconv_tcn_pmnist', pretrained, **kwargs)
+
+
+def smpconv_tcn_scifar10(pretrained: bool = False, **kwargs):
+    """The authors' TCN for sequential CIFAR-10 (1024 steps), 373K parameters (paper: 84.86%)."""
+    return _create('smpconv_tcn_scifar10', pretrained, **kwargs)
+
+
+def smpconv_tcn_chartraj(pretrained: bool = False, **kwargs):
+    """The authors' TCN for Character Trajectories (182 steps), 374K parameters (paper: 99.53%)."""
+    return _create('smpconv_tcn_chartraj', pretrained, **kwargs)
+
+
+def smpconv_tcn_speech_mfcc(pretrained: bool = False, **kwargs):
+    """The authors' TCN for Speech Commands MFCCs (20 x 161), 392K parameters (paper: 97.71%)."""
+    return _create('smpconv_tcn_speech_mfcc', pretrained, **kwargs)
+
+
+def smpconv_tcn_speech_raw(pretrained: bool = False, **kwargs):
+    """The authors' TCN for raw Speech Commands audio (16,000 steps), 371K parameters (paper: 94.95%)."""
+    return _create('smpconv_tcn_speech_raw', pretrained, **kwargs)
+
+
+def smpconv_resnet_cifar10(pretrained: bool = False, **kwargs):
+    """The authors' CIFAR-10 ResNet with 33 x 33 kernels, 490K parameters (paper: 93.00%)."""
+    return _create('smpconv_resnet_cifar10', pretrained, **kwargs)
