@@ -25,7 +25,7 @@ from smpconv_models.checkpoint import create_model
 from smpconv_models.ops import choices as depthwise_choices
 from smpconv_models.training import (
     Checkpointer, ConfigError, Progress, create_datasets, create_eval_loader, create_loss, create_mixup,
-    create_optimizer, create_scheduler, create_train_loader, evaluate, latest_training_state, mixup_enabled,
+    create_optimizer, create_scheduler, create_train_loader, evaluate, is_task, latest_training_state, mixup_enabled,
     num_classes_of, parse_args, remove_leftovers, resolve_batch_size, resolved_config, restore_training_state,
     rng_state, scaled_lr, set_epoch, sync_batchnorm, train_one_epoch)
 
@@ -57,7 +57,7 @@ def train(args) -> dict:
                              **model_kwargs)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    data_config = resolve_data_config(vars(args), model=model)
+    data_config = None if is_task(args.dataset) else resolve_data_config(vars(args), model=model)
     if args.grad_checkpointing:
         model.set_grad_checkpointing()
     if world_size > 1 and args.sync_bn:

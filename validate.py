@@ -22,8 +22,8 @@ from timm.utils import check_batch_size_retry, decay_batch_step
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.checkpoint import create_from_checkpoint, create_model, latest_run
-from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, num_classes_of,
-                                     parse_eval_args)
+from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, is_task,
+                                     num_classes_of, parse_eval_args)
 
 DEFAULT_MODEL = 'smpconv_t'
 RUNS = Path('output/train')  # where train_imagenet.py writes its runs by default
@@ -71,7 +71,7 @@ def validate(args) -> dict:
     architecture = model.pretrained_cfg['architecture']
     if args.reparam:
         model = reparameterize_model(model)
-    data_config = resolve_data_config(vars(args), model=model)
+    data_config = None if is_task(args.dataset) else resolve_data_config(vars(args), model=model)
     model = model.to(accelerator.device).eval()
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -95,7 +95,8 @@ def validate(args) -> dict:
     return dict(
         model=architecture, checkpoint=args.checkpoint or ('pretrained' if args.pretrained else 'random init'),
         dataset=args.dataset or args.data_dir, split=args.split, num_images=len(dataset),
-        input_size=list(data_config['input_size']), batch_size=batch_size, **metrics)
+        input_size=list(data_config['input_size'] if data_config else dataset[0][0].shape), batch_size=batch_size,
+        **metrics)
 
 
 def write_results(results: dict, path: Path) -> None:

@@ -75,6 +75,17 @@ def test_quickstart_shortened(tmp_path):
 
 
 @pytest.mark.slow
+def test_sequence_quickstart_shortened(tmp_path):
+    """The authors' sMNIST TCN on the bundled images read pixel by pixel, one epoch instead of ten."""
+    result = run(['--config', str(ROOT / 'configs' / 'quickstart_sequence.yaml'), '--epochs', '1',
+                  '--warmup-epochs', '0', '--experiment', 'sequence'], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'smpconv_tcn_smnist (0.37M params, 10 classes) on 1000 training images' in result.stdout
+    rows = read_summary(tmp_path / 'sequence')
+    assert float(rows[0]['eval_top1']) > 30  # chance: 10
+
+
+@pytest.mark.slow
 def test_resumed_run_keeps_its_depthwise_backends(tmp_path, monkeypatch):
     """Backends round differently: a resumed run computes with the ones its run chose, without timing anew."""
     recipe = [*FAST, '--warmup-epochs', '0', '--output', str(tmp_path)]

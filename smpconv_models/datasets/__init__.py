@@ -16,17 +16,17 @@ class FashionMNISTSubset(torch.utils.data.Dataset):
     """A class-balanced Fashion-MNIST subset: 1,000 training and 200 validation images of 10 classes.
 
     Fashion-MNIST is (c) 2017 Zalando SE, MIT licence (`LICENSE-fashion-mnist` beside this file); the
-    subset is made by `make_fashion_mnist_subset.py`. Images are returned as 32x32 RGB PIL images: the
-    28x28 grayscale originals padded with 2 background (black) pixels, so that a stride-32 network keeps
+    subset is made by `make_fashion_mnist_subset.py`. Images are returned as 32x32 RGB PIL images by default:
+    the 28x28 grayscale originals padded with 2 background (black) pixels, so that a stride-32 network keeps
     a feature map after upsampling, and replicated to three channels, so that the ImageNet transforms and
-    models apply unchanged.
+    models apply unchanged; `padding=0, rgb=False` gives the originals.
     """
     classes = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
                'Ankle boot')
     file = Path(__file__).with_name('fashion_mnist_subset.npz')
 
     def __init__(self, split: str = 'train', transform: Optional[Callable] = None,
-                 target_transform: Optional[Callable] = None):
+                 target_transform: Optional[Callable] = None, padding: int = 2, rgb: bool = True):
         if split in _TRAIN_SPLITS:
             prefix = 'train'
         elif split in _EVAL_SPLITS:
@@ -35,8 +35,9 @@ class FashionMNISTSubset(torch.utils.data.Dataset):
             raise ValueError(f"unknown split {split!r} of the bundled Fashion-MNIST subset: "
                              f"use one of {_TRAIN_SPLITS + _EVAL_SPLITS}")
         with np.load(self.file) as data:
-            self.images = np.pad(data[f'{prefix}_images'], ((0, 0), (2, 2), (2, 2)))
+            self.images = np.pad(data[f'{prefix}_images'], ((0, 0), (padding, padding), (padding, padding)))
             self.labels = data[f'{prefix}_labels'].astype(np.int64)
+        self.mode = 'RGB' if rgb else 'L'
         self.transform = transform
         self.target_transform = target_transform
 
@@ -44,7 +45,7 @@ class FashionMNISTSubset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int) -> Tuple[object, object]:
-        image = Image.fromarray(self.images[index]).convert('RGB')
+        image = Image.fromarray(self.images[index]).convert(self.mode)
         target = int(self.labels[index])
         if self.transform is not None:
             image = self.transform(image)

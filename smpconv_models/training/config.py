@@ -12,6 +12,8 @@ from typing import Any, Collection, Dict, Optional, Sequence
 import yaml
 from timm.utils import ParseKwargs
 
+from ..datasets.tasks import BUNDLED_TASK, TASKS
+
 BUNDLED_DATASET = 'fashion-mnist-subset'
 
 __all__ = ['ConfigError', 'add_data_args', 'add_model_args', 'build_parser', 'build_eval_parser', 'parse_args',
@@ -47,9 +49,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                        help="dataset root: a folder of <split>/<class>/<image> or a tar (then --dataset defaults to "
                             "'', a folder), or where --dataset-download puts a dataset")
     group.add_argument('--dataset', default=None, metavar='NAME',
-                       help="timm dataset type ('' for a folder or tar, 'hfds/...', 'wds/...', 'torch/...') or "
-                            f"'{BUNDLED_DATASET}', the data bundled with the package; unset: a folder or tar with "
-                            "--data-dir, else the bundled data")
+                       help="timm dataset type ('' for a folder or tar, 'hfds/...', 'wds/...', 'torch/...'), "
+                            f"'{BUNDLED_DATASET}', the images bundled with the package, or a task of the authors' "
+                            f"sequence and CIFAR-10 models ({', '.join(TASKS)}); unset: a folder or tar with "
+                            "--data-dir, else the bundled images")
     group.add_argument('--class-map', default='', metavar='FILE', help='a file mapping folder names to class indices')
     group.add_argument('--dataset-download', action='store_true', help="download a 'torch/' or 'hfds/' dataset")
     group.add_argument('--input-img-mode', default='RGB', help='PIL mode the images are read in')
@@ -66,6 +69,8 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                             'this machine\'s CPUs')
     group.add_argument('--pin-mem', action='store_true', help='pin batches in page-locked memory (GPU runs)')
     group.add_argument('--seed', type=int, default=42, help='seed of the data order, augmentation and initialisation')
+    group.add_argument('--permutation-seed', type=int, default=0,
+                       help="pmnist: the seed of the pixel order (the authors': 0)")
     return group
 
 
@@ -105,6 +110,9 @@ def build_parser(default_config: Optional[Path] = None) -> argparse.ArgumentPars
                        help="samples per training epoch of an iterable dataset ('wds/', 'hfids/')")
     group.add_argument('--val-num-samples', type=int, default=None,
                        help='samples of an iterable validation dataset')
+    group.add_argument('--input-dropout', type=float, default=0.,
+                       help="sequence tasks: probability that a training input value is zeroed (the authors' "
+                            'net.dropout_in)')
 
     group = add_model_args(parser)
     group.add_argument('--drop', type=float, default=0., help='dropout before the classifier')
@@ -281,8 +289,9 @@ def _parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[
         parser.set_defaults(**load_config(Path(config_path), parser, ignore))  # what --help shows, too
     args = parser.parse_args(argv)
     given = _given_on_command_line(parser, argv)
-    # a --data-dir on the command line means that folder or tar, whatever dataset the config names
-    if 'dataset' not in given and ('data_dir' in given or (args.dataset is None and args.data_dir)):
+    # a --data-dir means that folder or tar, unless --dataset names another kind of data: a config's bundled
+    # dataset, which has no folder, gives way to it
+    if 'dataset' not in given and args.data_dir and args.dataset in (None, BUNDLED_DATASET, BUNDLED_TASK):
         args.dataset = ''
     elif args.dataset is None:
         args.dataset = BUNDLED_DATASET

@@ -9,10 +9,11 @@ from timm.data import create_dataset, create_transform
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
 from ..datasets import FashionMNISTSubset
+from ..datasets.tasks import TASKS, create_task_dataset
 from .config import BUNDLED_DATASET, ConfigError
 
-__all__ = ['create_datasets', 'create_eval_dataset', 'num_classes_of', 'SeededAugmentation', 'create_train_loader',
-           'create_eval_loader', 'set_epoch']
+__all__ = ['is_task', 'create_datasets', 'create_eval_dataset', 'num_classes_of', 'SeededAugmentation',
+           'create_train_loader', 'create_eval_loader', 'set_epoch']
 
 
 # the split folder names timm's dataset factory looks for
@@ -40,8 +41,27 @@ def _timm_dataset(args, split: str, is_training: bool, num_samples: Optional[int
         raise
 
 
+def is_task(dataset: str) -> bool:
+    """Whether `dataset` is one of the authors' sequence and CIFAR-10 tasks, whose items come prepared (and
+    augmented for training) as the authors prepare them, rather than through timm's image transforms."""
+    return dataset in TASKS
+
+
+def _task_dataset(args, split: str, training: bool) -> Dataset:
+    try:
+        return create_task_dataset(args.dataset, split, args.data_dir, training=training,
+                                   download=args.dataset_download, input_dropout=getattr(args, 'input_dropout', 0.),
+                                   permutation_seed=args.permutation_seed)
+    except (ValueError, FileNotFoundError) as e:
+        raise ConfigError(str(e)) from e
+    except RuntimeError as e:  # torchvision: 'Dataset not found or corrupted. You can use download=True ...'
+        raise ConfigError(f'{args.dataset} not found in {args.data_dir} ({e}); --dataset-download fetches it') from e
+
+
 def create_eval_dataset(args, split: str, num_samples: Optional[int] = None) -> Dataset:
     """The `split` of the dataset that `--dataset` and `--data-dir` name, for evaluation."""
+    if is_task(args.dataset):
+        return _task_dataset(args, split, training=False)
     if args.dataset == BUNDLED_DATASET:
         _check_no_data_dir(args)
         return FashionMNISTSubset(split)
@@ -56,6 +76,8 @@ def _check_no_data_dir(args) -> None:
 
 def create_datasets(args) -> Tuple[Dataset, Dataset]:
     """The training and validation datasets that `--dataset` and `--data-dir` name."""
+    if is_task(args.dataset):
+        return _task_dataset(args, args.train_split, training=True), _task_dataset(args, args.val_split, False)
     if args.dataset == BUNDLED_DATASET:
         _check_no_data_dir(args)
         return FashionMNISTSubset(args.train_split), FashionMNISTSubset(args.val_split)
@@ -120,14 +142,16 @@ def _loader_kwargs(args, device: torch.device, dataset: Dataset) -> Dict[str, An
                 generator=torch.Generator().manual_seed(args.seed))
 
 
-def create_train_loader(dataset: Dataset, data_config: Dict[str, Any], args, world_size: int, rank: int,
+def create_train_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], args, world_size: int, rank: int,
                         device: torch.device) -> DataLoader:
-    """Augmented, shuffled batches of `args.batch_size`; each process gets every world_size-th sample."""
-    dataset.transform = create_transform(
-        data_config['input_size'], is_training=True, no_aug=args.no_aug, scale=args.scale, ratio=args.ratio,
-        hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa or None,
-        interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
-        re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
+    """Augmented, shuffled batches of `args.batch_size`; each process gets every world_size-th sample. Images
+    get timm's training transform of `data_config`; a task's dataset (data_config None) comes augmented."""
+    if data_config is not None:
+        dataset.transform = create_transform(
+            data_config['input_size'], is_training=True, no_aug=args.no_aug, scale=args.scale, ratio=args.ratio,
+            hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa or None,
+            interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
+            re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
     if isinstance(dataset, IterableDataset):  # timm's iterable readers shard across processes themselves
         return DataLoader(dataset, batch_size=args.batch_size, drop_last=True, **_loader_kwargs(args, device, dataset))
     # The sampler's shuffle depends on (seed, epoch) alone: one process with batch N*B takes the same
@@ -139,12 +163,14 @@ def create_train_loader(dataset: Dataset, data_config: Dict[str, Any], args, wor
                       drop_last=True, **_loader_kwargs(args, device, dataset))
 
 
-def create_eval_loader(dataset: Dataset, data_config: Dict[str, Any], batch_size: int, args, world_size: int,
-                       rank: int, device: torch.device) -> DataLoader:
-    """Every validation sample exactly once over all processes (no padding, so metrics are exact)."""
-    dataset.transform = create_transform(
-        data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
-        mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'])
+def create_eval_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], batch_size: int, args,
+                       world_size: int, rank: int, device: torch.device) -> DataLoader:
+    """Every validation sample exactly once over all processes (no padding, so metrics are exact); images through
+    timm's evaluation transform of `data_config`, a task's dataset (data_config None) as it comes."""
+    if data_config is not None:
+        dataset.transform = create_transform(
+            data_config['input_size'], is_training=False, interpolation=data_config['interpolation'],
+            mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'])
     if not isinstance(dataset, IterableDataset):
         dataset = Subset(dataset, range(rank, len(dataset), world_size))
     return DataLoader(dataset, batch_size=batch_size, persistent_workers=args.workers > 0,
