@@ -251,6 +251,26 @@ def test_output_dtype_and_empty_inputs(backend):
     assert empty.shape == (0, 4, 16)
 
 
+def test_hopeless_candidates_are_not_timed(monkeypatch):
+    """A direct convolution with 4,096 taps over 4,096 steps does ~500x the FFT's work: timing it would cost more
+    than it could save, so the dispatcher leaves it out; with short kernels both are timed."""
+    from smpconv_models.ops import choices, dispatch
+    timed = []
+
+    def fake_time(run, device):
+        timed.append(run.func.__name__)
+        return 1.
+
+    monkeypatch.setattr(dispatch, '_time', fake_time)
+    with torch.no_grad():
+        causal_conv1d(torch.randn(2, 4, 4096), torch.randn(4, 4, 4096))
+    assert timed == ['_fft_forward'] and set(choices().values()) == {'fft'}
+    timed.clear()
+    with torch.no_grad():
+        causal_conv1d(torch.randn(2, 4, 64), torch.randn(4, 4, 5))
+    assert sorted(timed) == ['_fft_forward', '_torch_forward']
+
+
 def test_arguments_that_do_not_fit_are_named():
     with pytest.raises(ValueError, match=r'causal_conv1d takes x \[B, C, L\] and weight \[O, C, L\], got \(2, 3, 8\) '
                                          r'and \(4, 2, 5\)'):

@@ -99,10 +99,17 @@ def _time(run: Callable[[], torch.Tensor], device: torch.device, min_runs: int =
     return min(times)
 
 
-def choose(pass_: str, x: torch.Tensor, signature: Tuple, run: Callable[[str], Callable[[], torch.Tensor]]) -> str:
+# a candidate estimated to do this many times the work of the cheapest one is not timed: timing a direct
+# convolution with 16,000 taps would take longer than training with the FFT
+_HOPELESS = 16.
+
+
+def choose(pass_: str, x: torch.Tensor, signature: Tuple, run: Callable[[str], Callable[[], torch.Tensor]],
+           work: Optional[Mapping[str, float]] = None) -> str:
     """The backend for `pass_` on input `x`: forced, else cached, else the fastest of the supported ones.
     `signature` is what else decides the cost (the kernel's size); `run(name)` returns a zero-argument call of
-    the pass on that backend, for timing."""
+    the pass on that backend, for timing; `work`, where the operator can tell, estimates each backend's work
+    (operations), and those far above the least are left out."""
     backends = _OPERATORS[pass_]
     forced = forced_backend()
     if forced is not None and forced in backends:
@@ -113,6 +120,9 @@ def choose(pass_: str, x: torch.Tensor, signature: Tuple, run: Callable[[str], C
     key = (pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape), tuple(signature))
     if key not in _choices or not backends[_choices[key]].supports(x):  # restored where it cannot run: timed
         candidates = [name for name, backend in backends.items() if backend.supports(x)]
+        if work:
+            least = min(work[name] for name in candidates)
+            candidates = [name for name in candidates if work[name] <= _HOPELESS * least]
         timings, failures = {}, {}
         with torch.no_grad():
             for name in candidates:
