@@ -130,22 +130,37 @@ def calls(monkeypatch) -> list:
     return names
 
 
-def test_dispatcher_times_each_shape_once_and_keeps_the_fastest(monkeypatch, calls):
-    seconds = {'torch': 3., 'torch_channels_last': 2., 'fft': 1.}
+def test_dispatcher_screens_on_one_sample_and_times_the_survivors_on_the_batch(monkeypatch):
+    """A bounded choice: every candidate runs on one sample, those within 4x of the best on the batch, and the
+    close ones once more; the choice then serves this shape, and batch sizes within a factor of two."""
+    runs = []
+    per_sample = {'torch': 10., 'torch_channels_last': 2., 'fft': 1.}  # ranking on one sample ...
+    whole = {'torch_channels_last': 16., 'fft': 20.}  # ... and on the batch of 8: fft loses, but within 1.3x
+    for name in CPU_BACKENDS:
+        forward = BACKENDS[name].forward
+        monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(
+            forward=lambda x, w, name=name, forward=forward: runs.append((name, x.shape[0])) or forward(x, w)))
+    def fake_seconds(call, device):
+        call()
+        name, batch = runs[-1]
+        return (per_sample if batch == 1 else whole)[name]
 
-    def fake_time(run, device):
-        run()
-        return seconds[calls[-1]]
-
-    monkeypatch.setattr(dispatch, '_time', fake_time)
-    x, weight = inputs(2, 3, 8, 8, (5, 5))
+    monkeypatch.setattr(dispatch, '_seconds', fake_seconds)
+    x, weight = inputs(8, 3, 8, 8, (5, 5))
     depthwise_conv2d(x, weight)
+    # all three once on one sample; the two survivors on the batch (an untimed run, a timed one), and once more
+    # each as they are close; then the call itself
+    survivors = ['torch_channels_last', 'fft']
+    assert runs == [(name, 1) for name in CPU_BACKENDS] + [(name, 8) for name in survivors for _ in range(2)] + \
+        [(name, 8) for name in survivors] + [('torch_channels_last', 8)]
+    assert choices() == {('forward', 'cpu', 'float64', 'contiguous', (8, 3, 8, 8), (5, 5)): 'torch_channels_last'}
+    runs.clear()
     depthwise_conv2d(x, weight)
-    # each backend timed once, then the fastest computes both calls
-    assert calls == CPU_BACKENDS + ['fft', 'fft']
-    assert choices() == {('forward', 'cpu', 'float64', 'contiguous', (2, 3, 8, 8), (5, 5)): 'fft'}
-    depthwise_conv2d(x[:1], weight)  # a new shape is timed again
-    assert len(choices()) == 2
+    depthwise_conv2d(x[:4], weight)  # half the batch: the same choice, untimed
+    assert runs == [('torch_channels_last', 8), ('torch_channels_last', 4)]
+    runs.clear()
+    depthwise_conv2d(torch.cat([x, x, x]), weight)  # 3x the batch: chosen anew
+    assert len(runs) > 1 and len(choices()) == 3
 
 
 def test_choices_are_plain_data_that_another_process_can_restore(monkeypatch, calls, tmp_path):
@@ -161,7 +176,7 @@ def test_choices_are_plain_data_that_another_process_can_restore(monkeypatch, ca
     def no_timing(run, device):
         raise AssertionError('timed a shape with a restored choice')
 
-    monkeypatch.setattr(dispatch, '_time', no_timing)
+    monkeypatch.setattr(dispatch, '_seconds', no_timing)
     dispatch.restore_choices(saved)
     calls.clear()
     depthwise_conv2d(x.contiguous(memory_format=torch.channels_last), weight)
@@ -255,7 +270,7 @@ def test_backends_that_fail_while_timed_are_passed_over(monkeypatch):
         monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(forward=out_of_memory))
     with pytest.raises(RuntimeError, match=r'no convolution backend runs forward .* torch: OutOfMemoryError: '
                                            r'CUDA out of memory.*; fft: OutOfMemoryError'):
-        depthwise_conv2d(x[:1], weight)
+        depthwise_conv2d(x[:, :, :6, :6], weight)  # a shape without a choice
 
 
 def test_model_trains_the_same_on_every_backend():

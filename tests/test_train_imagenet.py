@@ -97,7 +97,7 @@ def test_resumed_run_keeps_its_depthwise_backends(tmp_path, monkeypatch):
     def no_timing(run, device):
         raise AssertionError('a resumed run timed a depthwise convolution its run had chosen a backend for')
 
-    monkeypatch.setattr(dispatch, '_time', no_timing)
+    monkeypatch.setattr(dispatch, '_seconds', no_timing)
     assert train_imagenet.main([*recipe, '--epochs', '2', '--resume', str(tmp_path / 'run')]) == 0
     assert choices() == saved[0]
     clear_choices()

@@ -3,5 +3,5 @@ from .conv import causal_conv1d, conv2d_same
 from .depthwise import depthwise_conv2d, recording_graph, useful_window
 from .dispatch import ENV_VAR, choices, clear_choices, restore_choices, use_backend
 
-__all__ = ['depthwise_conv2d', 'causal_conv1d', 'conv2d_same', 'recording_graph', 'useful_window', 'use_backend', 'choices', 'restore_choices',
-           'clear_choices', 'ENV_VAR']
+__all__ = ['depthwise_conv2d', 'causal_conv1d', 'conv2d_same', 'recording_graph', 'useful_window', 'use_backend',
+           'choices', 'restore_choices', 'clear_choices', 'ENV_VAR']

@@ -18,7 +18,7 @@ the same. The output's dtype follows F.conv's under autocast (see `depthwise.com
 """
 import math
 from functools import partial
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -153,14 +153,25 @@ register_operator(('conv.forward', 'conv.grad_weight'), CONV_BACKENDS)
 
 # ---- the operator ---------------------------------------------------------------------------------------
 
+def _screened(pass_: Callable, screen: bool, batched: int, *args) -> Optional[Callable]:
+    """A call of `pass_` for the dispatcher to time: on its arguments, or with `screen` on the first sample of the
+    batch, which the first `batched` arguments carry (None for a batch of one: the whole is the smallest)."""
+    if not screen:
+        return partial(pass_, *args)
+    if args[0].shape[0] == 1:
+        return None
+    return partial(pass_, *(a[:1] for a in args[:batched]), *args[batched:])
+
+
 @torch.library.custom_op('smpconv::conv', mutates_args=())
 def _forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
     if x.numel() == 0 or weight.numel() == 0:
         return x.new_zeros((x.shape[0], weight.shape[0], *x.shape[2:]))
+    x, weight = x.contiguous(), weight.contiguous()
     name = choose('conv.forward', x, (*weight.shape, *pad),
-                  lambda n: partial(CONV_BACKENDS[n].forward, x.contiguous(), weight.contiguous(), pad),
+                  lambda n, screen: _screened(CONV_BACKENDS[n].forward, screen, 1, x, weight, pad),
                   _work(x.shape, weight.shape[0], weight.shape[2:], pad))
-    return CONV_BACKENDS[name].forward(x.contiguous(), weight.contiguous(), pad).contiguous()
+    return CONV_BACKENDS[name].forward(x, weight, pad).contiguous()
 
 
 @_forward.register_fake
@@ -174,7 +185,8 @@ def _grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], 
         return x.new_zeros((grad_y.shape[1], x.shape[1], *kernel_size))
     grad_y, x = grad_y.contiguous(), x.contiguous()
     name = choose('conv.grad_weight', x, (grad_y.shape[1], *kernel_size, *pad),
-                  lambda n: partial(CONV_BACKENDS[n].grad_weight, grad_y, x, kernel_size, pad),
+                  lambda n, screen: _screened(CONV_BACKENDS[n].grad_weight, screen, 2, grad_y, x, kernel_size,
+                                              pad),
                   _work(x.shape, grad_y.shape[1], kernel_size, pad))
     return CONV_BACKENDS[name].grad_weight(grad_y, x, kernel_size, pad).contiguous()
 

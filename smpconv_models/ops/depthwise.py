@@ -13,7 +13,7 @@ for x's device, float32 and lower-precision inputs are computed in the autocast 
 are computed in their promoted dtype. An empty input gives an empty output, as F.conv2d's does.
 """
 from functools import partial
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import torch
 import torch.fx
@@ -37,11 +37,37 @@ def _crop(weight: torch.Tensor, window: List[int]) -> torch.Tensor:
     return weight[:, top:top + window[0], left:left + window[1]]
 
 
+def _screening(tensors: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
+    """A smaller problem of a pass over `tensors` (x, and grad_y or the weight) with its cost in proportion: the
+    first sample of a batch, or an eighth of the channels of a single sample (in its layout), None when it is
+    that small already."""
+    x = tensors[0]
+    if x.shape[0] > 1:
+        return [t[:1] if t.dim() == 4 else t for t in tensors]
+    channels = x.shape[1] // 8
+    if channels == 0:
+        return None
+    layout = memory_format(x)
+    return [t[:, :channels].contiguous(memory_format=layout) if t.dim() == 4 else t[:channels].contiguous()
+            for t in tensors]
+
+
+def _timed_call(pass_: Callable, tensors: List[torch.Tensor], *args) -> Callable[[str, bool], Optional[Callable]]:
+    """`run` of the dispatcher's `choose`: a call of `pass_` of a backend on `tensors`, or on a screening problem."""
+    screening = _screening(tensors)
+
+    def run(name: str, screen: bool) -> Optional[Callable]:
+        if screen and screening is None:
+            return None
+        return partial(pass_(BACKENDS[name]), *(screening if screen else tensors), *args)
+    return run
+
+
 @torch.library.custom_op('smpconv::depthwise_conv2d', mutates_args=())
 def _forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if x.numel() == 0:
         return torch.empty_like(x, memory_format=memory_format(x))
-    name = choose('forward', x, weight.shape[-2:], lambda n: partial(BACKENDS[n].forward, x, weight))
+    name = choose('forward', x, weight.shape[-2:], _timed_call(lambda b: b.forward, [x, weight]))
     # in x's layout, as PyTorch's convolution and the fake below give it, whichever backend ran
     return BACKENDS[name].forward(x, weight).contiguous(memory_format=memory_format(x))
 
@@ -56,7 +82,7 @@ def _grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_h: int, kernel_w:
     size = (kernel_h, kernel_w)
     if x.numel() == 0:
         return x.new_zeros((x.shape[1], kernel_h, kernel_w))
-    name = choose('grad_weight', x, size, lambda n: partial(BACKENDS[n].grad_weight, grad_y, x, size))
+    name = choose('grad_weight', x, size, _timed_call(lambda b: b.grad_weight, [grad_y, x], size))
     return BACKENDS[name].grad_weight(grad_y, x, size).contiguous()
 
 

@@ -1,21 +1,25 @@
 """Which backend computes a pass of a convolution operator: the fastest one, timed once per shape.
 
 The choice is made per pass (the depthwise convolution's 'forward' and 'grad_weight', the full convolution's
-'conv.forward' and 'conv.grad_weight'), device, dtype, layout, input shape and kernel, by running every
-backend of the operator that supports the input a few times and keeping the fastest; it is cached for the
-process. PyTorch's own convolutions are always among the candidates, so a choice is never slower than
-PyTorch. A backend can be forced with the environment variable SMPCONV_DWCONV_BACKEND or, in code,
-`use_backend(name)`: every operator that has a backend of that name uses it, the others choose as usual.
+'conv.forward' and 'conv.grad_weight'), device, dtype, layout, input shape and kernel, by timing the backends
+of the operator that support the input and keeping the fastest; it is cached for the process, and used for
+batch sizes within a factor of two. Timing is bounded: every candidate runs on a smaller problem first (one
+sample of the batch, or a few channels of a single sample), and only those within 4x of the best run on the
+whole (once, and once more where two are close). PyTorch's own convolutions are always among the candidates,
+so a choice is never slower than PyTorch. A backend can be forced with the environment variable
+SMPCONV_DWCONV_BACKEND or, in code, `use_backend(name)`: every operator that has a backend of that name uses
+it, the others choose as usual.
 
-Backends round differently, so two processes that choose differently compute results that differ in the
-last bits: for bitwise-reproducible runs, force a backend, or carry the choices over (`choices()` is plain
-data, made of strings and tuples, and `restore_choices` puts it back), as a resumed training run does.
+Backends round differently, so two processes that choose differently compute results that differ in the last
+bits: for bitwise-reproducible runs, force a backend, or carry the choices over (`choices()` is plain data,
+made of strings and tuples, and `restore_choices` puts it back), as a resumed training run does.
 """
+import math
 import os
 import threading
 import time
 from contextlib import contextmanager
-from typing import Callable, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Callable, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -83,33 +87,80 @@ def clear_choices() -> None:
     _choices.clear()
 
 
-def _time(run: Callable[[], torch.Tensor], device: torch.device, min_runs: int = 3,
-          min_seconds: float = 0.02) -> float:
-    """The least seconds of one run, over at least `min_runs` runs and `min_seconds`: the minimum, as other
-    work on the machine only ever adds time."""
+def _seconds(run: Callable[[], torch.Tensor], device: torch.device) -> float:
     synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    run()  # warm-up: kernel compilation, allocations
     synchronize()
-    times = []
-    while len(times) < min_runs or sum(times) < min_seconds:
-        start = time.perf_counter()
-        run()
-        synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    start = time.perf_counter()
+    run()
+    synchronize()
+    return time.perf_counter() - start
 
 
 # a candidate estimated to do this many times the work of the cheapest one is not timed: timing a direct
 # convolution with 16,000 taps would take longer than training with the FFT
 _HOPELESS = 16.
+# candidates this many times slower than the best on one sample are not timed on the whole batch (oneDNN's
+# NCHW convolution with a 31x31 kernel runs 20-50x slower than the best)
+_SCREEN_RATIO = 4.
+# candidates this close to the best after one run on the whole batch run once more, the least time counting
+_CLOSE = 1.3
 
 
-def choose(pass_: str, x: torch.Tensor, signature: Tuple, run: Callable[[str], Callable[[], torch.Tensor]],
+def _timings(calls: Mapping[str, Callable[[], torch.Tensor]], device: torch.device, failures: Dict[str, str],
+             warm_up: bool = True) -> Dict[str, float]:
+    """Seconds of one run of each call, after an untimed one (plans, primitives, allocations) unless told not
+    to; a call that raises (out of memory, say) is left out, its error kept in `failures`."""
+    timings = {}
+    for name, call in calls.items():
+        try:
+            if warm_up:
+                call()
+            timings[name] = _seconds(call, device)
+        except Exception as e:  # the others may run
+            failures[name] = f'{type(e).__name__}: {e}'
+    return timings
+
+
+def _fastest(candidates: Sequence[str], run: Callable[[str, bool], Optional[Callable[[], torch.Tensor]]],
+             device: torch.device) -> Tuple[Optional[str], Dict[str, str]]:
+    """The fastest candidate, timed in a bounded time: each once on a smaller problem (one sample of the batch,
+    or a few channels of one), then the survivors once on the whole problem, and those within `_CLOSE` of the
+    best once more."""
+    failures: Dict[str, str] = {}
+    if len(candidates) == 1:
+        return candidates[0], failures
+    with torch.no_grad():
+        screens = {name: run(name, True) for name in candidates}
+        if all(call is not None for call in screens.values()):
+            screened = _timings(screens, device, failures, warm_up=False)
+            candidates = [n for n in screened if screened[n] <= _SCREEN_RATIO * min(screened.values())]
+        timings = _timings({name: run(name, False) for name in candidates}, device, failures)
+        close = [n for n in timings if timings[n] <= _CLOSE * min(timings.values())]
+        if len(close) > 1:
+            for name, seconds in _timings({n: run(n, False) for n in close}, device, failures, False).items():
+                timings[name] = min(timings[name], seconds)
+    return (min(timings, key=timings.get) if timings else None), failures
+
+
+def _choice_for_nearby_batch(key: Tuple) -> Optional[str]:
+    """The choice made for the same pass and shape at a batch size within a factor of two, where rankings hold
+    (measured: benchmarks/RESULTS.md)."""
+    batch = key[4][0]
+    nearby = [(abs(math.log(other[4][0] / batch)), name) for other, name in _choices.items()
+              if other[:4] == key[:4] and other[5] == key[5] and other[4][1:] == key[4][1:] and other[4][0] > 0
+              and batch / 2 <= other[4][0] <= 2 * batch]
+    return min(nearby)[1] if nearby else None
+
+
+def choose(pass_: str, x: torch.Tensor, signature: Tuple,
+           run: Callable[[str, bool], Optional[Callable[[], torch.Tensor]]],
            work: Optional[Mapping[str, float]] = None) -> str:
-    """The backend for `pass_` on input `x`: forced, else cached, else the fastest of the supported ones.
-    `signature` is what else decides the cost (the kernel's size); `run(name)` returns a zero-argument call of
-    the pass on that backend, for timing; `work`, where the operator can tell, estimates each backend's work
-    (operations), and those far above the least are left out."""
+    """The backend for `pass_` on input `x`: forced, else cached (for this shape, or a batch size within a factor
+    of two), else the fastest of the supported ones. `signature` is what else decides the cost (the kernel's
+    size); `run(name, screen)` returns a zero-argument call of the pass on that backend, for timing: on the whole
+    problem, or with `screen` on a smaller one whose cost is in proportion (None where the operator has none);
+    `work`, where the operator can tell, estimates each backend's work (operations), and those far above the
+    least are left out."""
     backends = _OPERATORS[pass_]
     forced = forced_backend()
     if forced is not None and forced in backends:
@@ -118,20 +169,19 @@ def choose(pass_: str, x: torch.Tensor, signature: Tuple, run: Callable[[str], C
         return forced
     layout = 'channels_last' if x.dim() == 4 and memory_format(x) == torch.channels_last else 'contiguous'
     key = (pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape), tuple(signature))
-    if key not in _choices or not backends[_choices[key]].supports(x):  # restored where it cannot run: timed
-        candidates = [name for name, backend in backends.items() if backend.supports(x)]
-        if work:
-            least = min(work[name] for name in candidates)
-            candidates = [name for name in candidates if work[name] <= _HOPELESS * least]
-        timings, failures = {}, {}
-        with torch.no_grad():
-            for name in candidates:
-                try:
-                    timings[name] = _time(run(name), x.device)
-                except Exception as e:  # out of memory at this size, say: the others may run
-                    failures[name] = f'{type(e).__name__}: {e}'
-        if not timings:
-            raise RuntimeError(f'no convolution backend runs {pass_} on {tuple(x.shape)} {x.dtype} inputs: '
-                               + '; '.join(f'{name}: {error}' for name, error in failures.items()))
-        _choices[key] = min(timings, key=timings.get)
-    return _choices[key]
+    if key in _choices and backends[_choices[key]].supports(x):  # restored where it cannot run: chosen anew
+        return _choices[key]
+    nearby = _choice_for_nearby_batch(key)
+    if nearby is not None and backends[nearby].supports(x):
+        _choices[key] = nearby
+        return nearby
+    candidates = [name for name, backend in backends.items() if backend.supports(x)]
+    if work:
+        least = min(work[name] for name in candidates)
+        candidates = [name for name in candidates if work[name] <= _HOPELESS * least]
+    fastest, failures = _fastest(candidates, run, x.device)
+    if fastest is None:
+        raise RuntimeError(f'no convolution backend runs {pass_} on {tuple(x.shape)} {x.dtype} inputs: '
+                           + '; '.join(f'{name}: {error}' for name, error in failures.items()))
+    _choices[key] = fastest
+    return fastest

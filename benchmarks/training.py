@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""smpconv_t against convnext_tiny, measured side by side in one run: a training step, evaluation, the first
+forward pass of a new shape, and where a step spends its time.
+
+    python benchmarks/training.py                          # CPU, float32, 224x224, batch 8 and 32, both layouts
+    python benchmarks/training.py --profile --batch-sizes 8  # and torch.profiler's operator table of a step
+    python benchmarks/training.py --autocast bfloat16      # bf16 autocast (worth it where the CPU has AMX)
+
+A training step is forward, cross-entropy, backward and an AdamW step (median of --steps steps after 2
+untimed ones, which include the depthwise dispatcher's timing). `eval` is a no_grad forward pass at the
+largest batch (median, after a first call, which is reported apart: it includes choosing the depthwise
+backends for the new shapes, from an empty cache).
+"""
+import argparse
+import json
+import statistics
+import time
+from contextlib import nullcontext
+
+import timm
+import torch
+import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
+
+import smpconv_models  # noqa: F401  registers the SMPConv models
+from smpconv_models.ops import clear_choices
+from timing import environment
+
+MODELS = ('smpconv_t', 'convnext_tiny')
+
+
+def autocast_context(device: torch.device, dtype: str):
+    return nullcontext() if dtype == 'float32' else torch.autocast(device.type, dtype=getattr(torch, dtype))
+
+
+def make(name: str, device: torch.device, layout: torch.memory_format) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(name).to(device=device, memory_format=layout)
+
+
+def train_step(model, optimizer, x, labels, autocast) -> None:
+    with autocast:
+        loss = F.cross_entropy(model(x), labels)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def timed(run, device: torch.device) -> float:
+    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    synchronize()
+    start = time.perf_counter()
+    run()
+    synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--batch-sizes', type=int, nargs='+', default=[8, 32])
+    parser.add_argument('--layouts', nargs='+', default=['nchw', 'channels_last'], choices=('nchw', 'channels_last'))
+    parser.add_argument('--img-size', type=int, default=224)
+    parser.add_argument('--autocast', default='float32', choices=('float32', 'bfloat16', 'float16'))
+    parser.add_argument('--steps', type=int, default=3)
+    parser.add_argument('--profile', action='store_true', help="print torch.profiler's operator table of a step")
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--output', default=None, help='also write the results as JSON')
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    autocast = autocast_context(device, args.autocast)
+    rows = []
+
+    def record(measure, batch, layout, name, seconds):
+        rows.append(dict(measure=measure, batch=batch, layout=layout, model=name, seconds=seconds))
+        print(f'{measure}, batch {batch}, {layout}, {name}: {seconds:.3f} s', flush=True)
+
+    for layout_name in args.layouts:
+        layout = torch.channels_last if layout_name == 'channels_last' else torch.contiguous_format
+        for batch in args.batch_sizes:
+            x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
+            labels = torch.randint(0, 1000, (batch,), device=device)
+            for name in MODELS:
+                clear_choices()
+                model = make(name, device, layout).train()
+                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+                times = [timed(lambda: train_step(model, optimizer, x, labels, autocast), device)
+                         for _ in range(args.steps + 2)][2:]
+                record('training step', batch, layout_name, name, statistics.median(times))
+                if args.profile:
+                    with profile(activities=[ProfilerActivity.CPU]) as prof:
+                        train_step(model, optimizer, x, labels, autocast)
+                    print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=25), flush=True)
+        batch = max(args.batch_sizes)
+        x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
+        for name in MODELS:
+            clear_choices()
+            model = make(name, device, layout).eval()
+            with torch.no_grad(), autocast:
+                first = timed(lambda: model(x), device)
+                later = statistics.median(timed(lambda: model(x), device) for _ in range(args.steps))
+            record('eval, first call', batch, layout_name, name, first)
+            record('eval', batch, layout_name, name, later)
+
+    print('\n| measure | batch | layout | smpconv_t (s) | convnext_tiny (s) | ratio |\n|---|---|---|---|---|---|')
+    for row in rows:
+        if row['model'] != MODELS[0]:
+            continue
+        base = next(r for r in rows if r['model'] == MODELS[1] and
+                    (r['measure'], r['batch'], r['layout']) == (row['measure'], row['batch'], row['layout']))
+        print(f"| {row['measure']} | {row['batch']} | {row['layout']} | {row['seconds']:.3f} | "
+              f"{base['seconds']:.3f} | {row['seconds'] / base['seconds']:.2f}x |")
+    machine = environment(device, args.autocast)
+    print('\n' + ', '.join(f'{k}: {v}' for k, v in machine.items() if v is not None))
+    if args.output:
+        with open(args.output, 'w') as f:
+            json.dump(dict(environment=machine, rows=rows), f, indent=2)
+
+
+if __name__ == '__main__':
+    main()
