@@ -11,10 +11,12 @@ if triton_kernels.triton is None or not (triton_kernels.INTERPRETED or torch.cud
     pytest.skip('needs Triton and a GPU, or TRITON_INTERPRET=1', allow_module_level=True)
 DEVICE = 'cpu' if triton_kernels.INTERPRETED else 'cuda'
 
-# fp32 runs tl.dot in IEEE precision: float32 rounding of sums of <= 31 * 40 products (~1e-6 relative).
-# fp16 inputs are exact in fp32 and accumulate there: only the output's rounding to fp16 (~5e-4) remains;
-# bf16 likewise (~4e-3).
+# fp32 in IEEE precision (TF32 off, the `ieee` fixture): float32 rounding of sums of <= 31 * 40 products
+# (~1e-6 relative). fp16 inputs are exact in fp32 and accumulate there: only the output's rounding to fp16
+# (~5e-4) remains; bf16 likewise (~4e-3).
 TOLERANCES = {torch.float32: 2e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# TF32 keeps 10 of fp32's 23 mantissa bits of each input: ~5e-4 relative per product, partly cancelling
+TF32_TOLERANCE = 3e-3
 # (batch, channels, height, width, kernel): several tiles of rows and columns, kernels wider than the image,
 # a kernel of one row, batch 1, channel counts of 1, 2 and 3
 SHAPES = [(2, 3, 9, 11, (7, 5)), (1, 2, 5, 40, (31, 31)), (3, 1, 70, 33, (3, 3)), (1, 2, 4, 6, (1, 9))]
@@ -27,10 +29,16 @@ def inputs(batch, channels, height, width, kernel, dtype):
     return x.to(DEVICE, dtype), weight.to(DEVICE, dtype)
 
 
-def assert_close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype) -> None:
+def assert_close(got: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, tolerance: float = None) -> None:
     """Relative to the largest value: the sums cancel, so some outputs are near zero."""
-    tolerance = TOLERANCES[dtype] * expected.abs().max().item()
+    tolerance = (tolerance or TOLERANCES[dtype]) * expected.abs().max().item()
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=tolerance)
+
+
+@pytest.fixture(autouse=True)
+def ieee(monkeypatch):
+    """fp32 in full precision, as PyTorch's convolutions compute it with TF32 off."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', False)
 
 
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
@@ -52,12 +60,75 @@ def test_grad_weight(shape, dtype):
     assert_close(grad_w, triton_kernels.reference_grad_weight(grad_y.double(), x.double(), weight.shape[-2:]), dtype)
 
 
+def laid_out(tensor: torch.Tensor, layout: str) -> torch.Tensor:
+    """`tensor` in channels_last, or every other column of a tensor twice as wide: strides the kernels must read."""
+    if layout == 'channels_last':
+        return tensor.contiguous(memory_format=torch.channels_last)
+    wide = torch.zeros(*tensor.shape[:-1], 2 * tensor.shape[-1], device=tensor.device, dtype=tensor.dtype)
+    wide[..., ::2] = tensor
+    return wide[..., ::2]
+
+
 @pytest.mark.parametrize('layout', ['channels_last', 'sliced'])
 def test_any_input_layout(layout):
     x, weight = inputs(2, 3, 9, 12, (5, 7), torch.float32)
-    x = x.contiguous(memory_format=torch.channels_last) if layout == 'channels_last' else x[..., ::2]
+    grad_y = torch.randn_like(x)
+    expected_y = triton_kernels.reference_forward(x.double(), weight.double())
+    expected_grad_w = triton_kernels.reference_grad_weight(grad_y.double(), x.double(), weight.shape[-2:])
+    x, grad_y = laid_out(x, layout), laid_out(grad_y, layout)
+    assert x.stride() != x.contiguous().stride()
+    y = triton_kernels.forward(x, weight)
+    assert y.is_contiguous(memory_format=torch.channels_last) == (layout == 'channels_last')
+    assert_close(y, expected_y, torch.float32)
+    assert_close(triton_kernels.grad_weight(grad_y, x, weight.shape[-2:]), expected_grad_w, torch.float32)
+
+
+# every autotune config, on a map of several tiles of rows and columns each way
+@pytest.mark.parametrize('config', triton_kernels.FORWARD_CONFIGS, ids=str)
+def test_every_forward_config(config):
+    x, weight = inputs(2, 1, 40, 70, (3, 35), torch.float16)
+    assert_close(triton_kernels.forward(x, weight, config),
+                 triton_kernels.reference_forward(x.double(), weight.double()), torch.float16)
+
+
+@pytest.mark.parametrize('config', triton_kernels.GRAD_WEIGHT_CONFIGS, ids=str)
+def test_every_grad_weight_config(config):
+    x, weight = inputs(2, 1, 40, 70, (3, 35), torch.float16)
+    grad_y = torch.randn_like(x)
+    assert_close(triton_kernels.grad_weight(grad_y, x, weight.shape[-2:], config),
+                 triton_kernels.reference_grad_weight(grad_y.double(), x.double(), weight.shape[-2:]), torch.float16)
+
+
+def test_grad_weight_of_a_kernel_wider_than_two_tiles():
+    """Half the kernel's width beyond one tile of G: two bands of tiles either side of the diagonal."""
+    x, weight = inputs(1, 1, 4, 70, (1, 67), torch.float32)
+    grad_y = torch.randn_like(x)
+    assert weight.shape[-1] // 2 > triton_kernels.GRAD_WEIGHT_BLOCK_N
+    assert_close(triton_kernels.grad_weight(grad_y, x, weight.shape[-2:]),
+                 triton_kernels.reference_grad_weight(grad_y.double(), x.double(), weight.shape[-2:]), torch.float32)
+
+
+@pytest.mark.parametrize('allow_tf32', [False, True])
+def test_fp32_follows_allow_tf32(monkeypatch, allow_tf32):
+    """TF32 tensor cores for fp32 exactly when PyTorch's own convolutions would use them."""
+    monkeypatch.setattr(torch.backends.cudnn, 'allow_tf32', allow_tf32)
+    x, weight = inputs(2, 3, 20, 24, (31, 31), torch.float32)
+    assert triton_kernels._precision(x) == ('tf32' if allow_tf32 else 'ieee')
+    assert triton_kernels._precision(x.half()) == 'tf32'  # the name of fp16/bf16 tensor-core products
     assert_close(triton_kernels.forward(x, weight), triton_kernels.reference_forward(x.double(), weight.double()),
-                 torch.float32)
+                 torch.float32, TF32_TOLERANCE if allow_tf32 else None)
+
+
+@pytest.mark.skipif(triton_kernels.INTERPRETED, reason='4 GiB tensors: too large for the interpreter')
+def test_offsets_beyond_two_to_the_31():
+    """The last rows of a tensor of more than 2**31 elements: 64-bit offsets."""
+    x = torch.randn(1, 2, 32768, 32769, device=DEVICE, dtype=torch.float16)
+    weight = torch.randn(2, 31, 31, device=DEVICE, dtype=torch.float16) / 31
+    assert x.numel() > 2 ** 31
+    y = triton_kernels.forward(x, weight)[:, 1, -8:]
+    # the last 8 output rows need the last 8 + 15 input rows only
+    expected = triton_kernels.reference_forward(x[:, 1:, -23:].double(), weight[1:].double())[:, 0, -8:]
+    assert_close(y, expected, torch.float16)
 
 
 @pytest.mark.parametrize('dtype', list(TOLERANCES))
