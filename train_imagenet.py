@@ -25,9 +25,9 @@ from smpconv_models.checkpoint import create_model
 from smpconv_models.ops import choices as depthwise_choices
 from smpconv_models.training import (
     Checkpointer, ConfigError, Progress, create_datasets, create_eval_loader, create_loss, create_mixup,
-    create_optimizer, create_scheduler, create_train_loader, evaluate, is_task, latest_training_state, mixup_enabled,
-    num_classes_of, parse_args, remove_leftovers, resolve_batch_size, resolved_config, restore_training_state,
-    rng_state, scaled_lr, set_epoch, sync_batchnorm, train_one_epoch)
+    create_optimizer, create_scheduler, create_train_loader, evaluate, is_task, keep_freed_memory_for_reuse,
+    latest_training_state, mixup_enabled, num_classes_of, parse_args, remove_leftovers, resolve_batch_size,
+    resolved_config, restore_training_state, rng_state, scaled_lr, set_epoch, sync_batchnorm, train_one_epoch)
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / 'configs' / 'quickstart.yaml'
 
@@ -39,6 +39,8 @@ def train(args) -> dict:
     accelerator = Accelerator(
         cpu=args.device == 'cpu' or not torch.cuda.is_available(),
         mixed_precision={'bfloat16': 'bf16', 'float16': 'fp16'}[args.amp_dtype] if args.amp else 'no')
+    if accelerator.device.type == 'cpu':
+        keep_freed_memory_for_reuse()
     world_size, rank = accelerator.num_processes, accelerator.process_index
     resolve_batch_size(args, world_size, mixup=mixup_enabled(args))
     args.lr = scaled_lr(args)  # recorded in config.yaml as the rate the run used

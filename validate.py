@@ -23,7 +23,7 @@ from timm.utils import check_batch_size_retry, decay_batch_step
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.checkpoint import create_from_checkpoint, create_model, latest_run
 from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, is_task,
-                                     num_classes_of, parse_eval_args)
+                                     keep_freed_memory_for_reuse, num_classes_of, parse_eval_args)
 
 DEFAULT_MODEL = 'smpconv_t'
 RUNS = Path('output/train')  # where train_imagenet.py writes its runs by default
@@ -63,6 +63,8 @@ def validate(args) -> dict:
     accelerator = Accelerator(
         cpu=args.device == 'cpu' or not torch.cuda.is_available(),
         mixed_precision={'bfloat16': 'bf16', 'float16': 'fp16'}[args.amp_dtype] if args.amp else 'no')
+    if accelerator.device.type == 'cpu':
+        keep_freed_memory_for_reuse()
     dataset = create_eval_dataset(args, args.split, args.num_samples)
     try:
         model = create_evaluated_model(args, dataset)

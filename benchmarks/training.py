@@ -5,6 +5,8 @@ forward pass of a new shape, and where a step spends its time.
     python benchmarks/training.py                          # CPU, float32, 224x224, batch 8 and 32, both layouts
     python benchmarks/training.py --profile --batch-sizes 8  # and torch.profiler's operator table of a step
     python benchmarks/training.py --autocast bfloat16      # bf16 autocast (worth it where the CPU has AMX)
+    python benchmarks/training.py --compile                # both models through torch.compile (inductor)
+    python benchmarks/training.py --system-malloc          # glibc's default malloc, as before train_imagenet.py set it
 
 A training step is forward, cross-entropy, backward and an AdamW step (median of --steps steps after 2
 untimed ones, which include the depthwise dispatcher's timing). `eval` is a no_grad forward pass at the
@@ -24,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.ops import clear_choices
+from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment
 
 MODELS = ('smpconv_t', 'convnext_tiny')
@@ -33,9 +36,10 @@ def autocast_context(device: torch.device, dtype: str):
     return nullcontext() if dtype == 'float32' else torch.autocast(device.type, dtype=getattr(torch, dtype))
 
 
-def make(name: str, device: torch.device, layout: torch.memory_format) -> torch.nn.Module:
+def make(name: str, device: torch.device, layout: torch.memory_format, compile_model: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    return timm.create_model(name).to(device=device, memory_format=layout)
+    model = timm.create_model(name).to(device=device, memory_format=layout)
+    return torch.compile(model) if compile_model else model
 
 
 def train_step(model, optimizer, x, labels, autocast) -> None:
@@ -63,6 +67,10 @@ def main() -> None:
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--autocast', default='float32', choices=('float32', 'bfloat16', 'float16'))
     parser.add_argument('--steps', type=int, default=3)
+    parser.add_argument('--compile', action='store_true',
+                        help='torch.compile both models (compiled in the untimed steps and first calls)')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help="glibc's default allocator settings, not those train_imagenet.py sets on the CPU")
     parser.add_argument('--profile', action='store_true', help="print torch.profiler's operator table of a step")
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--output', default=None, help='also write the results as JSON')
@@ -70,6 +78,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
     autocast = autocast_context(device, args.autocast)
     rows = []
 
@@ -84,7 +93,7 @@ def main() -> None:
             labels = torch.randint(0, 1000, (batch,), device=device)
             for name in MODELS:
                 clear_choices()
-                model = make(name, device, layout).train()
+                model = make(name, device, layout, args.compile).train()
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
                 times = [timed(lambda: train_step(model, optimizer, x, labels, autocast), device)
                          for _ in range(args.steps + 2)][2:]
@@ -97,7 +106,7 @@ def main() -> None:
         x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
         for name in MODELS:
             clear_choices()
-            model = make(name, device, layout).eval()
+            model = make(name, device, layout, args.compile).eval()
             with torch.no_grad(), autocast:
                 first = timed(lambda: model(x), device)
                 later = statistics.median(timed(lambda: model(x), device) for _ in range(args.steps))
@@ -113,6 +122,8 @@ def main() -> None:
         print(f"| {row['measure']} | {row['batch']} | {row['layout']} | {row['seconds']:.3f} | "
               f"{base['seconds']:.3f} | {row['seconds'] / base['seconds']:.2f}x |")
     machine = environment(device, args.autocast)
+    if device.type == 'cpu':
+        machine['malloc'] = 'freed memory kept for reuse' if freed_memory_kept else 'default'
     print('\n' + ', '.join(f'{k}: {v}' for k, v in machine.items() if v is not None))
     if args.output:
         with open(args.output, 'w') as f:

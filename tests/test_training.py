@@ -384,3 +384,43 @@ def test_paper_recipes(variant, epochs, drop_path, accuracy):
     assert (args.model_ema, args.model_ema_decay, args.clip_grad, args.amp) == (True, 0.9999, None, False)
     resolve_batch_size(args, world_size=8, mixup=True)
     assert args.batch_size == 256
+
+
+# Run in a child process: the setting is process-wide, and the test process keeps glibc's defaults.
+# mallinfo2's hblkhd counts the bytes glibc serves from their own memory maps.
+MALLOC_PROBE = """
+import ctypes, sys
+import torch
+from smpconv_models.training import keep_freed_memory_for_reuse
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ('arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks', 'fordblks',
+                 'keepcost')]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+applied = sys.argv[1] == 'apply' and keep_freed_memory_for_reuse()
+activation = torch.empty(2 ** 25)  # 128 MiB, above glibc's mmap threshold
+print(applied, libc.mallinfo2().hblkhd >= activation.nbytes)
+"""
+
+
+def glibc() -> bool:
+    try:
+        return 'glibc' in os.confstr('CS_GNU_LIBC_VERSION')
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+@pytest.mark.skipif(not glibc(), reason='a glibc setting')
+@pytest.mark.parametrize('mode, user_env, expected', [
+    ('apply', {}, 'True False'),                                # a large tensor comes from the heap
+    ('default', {}, 'False True'),                              # glibc maps it afresh
+    ('apply', {'MALLOC_MMAP_MAX_': '65536'}, 'False True'),     # the user's own setting wins
+])
+def test_keep_freed_memory_for_reuse(mode, user_env, expected):
+    env = {k: v for k, v in os.environ.items() if not k.startswith('MALLOC_')} | user_env
+    result = subprocess.run([sys.executable, '-c', MALLOC_PROBE, mode], env=env, capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.split()[-2:] == expected.split()

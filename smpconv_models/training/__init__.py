@@ -7,6 +7,7 @@ from .data import (SeededAugmentation, create_datasets, create_eval_dataset, cre
                    is_task, num_classes_of, set_epoch)
 from .distributed import CrossProcessBatchNorm2d, rng_state, set_rng_state, sync_batchnorm
 from .engine import Progress, evaluate, train_one_epoch
+from .memory import keep_freed_memory_for_reuse
 from .optim import (create_loss, create_mixup, create_optimizer, create_scheduler, mixup_enabled, param_groups,
                     scaled_lr)
 
@@ -18,6 +19,7 @@ __all__ = [
     'resolved_config', 'BUNDLED_DATASET', 'SeededAugmentation', 'create_datasets', 'create_eval_dataset',
     'create_eval_loader', 'create_train_loader', 'is_task', 'num_classes_of', 'set_epoch',
     'CrossProcessBatchNorm2d', 'rng_state', 'set_rng_state', 'sync_batchnorm', 'Progress',
-    'evaluate', 'train_one_epoch', 'create_loss', 'create_mixup', 'create_optimizer', 'create_scheduler',
+    'evaluate', 'train_one_epoch', 'keep_freed_memory_for_reuse', 'create_loss', 'create_mixup', 'create_optimizer',
+    'create_scheduler',
     'mixup_enabled', 'param_groups', 'scaled_lr',
 ]
