@@ -156,6 +156,21 @@ def test_channels_last_and_features_only():
     assert [tuple(m.shape) for m in maps] == [(1, 128, 12, 16), (1, 320, 3, 4)]
 
 
+def test_runs_in_channels_last_on_cpu_whatever_the_input_layout():
+    """oneDNN and the depthwise backends are fastest in channels_last on CPUs (benchmarks/RESULTS.md)."""
+    torch.manual_seed(0)
+    model = timm.create_model('smpconv_nano', num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        maps = model.forward_intermediates(x, intermediates_only=True)
+        logits = model(x)
+        reference = model.double()(x.double())
+    assert x.is_contiguous()  # the caller's tensor is left as it was
+    assert all(m.is_contiguous(memory_format=torch.channels_last) and not m.is_contiguous() for m in maps)
+    # float32 against float64: the same values, to float32 rounding accumulated over 12 blocks
+    torch.testing.assert_close(logits.double(), reference, rtol=1e-4, atol=1e-4)
+
+
 def test_builds_on_meta_and_in_other_dtypes():
     model = timm.create_model('smpconv_b', device='meta', dtype=torch.bfloat16)
     assert all(t.device.type == 'meta' and t.dtype == torch.bfloat16 for t in model.state_dict().values()
