@@ -18,9 +18,7 @@ Each figure is the median step time over `--steps` steps after 2 untimed ones (w
 timing); ratios compare figures of this run.
 """
 import argparse
-import json
 import statistics
-import time
 from contextlib import contextmanager, nullcontext
 
 import timm
@@ -29,7 +27,7 @@ import torch.nn.functional as F
 
 import smpconv_models.ckconv
 from smpconv_models.ops import use_backend
-from timing import environment
+from timing import environment, report, seconds
 
 
 def authors_causal_fftconv(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -61,20 +59,14 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int, context) -
     """Median seconds of a training step: forward, cross-entropy, backward, Adam."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     labels = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
-    synchronize = torch.cuda.synchronize if x.is_cuda else (lambda: None)
-    times = []
+
+    def step():
+        F.cross_entropy(model(x), labels).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
     with context:
-        for step in range(steps + 2):
-            synchronize()
-            start = time.perf_counter()
-            loss = F.cross_entropy(model(x), labels)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            synchronize()
-            if step >= 2:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return statistics.median([seconds(step, x.device) for _ in range(steps + 2)][2:])
 
 
 def main() -> None:
@@ -101,17 +93,17 @@ def main() -> None:
     ]
     for name, kwargs, context, steps in cifar:
         model = timm.create_model('smpconv_resnet_cifar10', **kwargs).to(device).train()
-        seconds = step_seconds(model, images, steps, context)
-        rows.append(dict(benchmark=f'CIFAR-10, batch {args.cifar_batch}', model=name, step_s=seconds,
-                         examples_per_s=args.cifar_batch / seconds))
+        step_s = step_seconds(model, images, steps, context)
+        rows.append(dict(benchmark=f'CIFAR-10, batch {args.cifar_batch}', model=name, step_s=step_s,
+                         examples_per_s=args.cifar_batch / step_s))
 
     audio = torch.randn(args.speech_batch, 1, 16000, device=device)
     for name, context in (('smpconv_tcn_speech_raw', nullcontext()), ("authors' way (their FFT convolution)",
                                                                        authors_convolution())):
         model = timm.create_model('smpconv_tcn_speech_raw').to(device).train()
-        seconds = step_seconds(model, audio, args.steps, context)
-        rows.append(dict(benchmark=f'raw Speech Commands, batch {args.speech_batch}', model=name, step_s=seconds,
-                         examples_per_s=args.speech_batch / seconds))
+        step_s = step_seconds(model, audio, args.steps, context)
+        rows.append(dict(benchmark=f'raw Speech Commands, batch {args.speech_batch}', model=name, step_s=step_s,
+                         examples_per_s=args.speech_batch / step_s))
 
     print('| benchmark | model | step (s) | examples/s | ratio to ours |\n|---|---|---|---|---|')
     for row in rows:
@@ -119,11 +111,7 @@ def main() -> None:
         row['ratio'] = row['examples_per_s'] / ours['examples_per_s']
         print(f"| {row['benchmark']} | {row['model']} | {row['step_s']:.3f} | {row['examples_per_s']:.1f} | "
               f"{row['ratio']:.3f} |")
-    machine = environment(device, 'float32')
-    print('\n' + ', '.join(f'{k}: {v}' for k, v in machine.items() if v is not None))
-    if args.output:
-        with open(args.output, 'w') as f:
-            json.dump(dict(environment=machine, rows=rows), f, indent=2)
+    report(dict(environment=environment(device, 'float32'), rows=rows), args.output)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,6 @@ training step of smpconv_t (forward, backward, AdamW) with the dispatcher agains
 convolution, the plain F.conv2d path.
 """
 import argparse
-import json
 from collections import Counter
 from typing import Dict, List, Tuple
 
@@ -30,7 +29,7 @@ import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.layers import SMPConv2d
 from smpconv_models.ops import clear_choices, depthwise_conv2d, use_backend
 from smpconv_models.ops.backends import BACKENDS
-from timing import environment, median_seconds
+from timing import environment, median_seconds, report
 
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
 # PyTorch's own convolutions, each in the layout it runs natively
@@ -195,10 +194,7 @@ def main() -> None:
                    shapes=benchmark_shapes(args, device, dtype))
     if args.train_step:
         results['training_step_seconds'] = benchmark_training_step(args, device, dtype)
-    print('\n' + ', '.join(f'{k}: {v}' for k, v in results['environment'].items() if v is not None))
-    if args.output:
-        with open(args.output, 'w') as f:
-            json.dump(results, f, indent=2, default=str)
+    report(results, args.output)
 
 
 if __name__ == '__main__':

@@ -11,14 +11,13 @@ is also a ratio to the ConvNeXt of its size (smpconv_b: convnext_base, the other
 same layout, dtype and batch, compiled against compiled. Prints a markdown table; --output also writes JSON.
 """
 import argparse
-import json
 
 import timm
 import torch
 from timm.models import reparameterize_model
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
-from timing import environment, median_seconds
+from timing import environment, median_seconds, report
 
 BASELINES = {'smpconv_b': 'convnext_base'}
 DEFAULT_BASELINE = 'convnext_tiny'
@@ -89,11 +88,7 @@ def main() -> None:
                           f"{row['images_per_s']:.1f} | " + (f"{row['ratio']:.2f} x {row['vs']}" if 'ratio' in row
                                                              else '') + ' |', flush=True)
 
-    machine = environment(device, args.dtype)
-    print('\n' + ', '.join(f'{k}: {v}' for k, v in machine.items() if v is not None))
-    if args.output:
-        with open(args.output, 'w') as f:
-            json.dump(dict(environment=machine, rows=rows), f, indent=2)
+    report(dict(environment=environment(device, args.dtype), rows=rows), args.output)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ kernels at all); and the check alone, comparing every layer's points with the co
 """
 import argparse
 import statistics
-import time
 
 import timm
 import torch
@@ -19,7 +18,7 @@ from timm.models import reparameterize_model
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.smp import SMPKernel, _same_values
-from timing import environment
+from timing import environment, report, seconds
 
 
 def main() -> None:
@@ -33,7 +32,6 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     model = timm.create_model(args.model).eval().to(device)
     fused = reparameterize_model(model)
     kernels = [m for m in model.modules() if isinstance(m, SMPKernel)]
@@ -63,17 +61,14 @@ def main() -> None:
     with torch.no_grad():
         for repeat in range(args.repeats + 2):  # the first two rounds warm up (and time the depthwise backends)
             for name, run in runs.items():
-                synchronize()
-                start = time.perf_counter()
-                run()
-                synchronize()
+                elapsed = seconds(run, device)
                 if repeat >= 2:
-                    times[name].append(time.perf_counter() - start)
+                    times[name].append(elapsed)
     medians = {name: statistics.median(t) for name, t in times.items()}
     print(f'| {args.model}, batch 1, {args.img_size}x{args.img_size} | median (ms) | vs cached |\n|---|---|---|')
-    for name, seconds in medians.items():
-        print(f"| {name} | {1e3 * seconds:.2f} | {seconds / medians['cached']:.3f} |")
-    print('\n' + ', '.join(f'{k}: {v}' for k, v in environment(device, 'float32').items() if v is not None))
+    for name, median in medians.items():
+        print(f"| {name} | {1e3 * median:.2f} | {median / medians['cached']:.3f} |")
+    report(dict(environment=environment(device, 'float32')))
 
 
 if __name__ == '__main__':

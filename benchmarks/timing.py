@@ -1,27 +1,33 @@
-"""What the benchmarks share: timing a call, and describing the machine it ran on."""
+"""What the benchmarks share: timing a call, describing the machine it ran on, reporting the results."""
+import json
 import platform
 import statistics
 import time
 from datetime import date
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
+
+
+def seconds(run: Callable[[], object], device: torch.device) -> float:
+    """Seconds of one call of `run()`, the work it queues on the device included."""
+    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    synchronize()
+    start = time.perf_counter()
+    run()
+    synchronize()
+    return time.perf_counter() - start
 
 
 def median_seconds(run: Callable[[], object], device: torch.device, warmup: int = 2, min_repeats: int = 3,
                    min_seconds: float = 1.) -> float:
     """Median seconds of `run()`, after `warmup` calls, over at least `min_repeats` calls and `min_seconds`."""
-    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     for _ in range(warmup):
         run()
-    synchronize()
     times = []
     start = time.perf_counter()
     while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
-        begin = time.perf_counter()
-        run()
-        synchronize()
-        times.append(time.perf_counter() - begin)
+        times.append(seconds(run, device))
     return statistics.median(times)
 
 
@@ -55,3 +61,12 @@ def environment(device: torch.device, dtype: str) -> dict:
     return dict(date=str(date.today()), device=str(device), dtype=dtype, torch=torch.__version__,
                 timm=timm.__version__, threads=torch.get_num_threads(), cpu=cpu_name(), cpu_flags=cpu_flags(),
                 gpu=torch.cuda.get_device_name(device) if device.type == 'cuda' else None)
+
+
+def report(results: dict, output: Optional[str] = None) -> None:
+    """Print the machine line of `results['environment']` under a table and, with `output`, write `results` as
+    JSON there."""
+    print('\n' + ', '.join(f'{k}: {v}' for k, v in results['environment'].items() if v is not None))
+    if output:
+        with open(output, 'w') as f:
+            json.dump(results, f, indent=2, default=str)

@@ -14,9 +14,7 @@ largest batch (median, after a first call, which is reported apart: it includes 
 backends for the new shapes, from an empty cache).
 """
 import argparse
-import json
 import statistics
-import time
 from contextlib import nullcontext
 
 import timm
@@ -27,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.ops import clear_choices
 from smpconv_models.training import keep_freed_memory_for_reuse
-from timing import environment
+from timing import environment, report, seconds
 
 MODELS = ('smpconv_t', 'convnext_tiny')
 
@@ -48,15 +46,6 @@ def train_step(model, optimizer, x, labels, autocast) -> None:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-
-
-def timed(run, device: torch.device) -> float:
-    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    synchronize()
-    start = time.perf_counter()
-    run()
-    synchronize()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -95,7 +84,7 @@ def main() -> None:
                 clear_choices()
                 model = make(name, device, layout, args.compile).train()
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-                times = [timed(lambda: train_step(model, optimizer, x, labels, autocast), device)
+                times = [seconds(lambda: train_step(model, optimizer, x, labels, autocast), device)
                          for _ in range(args.steps + 2)][2:]
                 record('training step', batch, layout_name, name, statistics.median(times))
                 if args.profile:
@@ -108,8 +97,8 @@ def main() -> None:
             clear_choices()
             model = make(name, device, layout, args.compile).eval()
             with torch.no_grad(), autocast:
-                first = timed(lambda: model(x), device)
-                later = statistics.median(timed(lambda: model(x), device) for _ in range(args.steps))
+                first = seconds(lambda: model(x), device)
+                later = statistics.median(seconds(lambda: model(x), device) for _ in range(args.steps))
             record('eval, first call', batch, layout_name, name, first)
             record('eval', batch, layout_name, name, later)
 
@@ -124,10 +113,7 @@ def main() -> None:
     machine = environment(device, args.autocast)
     if device.type == 'cpu':
         machine['malloc'] = 'freed memory kept for reuse' if freed_memory_kept else 'default'
-    print('\n' + ', '.join(f'{k}: {v}' for k, v in machine.items() if v is not None))
-    if args.output:
-        with open(args.output, 'w') as f:
-            json.dump(dict(environment=machine, rows=rows), f, indent=2)
+    report(dict(environment=machine, rows=rows), args.output)
 
 
 if __name__ == '__main__':

@@ -98,8 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--kernel-size', type=int, default=31)
     args = parser.parse_args()
-    print(f'| kernel | arch | dtype | tl.dot | blocks | warps | stages | registers | shared (B) | spills (B) | '
-          f'tensor cores |\n|---|---|---|---|---|---|---|---|---|---|---|')
+    print('| kernel | arch | dtype | tl.dot | blocks | warps | stages | registers | shared (B) | spills (B) | '
+          'tensor cores |\n|---|---|---|---|---|---|---|---|---|---|---|')
     for c in every_kernel(args.kernel_size):
         blocks = ', '.join(f"{k.removeprefix('BLOCK_')} {v}" for k, v in c.config.items())
         precision = c.precision if c.dtype == 'fp32' else '-'  # fp16/bf16 products are exact in fp32
