@@ -7,7 +7,7 @@ dependencies = ['torch', 'timm', 'safetensors', 'huggingface_hub']
 
 
 def _create(model_name: str, pretrained: bool, **kwargs):
-    from smpconv_models.checkpoint import create_model  # importing smpconv_models registers its models with timm
+    from smpconv_models.factory import create_model  # importing smpconv_models registers its models with timm
     return create_model(model_name, pretrained=pretrained, **kwargs)
 
 

@@ -21,7 +21,7 @@ from timm.data import resolve_data_config
 from timm.utils import ModelEmaV3, update_summary
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
-from smpconv_models.checkpoint import create_model
+from smpconv_models.factory import create_model
 from smpconv_models.ops import choices as depthwise_choices
 from smpconv_models.training import (
     Checkpointer, ConfigError, Progress, create_datasets, create_eval_loader, create_loss, create_mixup,

@@ -21,7 +21,8 @@ from timm.models import reparameterize_model
 from timm.utils import check_batch_size_retry, decay_batch_step
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
-from smpconv_models.checkpoint import create_from_checkpoint, create_model, latest_run
+from smpconv_models.factory import create_from_checkpoint, create_model
+from smpconv_models.runs import latest_run
 from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, is_task,
                                      keep_freed_memory_for_reuse, num_classes_of, parse_eval_args)
 

@@ -1,8 +1,9 @@
 """SMPConv models for timm: importing this package registers the ImageNet models (smpconv_t, smpconv_b,
 smpconv_mobile31, smpconv_mobile51, smpconv_nano) and the authors' sequence and CIFAR-10 models (smpconv_tcn_*,
 smpconv_resnet_cifar10) with `timm.create_model`."""
-from .checkpoint import create_from_checkpoint, load_checkpoint, read_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint
 from .ckconv import CKConv, SMPConvResNet, SMPConvTCN, from_official_ckconv
+from .factory import create_from_checkpoint
 from .layers import ConvFFNBlock, LargeKernelBlock, SMPConv2d, SMPLargeKernelConv
 from .ops import causal_conv1d, conv2d_same, depthwise_conv2d
 from .smp import SMPKernel, project_radii, smp_kernel

@@ -1,4 +1,4 @@
-"""Checkpoints in, models out: the one place that reads checkpoint files and loads their weights.
+"""Checkpoint files in, weights out: the one place that reads checkpoint files and loads their weights.
 
 A file is read one way: safetensors (tensors only), or a PyTorch pickle through torch's restricted unpickler
 (`weights_only=True`), which cannot run code and admits, besides tensors and plain values, exactly the
@@ -6,33 +6,26 @@ A file is read one way: safetensors (tensors only), or a PyTorch pickle through 
 A pickle that needs more is unpickled fully only when the caller trusts it explicitly, and the globals that
 made it necessary are named. The weights of a checkpoint are picked one way (`select_state_dict`: the EMA's
 first, as the published accuracies are the EMA's), and loaded one way (`load_weights`: every key, or an
-error naming each missing, unexpected and differently shaped one).
+error naming each missing, unexpected and differently shaped one). Building a model from a checkpoint is
+`factory.create_from_checkpoint`'s.
 """
 import argparse
 import json
 import logging
 import os
 import pickle
-from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
-import huggingface_hub
 import safetensors
 import safetensors.torch
-import timm
 import torch
 import torch.nn as nn
-import yaml
-from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                    RevisionNotFoundError)
-from timm.models import clean_state_dict, get_pretrained_cfg_value
-from timm.models._builder import resolve_pretrained_cfg
+from timm.models import clean_state_dict
 
 from .official import to_package_layout
 
 __all__ = ['SAFE_GLOBALS', 'read_checkpoint', 'select_state_dict', 'fit_problems', 'load_weights',
-           'load_checkpoint', 'recorded_model', 'run_model_args', 'latest_run', 'create_model',
-           'create_from_checkpoint', 'pretrained_weights_error']
+           'load_checkpoint', 'recorded_model']
 
 _logger = logging.getLogger(__name__)
 
@@ -180,98 +173,3 @@ def recorded_model(checkpoint: Mapping[str, Any], path: Optional[CheckpointSourc
         if 'architecture' in metadata:
             return metadata['architecture'], json.loads(metadata.get('model_args', '{}'))
     return None, {}
-
-
-def latest_run(output: CheckpointSource = 'output/train') -> Optional[Tuple[Path, Path]]:
-    """The config.yaml and weights (its EMA's when it has them) of the training run under `output` that wrote
-    weights last, None when there is none."""
-    runs = [config.parent for config in Path(output).glob('*/config.yaml')
-            if (config.parent / 'model.safetensors').is_file()]
-    if not runs:
-        return None
-    run = max(runs, key=lambda folder: (folder / 'model.safetensors').stat().st_mtime)
-    weights = run / 'model_ema.safetensors'
-    return run / 'config.yaml', weights if weights.is_file() else run / 'model.safetensors'
-
-
-def create_model(model_name: str, **kwargs) -> nn.Module:
-    """`timm.create_model` for the SMPConv models, with a one-line error that lists them for any other name."""
-    architecture = model_name.split('.')[0]
-    if ':' not in model_name and architecture not in timm.list_models('smpconv*'):
-        raise ValueError(f"unknown model '{model_name}': one of {', '.join(timm.list_models('smpconv*'))}")
-    return timm.create_model(model_name, **kwargs)
-
-
-def create_from_checkpoint(
-        checkpoint: CheckpointSource,
-        model_name: Optional[str] = None,
-        *,
-        use_ema: bool = True,
-        trust_pickle: bool = False,
-        **model_kwargs,
-) -> nn.Module:
-    """A model with a checkpoint's weights, as `timm.create_model` builds it.
-
-    The architecture and model arguments are those given, else those the checkpoint records (`recorded_model`:
-    a training state, or the weights a training run writes); the number of classes is its classifier's.
-
-    Args:
-        checkpoint: Weights (safetensors), a training state of this package, or a timm or official checkpoint.
-        model_name: A registered SMPConv model; needed when the checkpoint does not say.
-        use_ema: The EMA weights of a checkpoint that has them.
-        trust_pickle: See `read_checkpoint`.
-        **model_kwargs: Passed to `timm.create_model`, over those the checkpoint records.
-    """
-    content = read_checkpoint(checkpoint, trust_pickle=trust_pickle)
-    recorded_name, recorded_kwargs = recorded_model(content, checkpoint)
-    if model_name is None and recorded_name is None:
-        raise ValueError(f'{os.fspath(checkpoint)} does not say which model it holds: name the model '
-                         "(e.g. --model smpconv_t, or a run's --config)")
-    if model_name in (None, recorded_name):
-        model_name, model_kwargs = recorded_name, {**recorded_kwargs, **model_kwargs}
-    state_dict = to_package_layout(select_state_dict(content, use_ema=use_ema))
-    if model_kwargs.get('num_classes') is None:
-        classifier = state_dict.get(f"{get_pretrained_cfg_value(model_name, 'classifier')}.weight")
-        model_kwargs['num_classes'] = 0 if classifier is None else classifier.shape[0]
-    model = create_model(model_name, **model_kwargs)
-    load_weights(model, state_dict, os.fspath(checkpoint))
-    return model
-
-
-def run_model_args(config: CheckpointSource) -> Tuple[str, Dict[str, Any]]:
-    """The model and model arguments of a training run's config.yaml."""
-    path = Path(config)
-    if not path.is_file():
-        raise FileNotFoundError(f'config file not found: {path}')
-    values = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(values, dict) or 'model' not in values:
-        raise ValueError(f'{path} is not a training config: it names no model')
-    return values['model'], dict(values.get('model_kwargs') or {})
-
-
-def pretrained_weights_error(variant: str, error: Exception, pretrained_cfg: Any = None,
-                             pretrained_cfg_overlay: Optional[Dict[str, Any]] = None) -> OSError:
-    """What to raise when the pretrained weights of `variant` (as `timm.create_model` resolves them) could not be
-    read: where they come from, why they could not be had (offline, out of reach, missing), what to do instead."""
-    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
-    if cfg.file:
-        why = 'no such file' if not os.path.exists(cfg.file) else str(error) or type(error).__name__
-        return OSError(f'the pretrained weights file of {variant}, {cfg.file}, could not be read: {why}')
-    repo = f'the Hugging Face Hub repo {cfg.hf_hub_id}'
-    if isinstance(error, LocalEntryNotFoundError):
-        cache = huggingface_hub.constants.HF_HUB_CACHE
-        if huggingface_hub.constants.HF_HUB_OFFLINE:
-            why = f'which is not in this machine\'s Hub cache ({cache}), and offline mode is on (HF_HUB_OFFLINE=1)'
-        else:
-            why = f'which could not be reached (no network, or the Hub is blocked) and is not in the Hub cache ' \
-                  f'({cache})'
-    elif isinstance(error, (RepositoryNotFoundError, RevisionNotFoundError)):
-        why = 'which does not exist on the Hub (or is private)'
-    elif isinstance(error, EntryNotFoundError):
-        why = 'which holds no model.safetensors'
-    else:
-        why = f'which could not be read ({type(error).__name__}: {error})'
-    return OSError(f'the pretrained weights of {variant} come from {repo}, {why}. Load a local copy instead: '
-                   "timm.create_model('local-dir:/path/to/a/copy/of/the/repo', pretrained=True), or "
-                   f"timm.create_model('{variant}', pretrained=True, "
-                   "pretrained_cfg_overlay=dict(file='/path/to/weights'))")

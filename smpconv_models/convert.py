@@ -13,7 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .checkpoint import create_model, load_checkpoint
+from .checkpoint import load_checkpoint
+from .factory import create_model
 from .hub import PAPER_TOP1, export_for_hub
 from .smpconv import HUB_ORG
 

@@ -5,15 +5,21 @@ with this package's model card: it loads with `timm.create_model('local-dir:<exp
 uploaded (`python -m smpconv_models.publish`) with `timm.create_model('hf-hub:<repo>')`.
 """
 import copy
+import os
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
+import huggingface_hub
 import torch
 import torch.nn as nn
+from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                    RevisionNotFoundError)
 from timm.models import save_for_hf
+from timm.models._builder import resolve_pretrained_cfg
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['PAPER_TOP1', 'LAYER_OPS', 'count_macs', 'export_for_hub', 'model_card']
+__all__ = ['PAPER_TOP1', 'LAYER_OPS', 'count_macs', 'export_for_hub', 'model_card',
+           'pretrained_weights_error']
 
 # ImageNet-1k top-1 of the authors' EMA weights (paper table 4)
 PAPER_TOP1 = {'smpconv_t': 82.5, 'smpconv_b': 83.8}
@@ -99,3 +105,31 @@ def export_for_hub(model: nn.Module, out_dir: Path, repo_id: str, source: str,
     save_for_hf(model, out_dir, safe_serialization=True)
     (out_dir / 'README.md').write_text(model_card(model, repo_id, source, top1))
     return out_dir
+
+
+def pretrained_weights_error(variant: str, error: Exception, pretrained_cfg: Any = None,
+                             pretrained_cfg_overlay: Optional[Dict[str, Any]] = None) -> OSError:
+    """What to raise when the pretrained weights of `variant` (as `timm.create_model` resolves them) could not be
+    read: where they come from, why they could not be had (offline, out of reach, missing), what to do instead."""
+    cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
+    if cfg.file:
+        why = 'no such file' if not os.path.exists(cfg.file) else str(error) or type(error).__name__
+        return OSError(f'the pretrained weights file of {variant}, {cfg.file}, could not be read: {why}')
+    repo = f'the Hugging Face Hub repo {cfg.hf_hub_id}'
+    if isinstance(error, LocalEntryNotFoundError):
+        cache = huggingface_hub.constants.HF_HUB_CACHE
+        if huggingface_hub.constants.HF_HUB_OFFLINE:
+            why = f'which is not in this machine\'s Hub cache ({cache}), and offline mode is on (HF_HUB_OFFLINE=1)'
+        else:
+            why = f'which could not be reached (no network, or the Hub is blocked) and is not in the Hub cache ' \
+                  f'({cache})'
+    elif isinstance(error, (RepositoryNotFoundError, RevisionNotFoundError)):
+        why = 'which does not exist on the Hub (or is private)'
+    elif isinstance(error, EntryNotFoundError):
+        why = 'which holds no model.safetensors'
+    else:
+        why = f'which could not be read ({type(error).__name__}: {error})'
+    return OSError(f'the pretrained weights of {variant} come from {repo}, {why}. Load a local copy instead: '
+                   "timm.create_model('local-dir:/path/to/a/copy/of/the/repo', pretrained=True), or "
+                   f"timm.create_model('{variant}', pretrained=True, "
+                   "pretrained_cfg_overlay=dict(file='/path/to/weights'))")

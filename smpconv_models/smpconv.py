@@ -23,7 +23,8 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from safetensors import SafetensorError
 from timm.models._features import feature_take_indices
 
-from .checkpoint import fit_problems, load_weights, pretrained_weights_error, read_checkpoint, select_state_dict
+from .checkpoint import fit_problems, load_weights, read_checkpoint, select_state_dict
+from .hub import pretrained_weights_error
 from .layers import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
 from .official import convert_official_state_dict, is_official_state_dict, official_model_args, to_package_layout
 from .smp import SMPKernel, points_for_kernel, project_radii

@@ -16,7 +16,8 @@ from typing import List
 import torch
 import torch.nn as nn
 
-from .checkpoint import create_from_checkpoint, create_model, latest_run, run_model_args
+from .factory import create_from_checkpoint, create_model
+from .runs import latest_run, run_model_args
 from .layers import SMPConv2d
 
 __all__ = ['plot_points', 'plot_receptive_fields', 'smp_layers']

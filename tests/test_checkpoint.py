@@ -7,7 +7,8 @@ import timm
 import torch
 
 import smpconv_models
-from smpconv_models.checkpoint import create_from_checkpoint, read_checkpoint, recorded_model, select_state_dict
+from smpconv_models.checkpoint import read_checkpoint, recorded_model, select_state_dict
+from smpconv_models.factory import create_from_checkpoint
 from smpconv_models.training import Checkpointer
 
 from official_checkpoints import save_official_checkpoint
