@@ -7,7 +7,7 @@ convolution of the CIFAR-10 model (33 x 33 kernels).
 with p the taps before the current position, per axis: L - 1 for a causal kernel (it sees the current step,
 its last tap, and the L - 1 before it), L // 2 for a 'same' kernel. The output has the size of x. Each pass
 (output, input gradient, weight gradient) runs on the faster of two backends for its shape, chosen by the
-dispatcher (`dispatch`):
+dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
 
 - `torch`: PyTorch's convolution, direct: its cost grows with the taps;
 - `fft`: FFT convolution over a period of at least N + max(p, L - 1 - p) per axis, rounded up to a size

@@ -4,7 +4,8 @@
 
 `depthwise_conv2d(x, weight, bias)` is the operator `smpconv::depthwise_conv2d`, with first and second
 derivatives and FLOP counts (torch.utils.flop_counter): torch.compile keeps it in one graph, and each pass
-runs on the fastest backend for its shape (see `dispatch`). TorchScript, FX, torch.export and ONNX export
+runs on the fastest backend for its shape (see `dispatch`), or the one forced with SMPCONV_DWCONV_BACKEND or
+`use_backend`. TorchScript, FX, torch.export and ONNX export
 record PyTorch's own convolution instead.
 
 The backends: PyTorch's own convolution (oneDNN on CPUs, cuDNN or PyTorch's kernels on GPUs) in either memory

@@ -44,7 +44,7 @@ import torch.fx
 
 __all__ = ['Backend', 'Operator', 'use_backend', 'choices', 'restore_choices', 'clear_choices', 'seconds',
            'recording_graph', 'compute_dtype', 'check_float', 'check_odd', 'memory_format', 'fft_sizes',
-           'fft_dtype', 'conv_grad_weight', 'tap_flops', 'save_inputs']
+           'fft_dtype', 'conv_grad_weight', 'tap_flops', 'save_inputs', 'first_sample']
 
 
 # ---- what the operators share -----------------------------------------------------------------------------
