@@ -28,7 +28,7 @@ import torch
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.layers import SMPConv2d
 from smpconv_models.ops import clear_choices, depthwise_conv2d, use_backend
-from smpconv_models.ops.backends import BACKENDS
+from smpconv_models.ops.depthwise import BACKENDS
 from timing import environment, median_seconds, report
 
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}

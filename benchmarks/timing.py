@@ -8,15 +8,7 @@ from typing import Callable, Optional
 
 import torch
 
-
-def seconds(run: Callable[[], object], device: torch.device) -> float:
-    """Seconds of one call of `run()`, the work it queues on the device included."""
-    synchronize = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    synchronize()
-    start = time.perf_counter()
-    run()
-    synchronize()
-    return time.perf_counter() - start
+from smpconv_models.ops.dispatch import seconds  # one timer: the one the dispatcher chooses backends by
 
 
 def median_seconds(run: Callable[[], object], device: torch.device, warmup: int = 2, min_repeats: int = 3,

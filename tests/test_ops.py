@@ -1,17 +1,20 @@
-"""The depthwise convolution operator: its backends against float64, the dispatcher, the kernel crop."""
+"""The depthwise convolution operator: its backends against float64, the kernel crop; the operator framework and
+its dispatcher."""
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from smpconv_models.layers import SMPConv2d
-from smpconv_models.ops import ENV_VAR, choices, clear_choices, depthwise_conv2d, use_backend, useful_window
+from smpconv_models.ops import ENV_VAR, causal_conv1d, choices, clear_choices, conv2d_same, depthwise_conv2d, \
+    use_backend, useful_window
 from smpconv_models.ops import dispatch
-from smpconv_models.ops.backends import BACKENDS
+from smpconv_models.ops.depthwise import BACKENDS
 
 CPU_BACKENDS = ['torch', 'torch_channels_last', 'fft']
 # (batch, channels, height, width, kernel): non-square kernels, odd widths, and the largest kernel a backend
@@ -46,8 +49,9 @@ def test_backend_passes_match_float64_definition(backend, shape):
     grad_y = torch.randn_like(x)
     expected_grad_w = torch.func.vjp(lambda w: reference(x, w), weight)[1](grad_y)[0]
     # float64 all through: only rounding differs (FFT's is ~1e-15 relative to the sums' magnitude)
-    torch.testing.assert_close(BACKENDS[backend].forward(x, weight), reference(x, weight), rtol=1e-10, atol=1e-10)
-    torch.testing.assert_close(BACKENDS[backend].grad_weight(grad_y, x, weight.shape[-2:]), expected_grad_w,
+    passes = BACKENDS[backend].passes
+    torch.testing.assert_close(passes['forward'](x, weight), reference(x, weight), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(passes['grad_weight'](grad_y, x, weight.shape[-2:]), expected_grad_w,
                                rtol=1e-10, atol=1e-10)
 
 
@@ -55,7 +59,7 @@ def test_backend_passes_match_float64_definition(backend, shape):
 def test_float32_backends_are_within_float32_rounding(backend):
     x, weight = inputs(2, 3, 20, 24, (31, 31), dtype=torch.float32)
     # sums of ~600 products of unit-variance terms: float32 rounding stays far below 1e-3 of their size (~25)
-    torch.testing.assert_close(BACKENDS[backend].forward(x, weight).double(), reference(x, weight),
+    torch.testing.assert_close(BACKENDS[backend].passes['forward'](x, weight).double(), reference(x, weight),
                                rtol=1e-4, atol=1e-3)
 
 
@@ -119,14 +123,20 @@ def test_any_input_layout_gives_the_same_values_in_the_input_layout(backend, lay
     assert y.is_contiguous(memory_format=torch.channels_last) == (layout == 'channels_last')
 
 
+def replace_forward(monkeypatch, name: str, forward) -> None:
+    """Backend `name` computes the depthwise forward pass with `forward(x, weight, original)` for this test."""
+    backend = BACKENDS[name]
+    original = backend.passes['forward']
+    monkeypatch.setitem(BACKENDS, name, backend._replace(
+        passes={**backend.passes, 'forward': lambda x, w: forward(x, w, original)}))
+
+
 @pytest.fixture
 def calls(monkeypatch) -> list:
     """The names of the CPU backends, in the order their forward passes run."""
     names = []
     for name in CPU_BACKENDS:
-        forward = BACKENDS[name].forward
-        monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(
-            forward=lambda x, w, name=name, forward=forward: names.append(name) or forward(x, w)))
+        replace_forward(monkeypatch, name, lambda x, w, original, name=name: names.append(name) or original(x, w))
     return names
 
 
@@ -137,15 +147,15 @@ def test_dispatcher_screens_on_one_sample_and_times_the_survivors_on_the_batch(m
     per_sample = {'torch': 10., 'torch_channels_last': 2., 'fft': 1.}  # ranking on one sample ...
     whole = {'torch_channels_last': 16., 'fft': 20.}  # ... and on the batch of 8: fft loses, but within 1.3x
     for name in CPU_BACKENDS:
-        forward = BACKENDS[name].forward
-        monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(
-            forward=lambda x, w, name=name, forward=forward: runs.append((name, x.shape[0])) or forward(x, w)))
+        replace_forward(monkeypatch, name,
+                        lambda x, w, original, name=name: runs.append((name, x.shape[0])) or original(x, w))
+
     def fake_seconds(call, device):
         call()
         name, batch = runs[-1]
         return (per_sample if batch == 1 else whole)[name]
 
-    monkeypatch.setattr(dispatch, '_seconds', fake_seconds)
+    monkeypatch.setattr(dispatch, 'seconds', fake_seconds)
     x, weight = inputs(8, 3, 8, 8, (5, 5))
     depthwise_conv2d(x, weight)
     # all three once on one sample; the two survivors on the batch (an untimed run, a timed one), and once more
@@ -176,7 +186,7 @@ def test_choices_are_plain_data_that_another_process_can_restore(monkeypatch, ca
     def no_timing(run, device):
         raise AssertionError('timed a shape with a restored choice')
 
-    monkeypatch.setattr(dispatch, '_seconds', no_timing)
+    monkeypatch.setattr(dispatch, 'seconds', no_timing)
     dispatch.restore_choices(saved)
     calls.clear()
     depthwise_conv2d(x.contiguous(memory_format=torch.channels_last), weight)
@@ -262,12 +272,12 @@ def test_backends_that_fail_while_timed_are_passed_over(monkeypatch):
     def out_of_memory(*args):
         raise torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 80.00 GiB')
 
-    monkeypatch.setitem(BACKENDS, 'torch', BACKENDS['torch']._replace(forward=out_of_memory))
+    replace_forward(monkeypatch, 'torch', out_of_memory)
     x, weight = inputs(2, 3, 8, 8, (5, 5), dtype=torch.float32)
     torch.testing.assert_close(depthwise_conv2d(x, weight), reference(x, weight).float(), rtol=1e-5, atol=1e-5)
     assert choices()[('forward', 'cpu', 'float32', 'contiguous', (2, 3, 8, 8), (5, 5))] != 'torch'
     for name in CPU_BACKENDS:
-        monkeypatch.setitem(BACKENDS, name, BACKENDS[name]._replace(forward=out_of_memory))
+        replace_forward(monkeypatch, name, out_of_memory)
     with pytest.raises(RuntimeError, match=r'no convolution backend runs forward .* torch: OutOfMemoryError: '
                                            r'CUDA out of memory.*; fft: OutOfMemoryError'):
         depthwise_conv2d(x[:, :, :6, :6], weight)  # a shape without a choice
@@ -300,3 +310,67 @@ def test_triton_kernels_under_the_interpreter():
     result = subprocess.run([sys.executable, '-m', 'pytest', str(suite), '-q', '-p', 'no:cacheprovider'],
                             env={**os.environ, 'TRITON_INTERPRET': '1'}, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_each_operator_is_forced_by_its_own_environment_variable(monkeypatch):
+    """SMPCONV_DWCONV_BACKEND forces the depthwise convolution only and SMPCONV_CONV_BACKEND the long one only
+    (a forced pass records no choice); `use_backend` forces every operator that has a backend of its name."""
+    image, weight = inputs(1, 2, 6, 6, (3, 3), dtype=torch.float32)
+    sequence, kernel = torch.randn(2, 3, 16), torch.randn(4, 3, 5)
+
+    def passes_chosen() -> list:
+        clear_choices()
+        with torch.no_grad():
+            depthwise_conv2d(image, weight)
+            causal_conv1d(sequence, kernel)
+        return [key[0] for key in choices()]
+
+    monkeypatch.setenv(ENV_VAR, 'fft')
+    assert passes_chosen() == ['conv.forward']
+    monkeypatch.delenv(ENV_VAR)
+    monkeypatch.setenv('SMPCONV_CONV_BACKEND', 'fft')
+    assert passes_chosen() == ['forward']
+    with use_backend('torch'):
+        assert passes_chosen() == []
+    with use_backend('torch_channels_last'):  # not a backend of the long convolution: its variable still holds
+        assert passes_chosen() == []
+    monkeypatch.setenv('SMPCONV_CONV_BACKEND', 'torch_channels_last')
+    with pytest.raises(ValueError, match="unknown long convolution backend 'torch_channels_last' in "
+                                         "SMPCONV_CONV_BACKEND: one of torch, fft"):
+        causal_conv1d(sequence, kernel)
+
+
+def test_a_third_operator_is_declared_once_and_dispatched_like_the_others(monkeypatch):
+    monkeypatch.setattr(dispatch, '_OPERATORS', dict(dispatch._OPERATORS))  # declared for this test only
+    scaling = dispatch.Operator('scaling', 'SMPCONV_SCALING_BACKEND', {
+        'multiply': dispatch.Backend({'scaling.forward': lambda x, scale: x * scale}),
+        'add': dispatch.Backend({'scaling.forward': lambda x, scale: x + x * (scale - 1)}),
+    })
+    x = torch.randn(4, 3, 5)
+    torch.testing.assert_close(scaling.compute('scaling.forward', x, 2., signature=(2.,)), 2 * x)
+    assert list(choices()) == [('scaling.forward', 'cpu', 'float32', 'contiguous', (4, 3, 5), (2.,))]
+    with use_backend('add'):
+        assert scaling.choose('scaling.forward', (x, 3.), 1, (3.,)) == 'add'
+    with pytest.raises(ValueError, match="pass 'forward' of the copy is a pass of the depthwise convolution already"):
+        dispatch.Operator('copy', 'SMPCONV_COPY_BACKEND', {'torch': dispatch.Backend({'forward': torch.clone})})
+    with pytest.raises(ValueError, match="unknown convolution pass 'conv.backward': one of .*conv.grad_weight"):
+        dispatch.restore_choices({('conv.backward', 'cpu', 'float32', 'contiguous', (1, 1, 8), (1, 1, 3, 2)): 'fft'})
+
+
+def test_graph_recorders_get_pytorch_convolutions():
+    """TorchScript and FX record PyTorch's own convolutions in place of the operators, so that what they save
+    runs without this package."""
+    class Convolutions(torch.nn.Module):
+        def forward(self, image: torch.Tensor, filters: torch.Tensor, kernel: torch.Tensor, sequence: torch.Tensor,
+                    taps: torch.Tensor) -> List[torch.Tensor]:
+            return [depthwise_conv2d(image, filters), conv2d_same(image, kernel), causal_conv1d(sequence, taps)]
+
+    args = (*inputs(2, 3, 8, 9, (5, 3)), torch.randn(4, 3, 3, 5, dtype=torch.float64),
+            torch.randn(2, 3, 12, dtype=torch.float64), torch.randn(4, 3, 7, dtype=torch.float64))
+    expected = Convolutions()(*args)
+    scripted = torch.jit.script(Convolutions())
+    traced = torch.fx.symbolic_trace(Convolutions())
+    assert 'smpconv::' not in str(scripted.inlined_graph) and 'smpconv' not in traced.code
+    for recorded in (scripted, traced):
+        for got, want in zip(recorded(*args), expected, strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 import smpconv_models  # noqa: F401
 from smpconv_models.datasets import FashionMNISTSubset
 from smpconv_models.ops import ENV_VAR, choices, clear_choices, dispatch
-from smpconv_models.ops.backends import BACKENDS
+from smpconv_models.ops.depthwise import BACKENDS
 from smpconv_models.training import create_eval_loader, evaluate, load_training_state, parse_args
 
 ROOT = Path(__file__).parent.parent
@@ -97,7 +97,7 @@ def test_resumed_run_keeps_its_depthwise_backends(tmp_path, monkeypatch):
     def no_timing(run, device):
         raise AssertionError('a resumed run timed a depthwise convolution its run had chosen a backend for')
 
-    monkeypatch.setattr(dispatch, '_seconds', no_timing)
+    monkeypatch.setattr(dispatch, 'seconds', no_timing)
     assert train_imagenet.main([*recipe, '--epochs', '2', '--resume', str(tmp_path / 'run')]) == 0
     assert choices() == saved[0]
     clear_choices()

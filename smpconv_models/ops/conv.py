@@ -7,28 +7,27 @@ convolution of the CIFAR-10 model (33 x 33 kernels).
 with p the taps before the current position, per axis: L - 1 for a causal kernel (it sees the current step,
 its last tap, and the L - 1 before it), L // 2 for a 'same' kernel. The output has the size of x. Each pass
 (output, input gradient, weight gradient) runs on the faster of two backends for its shape, chosen by the
-dispatcher the depthwise convolution uses (`dispatch`):
+dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
 
 - `torch`: PyTorch's convolution, direct: its cost grows with the taps;
 - `fft`: FFT convolution over a period of at least N + max(p, L - 1 - p) per axis, rounded up to a size
   FFT libraries transform fast, computed in float32 or wider: its cost grows with N log N, whatever L.
 
 Taps that never meet the input (a kernel longer than the sequence) are cropped first: the result is exactly
-the same. The output's dtype follows F.conv's under autocast (see `depthwise.compute_dtype`).
+the same. The output's dtype follows F.conv's under autocast (see `dispatch.compute_dtype`).
 """
 import math
 from functools import partial
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from .backends import Backend, _float_on_any_device, _smooth_size
-from .depthwise import compute_dtype, recording_graph
-from .dispatch import choose, register_operator
+from .dispatch import (Backend, Operator, check_float, check_odd, compute_dtype, conv_grad_weight, fft_dtype,
+                       fft_sizes, recording_graph, save_inputs, tap_flops)
 
-__all__ = ['causal_conv1d', 'conv2d_same', 'plain_conv', 'CONV_BACKENDS', 'useful_taps']
+__all__ = ['causal_conv1d', 'conv2d_same', 'CONV_BACKENDS']
 
 
 def _conv_function(ndim: int):
@@ -54,21 +53,11 @@ def _torch_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> tor
 
 def _torch_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], pad: List[int]
                        ) -> torch.Tensor:
-    ndim = len(pad)
     padded = F.pad(x, _paddings(kernel_size, pad))
-    weight = x.new_empty((grad_y.shape[1], x.shape[1], *kernel_size))
-    _, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_y, padded, weight, None, [1] * ndim, [0] * ndim, [1] * ndim, False, [0] * ndim, 1, (False, True, False))
-    return grad_weight
+    return conv_grad_weight(grad_y, padded, (grad_y.shape[1], x.shape[1], *kernel_size), [0] * len(pad), 1)
 
 
 # ---- FFT convolution ----------------------------------------------------------------------------------
-
-def _fft_sizes(size: Sequence[int], kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:
-    """Periods long enough that the circular correlation equals the zero-padded one on the output: x's
-    samples must not wrap onto taps `pad` before or `k - 1 - pad` after any output position."""
-    return [_smooth_size(n + max(p, k - 1 - p)) for n, k, p in zip(size, kernel_size, pad)]
-
 
 def _spatial(ndim: int) -> Tuple[int, ...]:
     return tuple(range(-ndim, 0))
@@ -109,8 +98,8 @@ def _contract(a: torch.Tensor, v: torch.Tensor, conj_a: bool, conj_v: bool) -> t
 def _fft_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
     ndim = len(pad)
     size = x.shape[2:]
-    sizes = _fft_sizes(size, weight.shape[2:], pad)
-    compute = torch.promote_types(x.dtype, torch.float32)  # half-precision FFTs lose too much
+    sizes = fft_sizes(size, weight.shape[2:], pad)
+    compute = fft_dtype(x.dtype)
     mixed = _contract(_spectrum(x.to(compute), sizes), _kernel_spectrum(weight.to(compute), pad, sizes), False, True)
     y = torch.fft.irfftn(mixed, s=sizes, dim=_spatial(ndim))
     return y[(...,) + tuple(slice(0, n) for n in size)].to(x.dtype)
@@ -121,8 +110,8 @@ def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[in
     """dw[o, c, j] = sum_{b, t} dy[b, o, t] x[b, c, t - p + j]: the correlation of x with dy, summed over the
     batch in the frequency domain, read at lags -p .. L - 1 - p."""
     ndim = len(pad)
-    sizes = _fft_sizes(x.shape[2:], kernel_size, pad)
-    compute = torch.promote_types(x.dtype, torch.float32)
+    sizes = fft_sizes(x.shape[2:], kernel_size, pad)
+    compute = fft_dtype(x.dtype)
     spectrum_x = _spectrum(x.to(compute), sizes).transpose(0, 1)  # [C, B, f]
     spectrum_dy = _spectrum(grad_y.to(compute), sizes).transpose(0, 1)  # [O, B, f]
     cross = _contract(spectrum_dy, spectrum_x, True, False)
@@ -136,7 +125,7 @@ def _work(x_shape: Sequence[int], channels: int, kernel_size: Sequence[int], pad
     direct convolution's multiply-adds at every tap; the FFT's transforms (5 n log2 n per signal) and its
     complex products (4 real ones per frequency and channel pair)."""
     batch, in_channels, size = x_shape[0], x_shape[1], x_shape[2:]
-    period = math.prod(_fft_sizes(size, kernel_size, pad))
+    period = math.prod(fft_sizes(size, kernel_size, pad))
     signals = batch * (in_channels + channels) + in_channels * channels
     return {
         'torch': batch * in_channels * channels * math.prod(size) * math.prod(kernel_size),
@@ -144,23 +133,14 @@ def _work(x_shape: Sequence[int], channels: int, kernel_size: Sequence[int], pad
     }
 
 
-CONV_BACKENDS = {
-    'torch': Backend(_torch_forward, _torch_grad_weight, _float_on_any_device),
-    'fft': Backend(_fft_forward, _fft_grad_weight, _float_on_any_device),
+CONV_BACKENDS: Dict[str, Backend] = {
+    'torch': Backend({'conv.forward': _torch_forward, 'conv.grad_weight': _torch_grad_weight}),
+    'fft': Backend({'conv.forward': _fft_forward, 'conv.grad_weight': _fft_grad_weight}),
 }
-register_operator(('conv.forward', 'conv.grad_weight'), CONV_BACKENDS)
+CONV = Operator('long convolution', 'SMPCONV_CONV_BACKEND', CONV_BACKENDS)
 
 
 # ---- the operator ---------------------------------------------------------------------------------------
-
-def _screened(pass_: Callable, screen: bool, batched: int, *args) -> Optional[Callable]:
-    """A call of `pass_` for the dispatcher to time: on its arguments, or with `screen` on the first sample of the
-    batch, which the first `batched` arguments carry (None for a batch of one: the whole is the smallest)."""
-    if not screen:
-        return partial(pass_, *args)
-    if args[0].shape[0] == 1:
-        return None
-    return partial(pass_, *(a[:1] for a in args[:batched]), *args[batched:])
 
 
 @torch.library.custom_op('smpconv::conv', mutates_args=())
@@ -168,10 +148,8 @@ def _forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Ten
     if x.numel() == 0 or weight.numel() == 0:
         return x.new_zeros((x.shape[0], weight.shape[0], *x.shape[2:]))
     x, weight = x.contiguous(), weight.contiguous()
-    name = choose('conv.forward', x, (*weight.shape, *pad),
-                  lambda n, screen: _screened(CONV_BACKENDS[n].forward, screen, 1, x, weight, pad),
-                  _work(x.shape, weight.shape[0], weight.shape[2:], pad))
-    return CONV_BACKENDS[name].forward(x, weight, pad).contiguous()
+    return CONV.compute('conv.forward', x, weight, pad, signature=(*weight.shape, *pad),
+                        work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad)).contiguous()
 
 
 @_forward.register_fake
@@ -184,11 +162,9 @@ def _grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], 
     if x.numel() == 0 or grad_y.numel() == 0:
         return x.new_zeros((grad_y.shape[1], x.shape[1], *kernel_size))
     grad_y, x = grad_y.contiguous(), x.contiguous()
-    name = choose('conv.grad_weight', x, (grad_y.shape[1], *kernel_size, *pad),
-                  lambda n, screen: _screened(CONV_BACKENDS[n].grad_weight, screen, 2, grad_y, x, kernel_size,
-                                              pad),
-                  _work(x.shape, grad_y.shape[1], kernel_size, pad))
-    return CONV_BACKENDS[name].grad_weight(grad_y, x, kernel_size, pad).contiguous()
+    return CONV.compute('conv.grad_weight', grad_y, x, kernel_size, pad, batched=2,
+                        signature=(grad_y.shape[1], *kernel_size, *pad),
+                        work=partial(_work, x.shape, grad_y.shape[1], kernel_size, pad)).contiguous()
 
 
 @_grad_weight.register_fake
@@ -203,11 +179,6 @@ def _transposed(weight: torch.Tensor) -> torch.Tensor:
 
 def _opposite(kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:
     return [k - 1 - p for k, p in zip(kernel_size, pad)]
-
-
-def _save(ctx, inputs, output):
-    ctx.save_for_backward(*(t for t in inputs if torch.is_tensor(t)))
-    ctx.args = [a for a in inputs if not torch.is_tensor(a)]
 
 
 def _backward(ctx, grad_y):
@@ -234,23 +205,18 @@ def _grad_weight_backward(ctx, grad_grad_w):
     return grad_grad_y, grad_x, None, None
 
 
-_forward.register_autograd(_backward, setup_context=_save)
-_grad_weight.register_autograd(_grad_weight_backward, setup_context=_save)
-
-
-def _flops(x_shape, out_channels: int, kernel_size: Sequence[int]) -> int:
-    """Multiply-adds x2 of one pass at every tap, the usual count."""
-    return 2 * math.prod(x_shape) * out_channels * math.prod(kernel_size)
+_forward.register_autograd(_backward, setup_context=save_inputs)
+_grad_weight.register_autograd(_grad_weight_backward, setup_context=save_inputs)
 
 
 @register_flop_formula(torch.ops.smpconv.conv)
 def _forward_flops(x_shape, weight_shape, pad, *args, out_shape=None, **kwargs) -> int:
-    return _flops(x_shape, weight_shape[0], weight_shape[2:])
+    return tap_flops(x_shape, weight_shape[2:], weight_shape[0])
 
 
 @register_flop_formula(torch.ops.smpconv.conv_grad_weight)
 def _grad_weight_flops(grad_y_shape, x_shape, kernel_size, pad, *args, out_shape=None, **kwargs) -> int:
-    return _flops(x_shape, grad_y_shape[1], kernel_size)
+    return tap_flops(x_shape, kernel_size, grad_y_shape[1])
 
 
 # ---- the functions ----------------------------------------------------------------------------------------
@@ -261,10 +227,7 @@ def useful_taps(kernel_size: Sequence[int], pad: Sequence[int], size: Sequence[i
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], ndim: int, name: str) -> None:
-    for argument, tensor in (('x', x), ('weight', weight)):
-        if not tensor.is_floating_point():
-            raise TypeError(f'{name} takes floating-point tensors (float16, bfloat16, float32, float64), got '
-                            f'{argument} of {tensor.dtype}')
+    check_float(name, x=x, weight=weight)
     if x.dim() != ndim + 2 or weight.dim() != ndim + 2 or weight.shape[1] != x.shape[1]:
         axes = 'L' if ndim == 1 else 'H, W'
         kernel = 'L' if ndim == 1 else 'kh, kw'
@@ -274,7 +237,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], 
         raise ValueError(f'{name} takes a bias [O] = [{weight.shape[0]}], got {tuple(bias.shape)}')
 
 
-def plain_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
+def _plain_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], causal: bool) -> torch.Tensor:
     """PyTorch's own convolution, which TorchScript, FX, torch.export and the ONNX exporter record, so that what
     they save runs without this package."""
     if causal:
@@ -294,10 +257,8 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], p
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Causal convolution of x [B, C, N] with weight [O, C, L] (plus a bias [O]): output step t sees steps
     t - L + 1 .. t of every input channel, weight[..., -1] the current one; for any N and L."""
-    if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
-        return plain_conv(x, weight, bias, True)
-    if recording_graph():
-        return plain_conv(x, weight, bias, True)
+    if torch.jit.is_scripting() or recording_graph():
+        return _plain_conv(x, weight, bias, True)
     _check(x, weight, bias, 1, 'causal_conv1d')
     return _conv(x, weight, bias, [weight.shape[-1] - 1])
 
@@ -305,11 +266,8 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
 def conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Stride-1, zero-padded 'same' cross-correlation of x [B, C, H, W] with weight [O, C, kh, kw] (odd sizes),
     plus a bias [O]: F.conv2d(x, weight, bias, padding='same'), for any kernel and image size."""
-    if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
-        return plain_conv(x, weight, bias, False)
-    if recording_graph():
-        return plain_conv(x, weight, bias, False)
+    if torch.jit.is_scripting() or recording_graph():
+        return _plain_conv(x, weight, bias, False)
     _check(x, weight, bias, 2, 'conv2d_same')
-    if weight.shape[-2] % 2 == 0 or weight.shape[-1] % 2 == 0:
-        raise ValueError(f"'same' convolution needs odd kernel sizes, got {tuple(weight.shape[-2:])}")
+    check_odd(weight.shape[-2:])
     return _conv(x, weight, bias, [k // 2 for k in weight.shape[-2:]])

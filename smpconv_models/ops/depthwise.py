@@ -1,9 +1,18 @@
-"""Depthwise 'same' convolution with one odd-sized filter per channel, as a custom operator.
+"""Depthwise 'same' convolution with one odd-sized filter per channel, as a custom operator, and its backends.
+
+    y[b, c, i, j] = sum_{u, v} w[c, u, v] * x[b, c, i + u - kh // 2, j + v - kw // 2]   (zero outside x)
 
 `depthwise_conv2d(x, weight, bias)` is the operator `smpconv::depthwise_conv2d`, with first and second
 derivatives and FLOP counts (torch.utils.flop_counter): torch.compile keeps it in one graph, and each pass
-runs on the fastest backend for its shape (see `dispatch`). TorchScript, FX, torch.export and ONNX export
+runs on the fastest backend for its shape (see `dispatch`), or the one forced with SMPCONV_DWCONV_BACKEND or
+`use_backend`. TorchScript, FX, torch.export and ONNX export
 record PyTorch's own convolution instead.
+
+The backends: PyTorch's own convolution (oneDNN on CPUs, cuDNN or PyTorch's kernels on GPUs) in either memory
+layout, FFT convolution, and this package's Triton kernels. Each computes the 'forward' pass `(x, w)` and the
+'grad_weight' pass `(grad_y, x, kernel_size)` exactly (up to floating-point rounding), outputs in any memory
+layout, for odd kernels no larger than (2H - 1) x (2W - 1); the input gradient is the forward pass of the output
+gradient with the kernel rotated by 180 degrees, which every backend shares.
 
 Taps farther than H - 1 rows (W - 1 columns) from the centre never meet a pixel of an H x W input, so the
 kernel is cropped to its central (2H - 1) x (2W - 1) window first: the result is exactly the same.
@@ -12,64 +21,127 @@ The output's dtype is F.conv2d's under autocast, whichever backend computes it: 
 for x's device, float32 and lower-precision inputs are computed in the autocast dtype; elsewhere x and weight
 are computed in their promoted dtype. An empty input gives an empty output, as F.conv2d's does.
 """
-from functools import partial
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.fx
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from .backends import BACKENDS, flops, memory_format
-from .dispatch import choose
+from .dispatch import (Backend, Operator, check_float, check_odd, compute_dtype, conv_grad_weight, fft_dtype,
+                       fft_sizes, first_sample, memory_format, recording_graph, save_inputs, tap_flops)
 
-__all__ = ['depthwise_conv2d', 'compute_dtype', 'recording_graph', 'useful_window']
+__all__ = ['depthwise_conv2d', 'useful_window', 'ENV_VAR', 'BACKENDS']
 
-
-def useful_window(kernel_size: List[int], height: int, width: int) -> List[int]:
-    """The part of a kernel that touches an input of height x width: at most (2H - 1) x (2W - 1)."""
-    return [max(1, min(kernel_size[0], 2 * height - 1)), max(1, min(kernel_size[1], 2 * width - 1))]
+ENV_VAR = 'SMPCONV_DWCONV_BACKEND'
 
 
-def _crop(weight: torch.Tensor, window: List[int]) -> torch.Tensor:
+# ---- PyTorch's convolution, in the layout it is given ------------------------------------------------
+
+def _torch_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kh, kw = weight.shape[-2:]
-    top, left = (kh - window[0]) // 2, (kw - window[1]) // 2
-    return weight[:, top:top + window[0], left:left + window[1]]
+    return F.conv2d(x, weight.unsqueeze(1), padding=(kh // 2, kw // 2), groups=weight.shape[0])
 
 
-def _screening(tensors: List[torch.Tensor]) -> Optional[List[torch.Tensor]]:
-    """A smaller problem of a pass over `tensors` (x, and grad_y or the weight) with its cost in proportion: the
-    first sample of a batch, or an eighth of the channels of a single sample (in its layout), None when it is
-    that small already."""
-    x = tensors[0]
-    if x.shape[0] > 1:
-        return [t[:1] if t.dim() == 4 else t for t in tensors]
-    channels = x.shape[1] // 8
+def _torch_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:
+    kh, kw = kernel_size
+    channels = x.shape[1]
+    return conv_grad_weight(grad_y, x, (channels, 1, kh, kw), (kh // 2, kw // 2), channels)[:, 0]
+
+
+def _torch_in(layout: torch.memory_format) -> Backend:
+    """PyTorch's convolution on its tensor arguments converted to `layout` first."""
+    def converted(function: Callable) -> Callable:
+        return lambda *args: function(*(a.contiguous(memory_format=layout) if torch.is_tensor(a) and a.dim() == 4
+                                        else a for a in args))
+    return Backend({'forward': converted(_torch_forward), 'grad_weight': converted(_torch_grad_weight)})
+
+
+# ---- FFT convolution ----------------------------------------------------------------------------------
+
+def _fft_sizes(height: int, width: int, kernel_size: Sequence[int]) -> List[int]:
+    """The FFT's periods for 'same' taps: the kernel reaches kernel // 2 pixels past the border."""
+    if kernel_size[0] > 2 * height - 1 or kernel_size[1] > 2 * width - 1:
+        raise ValueError(f'FFT convolution takes kernels up to (2H - 1) x (2W - 1) = {2 * height - 1} x '
+                         f'{2 * width - 1}, got {tuple(kernel_size)}: crop the taps that never meet a pixel')
+    return fft_sizes((height, width), kernel_size, [k // 2 for k in kernel_size])
+
+
+def _place_kernel(weight: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The kernel on a size[0] x size[1] period, its centre tap at (0, 0)."""
+    kh, kw = weight.shape[-2:]
+    placed = weight.new_zeros((weight.shape[0], *size))
+    placed[:, :kh, :kw] = weight
+    return placed.roll((-(kh // 2), -(kw // 2)), dims=(-2, -1))
+
+
+def _fft_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    height, width = x.shape[-2:]
+    size = _fft_sizes(height, width, weight.shape[-2:])
+    compute = fft_dtype(x.dtype)
+    spectrum = torch.fft.rfft2(x.to(compute), s=size)
+    kernel = torch.fft.rfft2(_place_kernel(weight.to(compute), size))
+    # conj_physical, not a lazy conj() view: inside a compiled graph (torch 2.14) the conjugate bit of a view
+    # made in a custom operator is dropped and the result silently wrong
+    y = torch.fft.irfft2(spectrum * kernel.conj_physical(), s=size)[..., :height, :width]
+    return y.to(x.dtype)
+
+
+def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:
+    """dw[c, u, v] = sum_{b, i, j} dy[b, c, i, j] x[b, c, i + u - kh//2, j + v - kw//2]: the correlation of x
+    with dy, summed over the batch in the frequency domain and read at lags -k//2 .. k//2."""
+    height, width = x.shape[-2:]
+    kh, kw = kernel_size
+    size = _fft_sizes(height, width, kernel_size)
+    compute = fft_dtype(x.dtype)
+    spectrum_x = torch.fft.rfft2(x.to(compute), s=size)
+    cross = (spectrum_x * torch.fft.rfft2(grad_y.to(compute), s=size).conj_physical()).sum(0)  # see _fft_forward
+    lags = torch.fft.irfft2(cross, s=size).roll((kh // 2, kw // 2), dims=(-2, -1))
+    return lags[:, :kh, :kw].to(x.dtype)
+
+
+# ---- this package's Triton kernels, imported on first use (Triton takes seconds to import) -------------------
+
+def _triton(function: str) -> Callable:
+    def call(*args):
+        from . import triton_kernels
+        return getattr(triton_kernels, function)(*args)
+    return call
+
+
+BACKENDS: Dict[str, Backend] = {
+    'torch': _torch_in(torch.contiguous_format),
+    'torch_channels_last': _torch_in(torch.channels_last),
+    'fft': Backend({'forward': _fft_forward, 'grad_weight': _fft_grad_weight}),
+    'triton': Backend({'forward': _triton('forward'), 'grad_weight': _triton('grad_weight')}, _triton('available')),
+}
+
+
+def _screening(args: Tuple, batched: int) -> Optional[Tuple]:
+    """The first sample of a batch, or an eighth of the channels of a single sample (in its layout), None when
+    it is that small already."""
+    sample = first_sample(args, batched)
+    if sample is not None:
+        return sample
+    channels = args[0].shape[1] // 8
     if channels == 0:
         return None
-    layout = memory_format(x)
-    return [t[:, :channels].contiguous(memory_format=layout) if t.dim() == 4 else t[:channels].contiguous()
-            for t in tensors]
+    layout = memory_format(args[0])
+    return (*(a[:, :channels].contiguous(memory_format=layout) for a in args[:batched]),
+            *(a[:channels].contiguous() if torch.is_tensor(a) else a for a in args[batched:]))
 
 
-def _timed_call(pass_: Callable, tensors: List[torch.Tensor], *args) -> Callable[[str, bool], Optional[Callable]]:
-    """`run` of the dispatcher's `choose`: a call of `pass_` of a backend on `tensors`, or on a screening problem."""
-    screening = _screening(tensors)
+DEPTHWISE = Operator('depthwise convolution', ENV_VAR, BACKENDS, _screening)
 
-    def run(name: str, screen: bool) -> Optional[Callable]:
-        if screen and screening is None:
-            return None
-        return partial(pass_(BACKENDS[name]), *(screening if screen else tensors), *args)
-    return run
 
+# ---- the operator -----------------------------------------------------------------------------------------
 
 @torch.library.custom_op('smpconv::depthwise_conv2d', mutates_args=())
 def _forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if x.numel() == 0:
         return torch.empty_like(x, memory_format=memory_format(x))
-    name = choose('forward', x, weight.shape[-2:], _timed_call(lambda b: b.forward, [x, weight]))
+    y = DEPTHWISE.compute('forward', x, weight, signature=tuple(weight.shape[-2:]))
     # in x's layout, as PyTorch's convolution and the fake below give it, whichever backend ran
-    return BACKENDS[name].forward(x, weight).contiguous(memory_format=memory_format(x))
+    return y.contiguous(memory_format=memory_format(x))
 
 
 @_forward.register_fake
@@ -82,17 +154,12 @@ def _grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_h: int, kernel_w:
     size = (kernel_h, kernel_w)
     if x.numel() == 0:
         return x.new_zeros((x.shape[1], kernel_h, kernel_w))
-    name = choose('grad_weight', x, size, _timed_call(lambda b: b.grad_weight, [grad_y, x], size))
-    return BACKENDS[name].grad_weight(grad_y, x, size).contiguous()
+    return DEPTHWISE.compute('grad_weight', grad_y, x, size, batched=2, signature=size).contiguous()
 
 
 @_grad_weight.register_fake
 def _(grad_y, x, kernel_h, kernel_w):
     return x.new_empty((x.shape[1], kernel_h, kernel_w))
-
-
-def _save_tensors(ctx, inputs, output):
-    ctx.save_for_backward(*(t for t in inputs if torch.is_tensor(t)))
 
 
 def _backward(ctx, grad_y):
@@ -116,37 +183,31 @@ def _grad_weight_backward(ctx, grad_grad_w):
     return grad_grad_y, grad_x, None, None
 
 
-_forward.register_autograd(_backward, setup_context=_save_tensors)
-_grad_weight.register_autograd(_grad_weight_backward, setup_context=_save_tensors)
+_forward.register_autograd(_backward, setup_context=save_inputs)
+_grad_weight.register_autograd(_grad_weight_backward, setup_context=save_inputs)
 
 
 @register_flop_formula(torch.ops.smpconv.depthwise_conv2d)
 def _forward_flops(x_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-    return flops(x_shape, weight_shape[-2:])
+    return tap_flops(x_shape, weight_shape[-2:])
 
 
 @register_flop_formula(torch.ops.smpconv.depthwise_conv2d_grad_weight)
 def _grad_weight_flops(grad_y_shape, x_shape, kernel_h, kernel_w, *args, out_shape=None, **kwargs) -> int:
-    return flops(x_shape, (kernel_h, kernel_w))
+    return tap_flops(x_shape, (kernel_h, kernel_w))
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
-    for name, tensor in (('x', x), ('weight', weight)):
-        if not tensor.is_floating_point():
-            raise TypeError(f'depthwise_conv2d takes floating-point tensors (float16, bfloat16, float32, float64), '
-                            f'got {name} of {tensor.dtype}')
-    if x.dim() != 4 or weight.dim() != 3 or weight.shape[0] != x.shape[1]:
-        raise ValueError(f'depthwise_conv2d takes x [B, C, H, W] and weight [C, kh, kw], got {tuple(x.shape)} '
-                         f'and {tuple(weight.shape)}')
-    if weight.shape[-2] % 2 == 0 or weight.shape[-1] % 2 == 0:
-        raise ValueError(f"'same' depthwise convolution needs odd kernel sizes, got {tuple(weight.shape[-2:])}")
+# ---- the function -----------------------------------------------------------------------------------------
+
+def useful_window(kernel_size: List[int], height: int, width: int) -> List[int]:
+    """The part of a kernel that touches an input of height x width: at most (2H - 1) x (2W - 1)."""
+    return [max(1, min(kernel_size[0], 2 * height - 1)), max(1, min(kernel_size[1], 2 * width - 1))]
 
 
-def recording_graph() -> bool:
-    """Whether FX, torch.export or the ONNX exporter is recording the model: it gets PyTorch's own convolution,
-    so that what they save runs anywhere, without this package."""
-    return (torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_exporting()
-            or torch.onnx.is_in_onnx_export())
+def _crop(weight: torch.Tensor, window: List[int]) -> torch.Tensor:
+    kh, kw = weight.shape[-2:]
+    top, left = (kh - window[0]) // 2, (kw - window[1]) // 2
+    return weight[:, top:top + window[0], left:left + window[1]]
 
 
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
@@ -155,25 +216,16 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor])
     return F.conv2d(x, weight.unsqueeze(1), bias, padding=(kernel_h // 2, kernel_w // 2), groups=weight.shape[0])
 
 
-def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
-    """The dtype a convolution of x with weight computes and returns in, as F.conv2d's: the autocast dtype for
-    float32 and lower-precision inputs inside an autocast region of x's device, else x's and weight's promoted."""
-    dtype = torch.promote_types(x.dtype, weight.dtype)
-    device_type = x.device.type  # 'meta' has no autocast
-    if dtype != torch.float64 and torch.amp.is_autocast_available(device_type) and \
-            torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return dtype
-
-
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Stride-1, zero-padded 'same' cross-correlation of each channel of x [B, C, H, W] with weight [C, kh, kw]
     (odd sizes), plus an optional bias [C]; NCHW or channels_last."""
-    if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
+    if torch.jit.is_scripting() or recording_graph():
         return _conv2d(x, weight, bias)
-    if recording_graph():
-        return _conv2d(x, weight, bias)
-    _check(x, weight)
+    check_float('depthwise_conv2d', x=x, weight=weight)
+    if x.dim() != 4 or weight.dim() != 3 or weight.shape[0] != x.shape[1]:
+        raise ValueError(f'depthwise_conv2d takes x [B, C, H, W] and weight [C, kh, kw], got {tuple(x.shape)} '
+                         f'and {tuple(weight.shape)}')
+    check_odd(weight.shape[-2:])
     dtype = compute_dtype(x, weight)
     x, weight = x.to(dtype), weight.to(dtype)
     y = _forward(x, _crop(weight, useful_window(list(weight.shape[-2:]), x.shape[-2], x.shape[-1])))
