@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 import smpconv_models  # noqa: F401
 from smpconv_models import publish
 from smpconv_models.checkpoint import read_checkpoint
-from smpconv_models.smpconv import HUB_ORG
+from smpconv_models.hub import HUB_ORG
 from smpconv_models.training import create_eval_dataset, create_eval_loader, evaluate, parse_eval_args
 
 from official_checkpoints import add_to_hub_cache, save_official_checkpoint
