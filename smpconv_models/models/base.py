@@ -19,7 +19,7 @@ class PaperResult(NamedTuple):
     source: str
 
     def __str__(self) -> str:
-        return f'{self.accuracy}% {self.benchmark} (paper {self.source})'
+        return f'{self.accuracy:g}% {self.benchmark} ({self.source})'
 
 
 # The accuracy of every registered model the paper reports; the released ImageNet-1k weights are the EMA's

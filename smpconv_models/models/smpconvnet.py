@@ -362,7 +362,7 @@ def smpconv_nano(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_t(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv-T."""
+    """SMPConv-T, 26.7M parameters."""
     model_args = dict(
         depths=(2, 2, 8, 2), dims=(96, 192, 384, 768), kernel_sizes=(31, 29, 27, 13), drop_path_rate=0.1)
     return _create_smpconv('smpconv_t', pretrained=pretrained, **dict(model_args, **kwargs))
@@ -370,7 +370,7 @@ def smpconv_t(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_b(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv-B."""
+    """SMPConv-B, 79.5M parameters."""
     model_args = dict(
         depths=(2, 2, 20, 2), dims=(128, 256, 512, 1024), kernel_sizes=(31, 29, 27, 13), drop_path_rate=0.5)
     return _create_smpconv('smpconv_b', pretrained=pretrained, **dict(model_args, **kwargs))
@@ -378,7 +378,7 @@ def smpconv_b(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_mobile31(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv mobile, 31x31 first-stage kernels (the paper's appendix B.1)."""
+    """SMPConv mobile with 31x31 first-stage kernels, 2.9M parameters."""
     model_args = dict(
         depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(31, 29, 27, 13), points_divisor=8,
         ffn_ratio=2.)
@@ -387,7 +387,7 @@ def smpconv_mobile31(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_mobile51(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv mobile, 51x51 first-stage kernels (the paper's appendix B.1)."""
+    """SMPConv mobile with 51x51 first-stage kernels, 3.1M parameters."""
     model_args = dict(
         depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(51, 49, 47, 13), points_divisor=8,
         ffn_ratio=2.)
