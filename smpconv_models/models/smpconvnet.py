@@ -256,8 +256,8 @@ def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
     """Images in channels_last on a CPU, where the network then runs in channels_last throughout.
 
     oneDNN's convolutions and batch norms and this package's depthwise backends are all faster there in
-    channels_last than in NCHW: a training step of smpconv_t takes about 0.85x as long (benchmarks/RESULTS.md). Only
-    the strides change, not the values.
+    channels_last than in NCHW (`python benchmarks/training.py` times a step in both layouts). Only the strides
+    change, not the values.
     """
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cpu' and x.dim() == 4 else x
 
