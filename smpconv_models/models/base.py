@@ -1,6 +1,6 @@
 """What every SMPConv network shares: the timm model API around its SMP kernels, the pretrained-config
 metadata of the paper, and the one table of the paper's accuracies (read by the Hub exports and hubconf.py)."""
-from typing import Any, Dict, List, NamedTuple, Optional, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -93,6 +93,56 @@ class SMPConvModel(nn.Module):
         if prune_head or prune_end:
             self.reset_classifier(0, '')
         return take_indices
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Forward features that returns intermediates.
+
+        Args:
+            x: Input images (sequences [B, C, N] for a sequence model).
+            indices: Take last n stages if int, all if None, select matching indices if sequence.
+            norm: Apply the final norm to the last stage's output when it is taken.
+            stop_early: Stop iterating over stages when last desired intermediate hit.
+            output_fmt: Shape of intermediate feature outputs.
+            intermediates_only: Only return intermediate features.
+
+        Returns:
+            List of intermediate features or tuple of (final features, intermediates).
+        """
+        assert output_fmt in ('NCHW',), 'Output shape must be NCHW (NCL for sequences).'
+        intermediates = []
+        stages = getattr(self, self.stages_name)
+        take_indices, max_index = feature_take_indices(len(stages), indices)
+        last_idx = len(stages) - 1
+
+        x = self._forward_stem(x)
+        if not torch.jit.is_scripting() and stop_early:  # can't slice stages in torchscript
+            stages = stages[:max_index + 1]
+        feat_idx = 0
+        for feat_idx, stage in enumerate(stages):
+            x = stage(x)
+            if feat_idx in take_indices:
+                intermediates.append(self._final_norm(x) if norm and feat_idx == last_idx else x)
+
+        if intermediates_only:
+            return intermediates
+        if feat_idx == last_idx:
+            x = self._final_norm(x)
+        return x, intermediates
+
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm after the last stage, where the network has one."""
+        return x
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return self.head(x, pre_logits=pre_logits)

@@ -1,11 +1,10 @@
 """What the authors' sequence TCN and CIFAR-10 ResNet share: a stem, then residual blocks of parallel SMP and
 small kernels at full resolution, and the timm model API around them."""
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, Union
+from typing import Any, Dict, Optional, Sequence, Type
 
 import torch
 import torch.nn as nn
 from timm.models import checkpoint_seq
-from timm.models._features import feature_take_indices
 
 from .base import SMPConvModel
 
@@ -58,29 +57,8 @@ class CKConvNet(SMPConvModel):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            stop_early: bool = False,
-            intermediates_only: bool = False,
-            **kwargs,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """The blocks' outputs (all unless `indices` picks: the last n if an int), and the final features."""
-        take_indices, max_index = feature_take_indices(len(self.blocks), indices)
-        x = self.stem(x)
-        intermediates = []
-        blocks = self.blocks[:max_index + 1] if stop_early else self.blocks
-        for i, block in enumerate(blocks):
-            x = block(x)
-            if i in take_indices:
-                intermediates.append(x)
-        if intermediates_only:
-            return intermediates
-        return x, intermediates
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
+        x = self._forward_stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
         return self.blocks(x)

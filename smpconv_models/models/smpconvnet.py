@@ -12,7 +12,7 @@ The ImageNet networks are RepLKNet (https://arxiv.org/abs/2203.06717) with every
 generated from self-moving points. Original code: https://github.com/sangnekim/SMPConv (MIT licence).
 """
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -20,7 +20,6 @@ from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, calculate_drop_path_rates, trunc_normal_
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
-from timm.models._features import feature_take_indices
 
 from ..checkpoint import fit_problems
 from ..hub import HUB_ORG, pretrained_weights_error
@@ -201,52 +200,14 @@ class SMPConvNet(SMPConvModel):
         for conv in convs:
             conv.set_kernel_scale(scale)
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features that returns intermediates.
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(_cpu_layout(x))
 
-        Args:
-            x: Input image tensor.
-            indices: Take last n stages if int, all if None, select matching indices if sequence.
-            norm: Apply the final norm to the last stage's output when it is taken.
-            stop_early: Stop iterating over stages when last desired intermediate hit.
-            output_fmt: Shape of intermediate feature outputs.
-            intermediates_only: Only return intermediate features.
-
-        Returns:
-            List of intermediate features or tuple of (final features, intermediates).
-        """
-        assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last_idx = len(self.stages) - 1
-
-        x = self.stem(_cpu_layout(x))
-        if torch.jit.is_scripting() or not stop_early:  # can't slice stages in torchscript
-            stages = self.stages
-        else:
-            stages = self.stages[:max_index + 1]
-        feat_idx = 0
-        for feat_idx, stage in enumerate(stages):
-            x = stage(x)
-            if feat_idx in take_indices:
-                intermediates.append(self.norm(x) if norm and feat_idx == last_idx else x)
-
-        if intermediates_only:
-            return intermediates
-        if feat_idx == last_idx:
-            x = self.norm(x)
-        return x, intermediates
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(_cpu_layout(x))
+        x = self._forward_stem(x)
         x = self.stages(x)
         x = self.norm(x)
         return x
