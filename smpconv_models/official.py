@@ -11,7 +11,7 @@ import torch
 from .smp import kernel_grid
 
 __all__ = ['is_official_state_dict', 'convert_official_state_dict', 'to_package_layout', 'official_model_args',
-           'is_official_ckconv_state_dict', 'convert_official_ckconv_state_dict', 'official_ckconv_model_args']
+           'convert_official_ckconv_state_dict', 'official_ckconv_model_args']
 
 _OFFICIAL_MARKERS = ('.smp.conv.weight_coord', '.prelkb_bn.', '.preffn_bn.', 'transitions.')
 _RENAMES = (

@@ -9,7 +9,7 @@ from timm.models._features import feature_take_indices
 
 from ..smp import project_radii
 
-__all__ = ['SMPConvModel', 'PaperResult', 'PAPER_RESULTS', 'paper_cfg']
+__all__ = ['SMPConvModel', 'PAPER_RESULTS', 'paper_cfg']
 
 
 class PaperResult(NamedTuple):
