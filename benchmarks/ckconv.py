@@ -25,7 +25,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import smpconv_models.ckconv
+import smpconv_models.layers.ckconv
 from smpconv_models.ops import use_backend
 from timing import environment, report, seconds
 
@@ -47,12 +47,12 @@ def authors_causal_fftconv(x: torch.Tensor, weight: torch.Tensor, bias=None) -> 
 @contextmanager
 def authors_convolution():
     """The models' causal convolutions computed by the authors' FFT function."""
-    ours = smpconv_models.ckconv.causal_conv1d
-    smpconv_models.ckconv.causal_conv1d = authors_causal_fftconv
+    ours = smpconv_models.layers.ckconv.causal_conv1d
+    smpconv_models.layers.ckconv.causal_conv1d = authors_causal_fftconv
     try:
         yield
     finally:
-        smpconv_models.ckconv.causal_conv1d = ours
+        smpconv_models.layers.ckconv.causal_conv1d = ours
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int, context) -> float:

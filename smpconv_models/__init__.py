@@ -2,12 +2,11 @@
 smpconv_mobile31, smpconv_mobile51, smpconv_nano) and the authors' sequence and CIFAR-10 models (smpconv_tcn_*,
 smpconv_resnet_cifar10) with `timm.create_model`."""
 from .checkpoint import load_checkpoint, read_checkpoint
-from .ckconv import CKConv, SMPConvResNet, SMPConvTCN, from_official_ckconv
-from .factory import create_from_checkpoint
-from .layers import ConvFFNBlock, LargeKernelBlock, SMPConv2d, SMPLargeKernelConv
+from .factory import create_from_checkpoint, from_official, from_official_ckconv
+from .layers import CKConv, ConvFFNBlock, LargeKernelBlock, SMPConv2d, SMPLargeKernelConv
+from .models import SMPConvNet, SMPConvResNet, SMPConvTCN, checkpoint_filter_fn
 from .ops import causal_conv1d, conv2d_same, depthwise_conv2d
 from .smp import SMPKernel, project_radii, smp_kernel
-from .smpconv import SMPConvNet, checkpoint_filter_fn, from_official
 
 __version__ = '0.1.0'
 

@@ -24,8 +24,8 @@ from timm.models import clean_state_dict
 
 from .official import to_package_layout
 
-__all__ = ['SAFE_GLOBALS', 'read_checkpoint', 'select_state_dict', 'fit_problems', 'load_weights',
-           'load_checkpoint', 'recorded_model']
+__all__ = ['read_checkpoint', 'read_source', 'select_state_dict', 'fit_problems', 'load_weights', 'load_checkpoint',
+           'recorded_model']
 
 _logger = logging.getLogger(__name__)
 
@@ -143,7 +143,9 @@ def load_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     model.load_state_dict(state_dict)
 
 
-def _read(checkpoint: Union[CheckpointSource, Mapping[str, Any]], trust_pickle: bool) -> Tuple[Dict[str, Any], str]:
+def read_source(checkpoint: Union[CheckpointSource, Mapping[str, Any]], trust_pickle: bool = False
+                ) -> Tuple[Dict[str, Any], str]:
+    """The content of a checkpoint given as a file or as read from one, and how to name it in errors."""
     if isinstance(checkpoint, Mapping):
         return dict(checkpoint), 'the checkpoint'
     return read_checkpoint(checkpoint, trust_pickle=trust_pickle), os.fspath(checkpoint)
@@ -157,8 +159,8 @@ def load_checkpoint(
 ) -> None:
     """Load a checkpoint into `model`: weights (safetensors), a training state of this package, a timm or an
     official checkpoint, as a file or as read from one; the EMA weights when it has them, unless `use_ema=False`."""
-    content, source = _read(checkpoint, trust_pickle)
-    load_weights(model, to_package_layout(select_state_dict(content, use_ema=use_ema)), source)
+    content, source = read_source(checkpoint, trust_pickle)
+    load_weights(model, to_package_layout(select_state_dict(content, use_ema=use_ema), source), source)
 
 
 def recorded_model(checkpoint: Mapping[str, Any], path: Optional[CheckpointSource] = None

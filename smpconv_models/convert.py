@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .checkpoint import load_checkpoint
 from .factory import create_model
-from .hub import PAPER_TOP1, export_for_hub
-from .smpconv import HUB_ORG
+from .hub import HUB_ORG, export_for_hub
+from .models import PAPER_RESULTS
 
 
 def main(argv=None) -> int:
@@ -41,7 +41,8 @@ def main(argv=None) -> int:
         print(f'error: {e}', file=sys.stderr)
         return 2
     repo_id = args.repo_id or f'{HUB_ORG}/{args.model}.in1k'
-    export_for_hub(model, args.out_dir, repo_id, args.source, top1=PAPER_TOP1.get(args.model))
+    paper = PAPER_RESULTS.get(args.model)
+    export_for_hub(model, args.out_dir, repo_id, args.source, top1=paper.accuracy if paper else None)
     print(f'wrote {args.out_dir}: model.safetensors ({len(model.state_dict())} tensors), config.json, README.md')
     return 0
 

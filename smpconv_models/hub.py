@@ -18,11 +18,10 @@ from timm.models import save_for_hf
 from timm.models._builder import resolve_pretrained_cfg
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ['PAPER_TOP1', 'LAYER_OPS', 'count_macs', 'export_for_hub', 'model_card',
-           'pretrained_weights_error']
+__all__ = ['HUB_ORG', 'LAYER_OPS', 'count_macs', 'export_for_hub', 'pretrained_weights_error']
 
-# ImageNet-1k top-1 of the authors' EMA weights (paper table 4)
-PAPER_TOP1 = {'smpconv_t': 82.5, 'smpconv_b': 83.8}
+# the Hugging Face Hub organisation of the converted weights
+HUB_ORG = 'smpconv-models'
 
 _CITATION = '''@inproceedings{kim2023smpconv,
   title={SMPConv: Self-moving Point Representations for Continuous Convolution},

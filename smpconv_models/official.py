@@ -11,7 +11,7 @@ import torch
 from .smp import kernel_grid
 
 __all__ = ['is_official_state_dict', 'convert_official_state_dict', 'to_package_layout', 'official_model_args',
-           'is_official_ckconv_state_dict', 'convert_official_ckconv_state_dict', 'official_ckconv_model_args']
+           'convert_official_ckconv_state_dict', 'official_ckconv_model_args']
 
 _OFFICIAL_MARKERS = ('.smp.conv.weight_coord', '.prelkb_bn.', '.preffn_bn.', 'transitions.')
 _RENAMES = (
@@ -61,10 +61,17 @@ def convert_official_state_dict(state_dict: Mapping[str, torch.Tensor]) -> Dict[
     return out
 
 
-def to_package_layout(state_dict: Mapping[str, Any]) -> Dict[str, Any]:
-    """An official state dict converted to this package's layout; one of this package as it is."""
+def to_package_layout(state_dict: Mapping[str, Any], source: str = 'the state dict') -> Dict[str, Any]:
+    """An official ImageNet state dict converted to this package's layout; one of this package as it is; an error
+    for an official sequence / CIFAR-10 one, whose architecture only the authors' config groups describe."""
     if is_official_state_dict(state_dict):
         return convert_official_state_dict(state_dict)
+    if is_official_ckconv_state_dict(state_dict):
+        raise ValueError(f"{source} is an authors' sequence or CIFAR-10 checkpoint (SeqData_TCN / Img_ResNet), "
+                         'whose architecture only their config describes: load it with smpconv_models.'
+                         'from_official_ckconv(checkpoint, in_channels=..., out_channels=..., net=..., kernel=..., '
+                         "conv=...), given the config groups of its training run (cfg/config.yaml and the command's "
+                         'overrides)')
     return dict(state_dict)
 
 

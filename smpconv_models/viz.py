@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from .factory import create_from_checkpoint, create_model
 from .runs import latest_run, run_model_args
-from .layers import SMPConv2d
+from .layers.imagenet import SMPConv2d
 
 __all__ = ['plot_points', 'plot_receptive_fields', 'smp_layers']
 

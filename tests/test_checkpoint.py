@@ -79,3 +79,26 @@ def test_validate_and_viz_build_the_model_a_run_wrote(run_dir, tmp_path, capsys)
     assert viz.main(['--checkpoint', str(weights), '--layer', 'stages.1', '--output', str(tmp_path)]) == 0
     assert (tmp_path / 'points-stages.1.png').exists() and (tmp_path / 'receptive-fields.png').exists()
     assert smpconv_models.create_from_checkpoint is create_from_checkpoint
+
+
+@pytest.mark.parametrize('case, model_name', [('tcn_smnist_tiny', 'smpconv_tcn_smnist'),
+                                              ('resnet_cifar10_tiny', 'smpconv_resnet_cifar10')])
+def test_the_authors_sequence_and_cifar10_checkpoints_point_to_from_official_ckconv(case, model_name, capsys):
+    """Their architecture is in their config groups, not in the file: one line says how to load them, wherever a
+    checkpoint is loaded (named model or not, validate.py, timm's pretrained loading)."""
+    path = ROOT / 'tests' / 'data' / 'official_seq' / f'{case}_weights.safetensors'
+    message = (r"is an authors' sequence or CIFAR-10 checkpoint \(SeqData_TCN / Img_ResNet\), .* load it with "
+               r'smpconv_models\.from_official_ckconv\(checkpoint, in_channels=\.\.\., out_channels=\.\.\., '
+               r'net=\.\.\., kernel=\.\.\., conv=\.\.\.\)')
+    for name in (None, model_name):
+        with pytest.raises(ValueError, match=f'^{path}.* {message}') as error:
+            create_from_checkpoint(path, name)
+        assert '\n' not in str(error.value)
+    with pytest.raises(ValueError, match=message):
+        smpconv_models.load_checkpoint(timm.create_model(model_name), path)
+    with pytest.raises(ValueError, match=message):
+        timm.create_model('smpconv_t', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
+    sys.path.insert(0, str(ROOT))
+    import validate
+    assert validate.main(['--checkpoint', str(path), '--workers', '0']) == 2
+    assert 'from_official_ckconv' in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Pretrained weights end to end, offline: an official checkpoint -> the convert command -> a Hugging Face Hub
 cache -> timm.create_model(pretrained=True), torch.hub.load, validate.py; and the publish command."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -18,7 +19,8 @@ from safetensors.torch import load_file
 import smpconv_models  # noqa: F401
 from smpconv_models import publish
 from smpconv_models.checkpoint import read_checkpoint
-from smpconv_models.smpconv import HUB_ORG
+from smpconv_models.hub import HUB_ORG
+from smpconv_models.models import PAPER_RESULTS
 from smpconv_models.training import create_eval_dataset, create_eval_loader, evaluate, parse_eval_args
 
 from official_checkpoints import add_to_hub_cache, save_official_checkpoint
@@ -132,6 +134,25 @@ def test_torch_hub_load(hub_cache, export):
     assert_same_weights(generic, load_file(export / 'model.safetensors'))
     with pytest.raises(ValueError, match="unknown model 'resnet18': one of smpconv_b"):
         torch.hub.load(str(ROOT), 'smpconv', 'resnet18', source='local')
+
+
+def test_torch_hub_entries_are_the_registry_with_the_papers_accuracies():
+    """One entry per registered model (generated, as torch.hub.list finds them: the module's public callables),
+    documented from the model's own docstring and the one table of the paper's accuracies."""
+    spec = importlib.util.spec_from_file_location('hubconf', ROOT / 'hubconf.py')
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    entries = {name for name in dir(hubconf) if callable(getattr(hubconf, name)) and not name.startswith('_')}
+    assert entries == {'smpconv', *timm.list_models('smpconv*')}
+    assert hubconf.dependencies == ['torch', 'timm', 'safetensors', 'huggingface_hub']
+    for name, paper in PAPER_RESULTS.items():
+        assert f'Paper: {paper}.' in getattr(hubconf, name).__doc__
+    assert hubconf.smpconv_t.__doc__ == ("SMPConv-T, 26.7M parameters. Paper: 82.5% ImageNet-1k top-1 (table 4). "
+                                         f"pretrained=True: the authors' weights, from {REPO_ID}.")
+    assert hubconf.smpconv_resnet_cifar10.__doc__.endswith('Paper: 93% CIFAR-10 (table 1). '
+                                                           'pretrained=True: no published weights.')
+    assert 'Paper' not in hubconf.smpconv_nano.__doc__  # this package's model, not the paper's
+    assert hubconf.smpconv_nano(num_classes=3).num_classes == 3
 
 
 def test_adapted_heads_inputs_and_backbones(hub_cache, export):

@@ -8,7 +8,7 @@ import smpconv_models  # noqa: F401  registers the models
 from smpconv_models.hub import LAYER_OPS, count_macs
 from smpconv_models.layers import ConvFFNBlock, LargeKernelBlock
 from smpconv_models.smp import SMPKernel
-from smpconv_models.smpconv import SMPConvNet
+from smpconv_models.models import SMPConvNet
 
 MODELS = ['smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51', 'smpconv_nano']
 

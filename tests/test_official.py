@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 import smpconv_models
 from smpconv_models.official import convert_official_state_dict, official_model_args
 from smpconv_models.smp import SMPKernel, kernel_grid
-from smpconv_models.smpconv import SMPConvNet, checkpoint_filter_fn
+from smpconv_models.models import SMPConvNet, checkpoint_filter_fn
 
 from official_checkpoints import manifest_state_dict, official_kwargs, save_official_checkpoint
 

@@ -15,7 +15,7 @@ import timm  # noqa: E402
 import smpconv_models  # noqa: E402,F401  registers the models
 
 MODEL_FILTER = 'smpconv*'
-MODEL_MODULES = ['smpconv', 'ckconv']
+MODEL_MODULES = ['smpconvnet', 'resnet_cifar']  # timm's registry names a model's module by its file name
 _TIMM_MARKERS = ('base', 'forward', 'backward', 'cfg', 'cfg_nonstd', 'torchscript', 'features', 'fxforward',
                  'fxbackward')
 

@@ -11,25 +11,24 @@ Paper: `SMPConv: Self-moving Point Representations for Continuous Convolution` -
 The ImageNet networks are RepLKNet (https://arxiv.org/abs/2203.06717) with every large depthwise kernel
 generated from self-moving points. Original code: https://github.com/sangnekim/SMPConv (MIT licence).
 """
-import os
 from functools import partial
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, calculate_drop_path_rates, get_device_dtype, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 from safetensors import SafetensorError
-from timm.models._features import feature_take_indices
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, calculate_drop_path_rates, trunc_normal_
+from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
 
-from .checkpoint import fit_problems, load_weights, read_checkpoint, select_state_dict
-from .hub import pretrained_weights_error
-from .layers import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
-from .official import convert_official_state_dict, is_official_state_dict, official_model_args, to_package_layout
-from .smp import SMPKernel, points_for_kernel, project_radii
+from ..checkpoint import fit_problems
+from ..hub import HUB_ORG, pretrained_weights_error
+from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
+from ..official import to_package_layout
+from ..smp import SMPKernel, points_for_kernel
+from .base import SMPConvModel, paper_cfg
 
-__all__ = ['SMPConvNet', 'from_official', 'checkpoint_filter_fn', 'HUB_ORG']
+__all__ = ['SMPConvNet', 'checkpoint_filter_fn']
 
 
 class SMPConvStage(nn.Module):
@@ -91,7 +90,7 @@ class SMPConvStage(nn.Module):
         return x
 
 
-class SMPConvNet(nn.Module):
+class SMPConvNet(SMPConvModel):
     """SMPConv ImageNet network: a RepLKNet whose large depthwise kernels come from self-moving points."""
 
     def __init__(
@@ -141,52 +140,27 @@ class SMPConvNet(nn.Module):
         """
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
-        _check_args(depths, dims, kernel_sizes, points_divisor, drop_rate, drop_path_rate)
-        num_stages = len(depths)
+        _check_args(depths, dims, kernel_sizes, num_points, points_divisor, drop_rate, drop_path_rate)
         if num_points is None:
             num_points = [points_for_kernel(k, points_divisor) for k in kernel_sizes]
-        if not len(dims) == len(kernel_sizes) == len(num_points) == num_stages:
-            raise ValueError(f'depths, dims, kernel_sizes and num_points need one entry per stage, got '
-                             f'{len(depths)}, {len(dims)}, {len(kernel_sizes)} and {len(num_points)}')
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
-
-        stem_chs = dims[0]
         folding = dict(inference_mode=inference_mode, **dd)
-        self.stem = nn.Sequential(
-            FusableConvNormAct(in_chans, stem_chs, 3, stride=2, **folding),
-            FusableConvNormAct(stem_chs, stem_chs, 3, groups=stem_chs, **folding),
-            FusableConvNormAct(stem_chs, stem_chs, 1, **folding),
-            FusableConvNormAct(stem_chs, stem_chs, 3, stride=2, groups=stem_chs, **folding),
-        )
+        self.stem = _stem(in_chans, dims[0], **folding)
 
         dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
-        stages = []
-        prev_chs = stem_chs
-        reduction = 4
-        self.feature_info = []
-        for i in range(num_stages):
-            if i > 0:
-                reduction *= 2
-            stages.append(SMPConvStage(
-                prev_chs,
-                dims[i],
-                depth=depths[i],
-                kernel_size=kernel_sizes[i],
-                num_points=num_points[i],
-                downsample=i > 0,
-                ffn_ratio=ffn_ratio,
-                dw_ratio=dw_ratio,
-                small_kernel_size=small_kernel_size,
-                kernel_type=kernel_type,
-                drop_path_rates=dp_rates[i],
-                **folding,
-            ))
-            prev_chs = dims[i]
-            self.feature_info += [dict(num_chs=prev_chs, reduction=reduction, module=f'stages.{i}')]
-        self.stages = nn.Sequential(*stages)
-        self.num_features = prev_chs
+        stage_args = dict(ffn_ratio=ffn_ratio, dw_ratio=dw_ratio, small_kernel_size=small_kernel_size,
+                          kernel_type=kernel_type, **folding)
+        in_chs = [dims[0], *dims[:-1]]
+        self.stages = nn.Sequential(*[
+            SMPConvStage(in_chs[i], dims[i], depths[i], kernel_sizes[i], num_points[i], downsample=i > 0,
+                         drop_path_rates=dp_rates[i], **stage_args)
+            for i in range(len(depths))
+        ])
+        self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}')
+                             for i, dim in enumerate(dims)]
+        self.num_features = dims[-1]
 
         self.norm = nn.BatchNorm2d(self.num_features, **dd)
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
@@ -211,12 +185,6 @@ class SMPConvNet(nn.Module):
         )
 
     @torch.jit.ignore
-    def no_weight_decay(self) -> set:
-        # positions and radii are coordinates and extents, not magnitudes: decay would pull every point
-        # to the centre and shrink its reach
-        return {'*.points.positions', '*.points.radii'}
-
-    @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for s in self.stages:
             s.grad_checkpointing = enable
@@ -232,94 +200,16 @@ class SMPConvNet(nn.Module):
         for conv in convs:
             conv.set_kernel_scale(scale)
 
-    @torch.jit.ignore
-    def project_radii(self) -> None:
-        """Clamp every SMP radius into its valid range; call after each optimizer step."""
-        project_radii(self)
+    def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(_cpu_layout(x))
 
-    @torch.jit.ignore
-    def get_classifier(self) -> nn.Module:
-        return self.head.fc
-
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
-        self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, in_features=self.num_features, **get_device_dtype(self))
-        self.head_hidden_size = self.head.num_features
-
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Forward features that returns intermediates.
-
-        Args:
-            x: Input image tensor.
-            indices: Take last n stages if int, all if None, select matching indices if sequence.
-            norm: Apply the final norm to the last stage's output when it is taken.
-            stop_early: Stop iterating over stages when last desired intermediate hit.
-            output_fmt: Shape of intermediate feature outputs.
-            intermediates_only: Only return intermediate features.
-
-        Returns:
-            List of intermediate features or tuple of (final features, intermediates).
-        """
-        assert output_fmt in ('NCHW',), 'Output shape must be NCHW.'
-        intermediates = []
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        last_idx = len(self.stages) - 1
-
-        x = self.stem(_cpu_layout(x))
-        if torch.jit.is_scripting() or not stop_early:  # can't slice stages in torchscript
-            stages = self.stages
-        else:
-            stages = self.stages[:max_index + 1]
-        feat_idx = 0
-        for feat_idx, stage in enumerate(stages):
-            x = stage(x)
-            if feat_idx in take_indices:
-                intermediates.append(self.norm(x) if norm and feat_idx == last_idx else x)
-
-        if intermediates_only:
-            return intermediates
-        if feat_idx == last_idx:
-            x = self.norm(x)
-        return x, intermediates
-
-    def prune_intermediate_layers(
-            self,
-            indices: Union[int, List[int]] = 1,
-            prune_norm: bool = False,
-            prune_head: bool = True,
-    ) -> List[int]:
-        """Prune layers not required for specified intermediates."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        if prune_norm or prune_end:
-            self.norm = nn.Identity()  # the final norm is sized for (and only applied to) the last stage
-        self.stages = self.stages[:max_index + 1]
-        if prune_end:
-            self.num_features = self.feature_info[max_index]['num_chs']
-        if prune_head or prune_end:
-            self.reset_classifier(0, '')
-        return take_indices
+    def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(_cpu_layout(x))
+        x = self._forward_stem(x)
         x = self.stages(x)
         x = self.norm(x)
-        return x
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(x, pre_logits=pre_logits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.forward_features(x)
-        x = self.forward_head(x)
         return x
 
 
@@ -327,8 +217,8 @@ def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
     """Images in channels_last on a CPU, where the network then runs in channels_last throughout.
 
     oneDNN's convolutions and batch norms and this package's depthwise backends are all faster there in
-    channels_last than in NCHW: a training step of smpconv_t takes about 0.85x as long (benchmarks/RESULTS.md). Only
-    the strides change, not the values.
+    channels_last than in NCHW (`python benchmarks/training.py` times a step in both layouts). Only the strides
+    change, not the values.
     """
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cpu' and x.dim() == 4 else x
 
@@ -336,11 +226,25 @@ def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
 torch.fx.wrap('_cpu_layout')  # FX graphs keep the device test, not the layout of the device they were traced on
 
 
-def _check_args(depths, dims, kernel_sizes, points_divisor, drop_rate, drop_path_rate) -> None:
+def _stem(in_chans: int, out_chs: int, **kwargs) -> nn.Sequential:
+    """3x3 stride-2 conv, 3x3 depthwise, 1x1, 3x3 depthwise stride-2: RepLKNet's stem, to 1/4 resolution."""
+    return nn.Sequential(
+        FusableConvNormAct(in_chans, out_chs, 3, stride=2, **kwargs),
+        FusableConvNormAct(out_chs, out_chs, 3, groups=out_chs, **kwargs),
+        FusableConvNormAct(out_chs, out_chs, 1, **kwargs),
+        FusableConvNormAct(out_chs, out_chs, 3, stride=2, groups=out_chs, **kwargs),
+    )
+
+
+def _check_args(depths, dims, kernel_sizes, num_points, points_divisor, drop_rate, drop_path_rate) -> None:
     """One-line errors for arguments the layers would otherwise fail on obscurely, or accept silently."""
     for name, values in (('depths', depths), ('dims', dims), ('kernel_sizes', kernel_sizes)):
         if not isinstance(values, Sequence) or not all(isinstance(v, int) and v >= 1 for v in values):
             raise ValueError(f'{name} takes a sequence of positive integers, one per stage, got {values!r}')
+    points = kernel_sizes if num_points is None else num_points  # the default has one entry per kernel size
+    if not len(dims) == len(kernel_sizes) == len(points) == len(depths):
+        raise ValueError(f'depths, dims, kernel_sizes and num_points need one entry per stage, got '
+                         f'{len(depths)}, {len(dims)}, {len(kernel_sizes)} and {len(points)}')
     if not (isinstance(points_divisor, int) and points_divisor >= 1):
         raise ValueError(f'points_divisor takes a positive integer (4 for SMPConv-T/B, 8 for the mobile models), '
                          f'got {points_divisor!r}')
@@ -370,36 +274,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module, strict: b
     return state_dict
 
 
-def from_official(
-        checkpoint: Union[str, os.PathLike, Mapping[str, Any]],
-        *,
-        trust_pickle: bool = False,
-        **official_kwargs,
-) -> SMPConvNet:
-    """Build the model the authors' `SMPConvNet(**official_kwargs)` describes and load its weights.
-
-    Args:
-        checkpoint: An official state dict or training checkpoint (its `state_dict_ema` is used when
-            present), or the path of one (safetensors, or a PyTorch file: see `trust_pickle`).
-        trust_pickle: Fully unpickle a PyTorch file that the restricted unpickler refuses. Only for files
-            you trust: unpickling can run arbitrary code.
-        **official_kwargs: The official constructor arguments (`large_kernel_sizes`, `layers`, `channels`,
-            `ffn_ratio`, `dw_ratio`, `n_points_divide`, `num_classes`, `in_channels`, `use_checkpoint`, ...).
-    """
-    if isinstance(checkpoint, Mapping):
-        source, content = 'the official state dict', checkpoint
-    else:
-        source, content = os.fspath(checkpoint), read_checkpoint(checkpoint, trust_pickle=trust_pickle)
-    state_dict = select_state_dict(content)
-    if not is_official_state_dict(state_dict):
-        raise ValueError(f'{source} is not in the official SMPConv layout; load checkpoints of this package '
-                         f'with create_model(..., pretrained_cfg_overlay=dict(file=...)) or load_state_dict()')
-    model = SMPConvNet(**official_model_args(**official_kwargs))
-    load_weights(model, convert_official_state_dict(state_dict), source)
-    model.set_grad_checkpointing(official_kwargs.get('use_checkpoint', False))
-    return model
-
-
 def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConvNet:
     # timm's own flag for partial loads, which the filter then allows
     strict = kwargs.get('pretrained_strict', True)
@@ -421,21 +295,10 @@ def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConv
                                        kwargs.get('pretrained_cfg_overlay')) from None
 
 
-HUB_ORG = 'smpconv-models'
-
-
-def _cfg(url: str = '', **kwargs) -> Dict[str, Any]:
-    return {
-        'url': url,
-        'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
-        'crop_pct': 0.875, 'interpolation': 'bicubic',
-        'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
-        'first_conv': 'stem.0.conv', 'classifier': 'head.fc',
-        'license': 'mit', 'paper_ids': 'arXiv:2304.02330',
-        'paper_name': 'SMPConv: Self-moving Point Representations for Continuous Convolution',
-        'origin_url': 'https://github.com/sangnekim/SMPConv',
-        **kwargs,
-    }
+def _cfg(**kwargs) -> Dict[str, Any]:
+    return paper_cfg(
+        num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, interpolation='bicubic',
+        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv='stem.0.conv', **kwargs)
 
 
 # the authors' ImageNet-1k EMA weights, converted by `python -m smpconv_models.convert`; the mobile variants
@@ -460,7 +323,7 @@ def smpconv_nano(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_t(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv-T: 82.5% ImageNet-1k top-1 (paper)."""
+    """SMPConv-T, 26.7M parameters."""
     model_args = dict(
         depths=(2, 2, 8, 2), dims=(96, 192, 384, 768), kernel_sizes=(31, 29, 27, 13), drop_path_rate=0.1)
     return _create_smpconv('smpconv_t', pretrained=pretrained, **dict(model_args, **kwargs))
@@ -468,7 +331,7 @@ def smpconv_t(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_b(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv-B: 83.8% ImageNet-1k top-1 (paper)."""
+    """SMPConv-B, 79.5M parameters."""
     model_args = dict(
         depths=(2, 2, 20, 2), dims=(128, 256, 512, 1024), kernel_sizes=(31, 29, 27, 13), drop_path_rate=0.5)
     return _create_smpconv('smpconv_b', pretrained=pretrained, **dict(model_args, **kwargs))
@@ -476,7 +339,7 @@ def smpconv_b(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_mobile31(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv mobile, 31x31 first-stage kernels: 73.5% ImageNet-1k top-1 (paper appendix B.1)."""
+    """SMPConv mobile with 31x31 first-stage kernels, 2.9M parameters."""
     model_args = dict(
         depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(31, 29, 27, 13), points_divisor=8,
         ffn_ratio=2.)
@@ -485,7 +348,7 @@ def smpconv_mobile31(pretrained: bool = False, **kwargs) -> SMPConvNet:
 
 @register_model
 def smpconv_mobile51(pretrained: bool = False, **kwargs) -> SMPConvNet:
-    """SMPConv mobile, 51x51 first-stage kernels: 73.7% ImageNet-1k top-1 (paper appendix B.1)."""
+    """SMPConv mobile with 51x51 first-stage kernels, 3.1M parameters."""
     model_args = dict(
         depths=(2, 2, 2, 2), dims=(64, 128, 256, 320), kernel_sizes=(51, 49, 47, 13), points_divisor=8,
         ffn_ratio=2.)

@@ -12,11 +12,11 @@ import torch
 import torch.nn as nn
 from timm.layers import ConvNormAct, DropPath
 
-from .ops import depthwise_conv2d, recording_graph, useful_window
-from .smp import SMPKernel
+from ..ops import depthwise_conv2d, recording_graph, useful_window
+from ..smp import SMPKernel
 
-__all__ = ['round_to_odd', 'SMPConv2d', 'DepthwiseConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv',
-           'LargeKernelBlock', 'ConvFFNBlock', 'fold_batchnorm']
+__all__ = ['round_to_odd', 'SMPConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv', 'LargeKernelBlock',
+           'ConvFFNBlock']
 
 
 def _check_odd(kernel_size: Sequence[int]) -> None:

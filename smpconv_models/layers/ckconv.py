@@ -1,0 +1,197 @@
+"""Layers of the authors' sequence TCN and CIFAR-10 ResNet: SMP kernel convolutions, full (not depthwise).
+
+Paper: `SMPConv: Self-moving Point Representations for Continuous Convolution` - https://arxiv.org/abs/2304.02330
+(sections 4.2-4.3). Original code: https://github.com/sangnekim/SMPConv, folder smp/ (MIT).
+
+The authors' continuous-kernel convolution ("CKConv" in their code, after Romero et al.), with SMP kernels: each
+output channel has points of its own, with a value per input channel, and kernels are normalised by the number
+of points covering each tap (the paper's eq. 1). A kernel longer than the input is cropped to the taps that meet
+it (exactly), a shorter one slides as usual.
+"""
+from typing import Optional, Type
+
+import torch
+import torch.nn as nn
+from timm.layers import trunc_normal_
+
+from ..ops import causal_conv1d, conv2d_same
+from ..smp import SMPKernel
+
+__all__ = ['CKConv', 'LargeSmallConv', 'TCNBlock', 'ResNetBlock', 'norm_layer_of', 'act_layer_of']
+
+# the interval the authors' sequence and CIFAR-10 trainer clamps radii to after every step
+RADIUS_RANGE = (1e-4, 1.)
+
+
+class CKConv(nn.Module):
+    """Convolution with an SMP kernel of points per output channel, a value per input channel and the coverage
+    normalisation of the paper's eq. (1): causal in 1D (the kernel's last tap is the current step), 'same' in
+    2D. `kernel_type='dense'` learns a dense kernel of the same size instead, to compare with."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            kernel_size: int,
+            num_points: int,
+            ndim: int,
+            radius: float,
+            position_std: float,
+            bias: bool = False,
+            kernel_type: str = 'smp',
+            device=None,
+            dtype=None,
+    ):
+        dd = {'device': device, 'dtype': dtype}
+        super().__init__()
+        if ndim == 2 and kernel_size % 2 == 0:
+            raise ValueError(f"'same' 2D convolution needs an odd kernel size, got {kernel_size}")
+        self.ndim = ndim
+        if kernel_type == 'smp':
+            self.points = SMPKernel(
+                out_chs, num_points, kernel_size, ndim=ndim, in_per_filter=in_chs, shared_positions=False,
+                normalize=True, position_std=position_std, position_init='newest' if ndim == 1 else 'centre',
+                init_radius=radius, radius_range=RADIUS_RANGE, **dd)
+            self.weight = None
+        elif kernel_type == 'dense':
+            self.points = None
+            self.weight = nn.Parameter(torch.empty(out_chs, in_chs, *([kernel_size] * ndim), **dd))
+            trunc_normal_(self.weight, std=.02)
+        else:
+            raise ValueError(f"kernel_type is 'smp' or 'dense', got {kernel_type!r}")
+        self.bias = nn.Parameter(torch.zeros(out_chs, **dd)) if bias else None
+
+    def kernel(self) -> torch.Tensor:
+        """The dense kernel [O, C, L] or [O, C, L, L] the convolution applies."""
+        if self.points is None:
+            return self.weight
+        return self.points()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.ndim == 1:
+            return causal_conv1d(x, self.kernel(), self.bias)
+        return conv2d_same(x, self.kernel(), self.bias)
+
+
+class CausalConv1d(nn.Conv1d):
+    """Conv1d whose output step t sees the input steps t - k + 1 .. t."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, bias: bool = False, device=None, dtype=None):
+        super().__init__(in_chs, out_chs, kernel_size, bias=bias, device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(nn.functional.pad(x, (self.kernel_size[0] - 1, 0)))
+
+
+class LargeSmallConv(nn.Module):
+    """BN(SMP kernel convolution) + BN(small dense convolution), the authors' pair of parallel kernels, then an
+    activation where one is given (the CIFAR-10 stem's)."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            ndim: int,
+            kernel_size: int,
+            small_kernel_size: int,
+            norm_layer: Type[nn.Module],
+            small_bias: bool = False,
+            act_layer: Optional[Type[nn.Module]] = None,
+            **ck_args,
+    ):
+        dd = {'device': ck_args.get('device'), 'dtype': ck_args.get('dtype')}
+        super().__init__()
+        self.large = CKConv(in_chs, out_chs, kernel_size, ndim=ndim, **ck_args)
+        self.large_norm = norm_layer(out_chs, **dd)
+        if ndim == 1:
+            self.small = CausalConv1d(in_chs, out_chs, small_kernel_size, bias=small_bias, **dd)
+        else:
+            if small_kernel_size % 2 == 0:
+                raise ValueError(f"'same' 2D convolution needs an odd small_kernel_size, got {small_kernel_size}")
+            self.small = nn.Conv2d(in_chs, out_chs, small_kernel_size, padding=small_kernel_size // 2,
+                                   bias=small_bias, **dd)
+        self.small_norm = norm_layer(out_chs, **dd)
+        self.act = nn.Identity() if act_layer is None else act_layer()
+        trunc_normal_(self.small.weight, std=.02)
+        if self.small.bias is not None:
+            nn.init.zeros_(self.small.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.large_norm(self.large(x)) + self.small_norm(self.small(x)))
+
+
+class _ResidualBlock(nn.Module):
+    """Two pairs of parallel kernels and a shortcut (a 1x1 convolution where the width changes)."""
+
+    def __init__(
+            self,
+            in_chs: int,
+            out_chs: int,
+            ndim: int,
+            dropout: float,
+            act_layer: Type[nn.Module],
+            **conv_args,
+    ):
+        dd = {'device': conv_args.get('device'), 'dtype': conv_args.get('dtype')}
+        super().__init__()
+        self.conv1 = LargeSmallConv(in_chs, out_chs, ndim, **conv_args)
+        self.conv2 = LargeSmallConv(out_chs, out_chs, ndim, **conv_args)
+        if in_chs == out_chs:
+            self.shortcut = nn.Identity()
+        else:
+            self.shortcut = (nn.Conv1d if ndim == 1 else nn.Conv2d)(in_chs, out_chs, 1, **dd)
+        self.act = act_layer()
+        self.drop = nn.Dropout(dropout)
+
+
+class TCNBlock(_ResidualBlock):
+    """relu(drop(relu(conv2(h))) + shortcut(x)), h = drop(relu(conv1(x))): the authors' TCN block, with its
+    activation both before and after the residual sum."""
+
+    def __init__(self, in_chs: int, out_chs: int, **kwargs):
+        super().__init__(in_chs, out_chs, ndim=1, **kwargs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.act(self.conv1(x)))
+        return self.act(self.drop(self.act(self.conv2(h))) + self.shortcut(x))
+
+
+class ResNetBlock(_ResidualBlock):
+    """relu(conv2(h) + shortcut(x)), h = drop(relu(conv1(x))): the authors' CIFAR-10 ResNet block."""
+
+    def __init__(self, in_chs: int, out_chs: int, **kwargs):
+        super().__init__(in_chs, out_chs, ndim=2, **kwargs)
+        if isinstance(self.shortcut, nn.Conv2d):  # the authors re-initialise 2D (not 1D) shortcuts
+            trunc_normal_(self.shortcut.weight, std=.02)
+            nn.init.zeros_(self.shortcut.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.act(self.conv1(x)))
+        return self.act(self.conv2(h) + self.shortcut(x))
+
+
+_NORMS = {'batchnorm': {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}}
+_ACTS = {'relu': nn.ReLU, 'leaky_relu': nn.LeakyReLU}
+
+
+class _LayerNorm(nn.GroupNorm):
+    """Layer norm over channels and positions (GroupNorm with one group), as the authors' `LayerNorm`."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-12, device=None, dtype=None):
+        super().__init__(1, num_channels, eps=eps, device=device, dtype=dtype)
+
+
+def norm_layer_of(norm: str, ndim: int) -> Type[nn.Module]:
+    """The norm layer class of a config name ('batchnorm', 'layernorm') for `ndim`-D inputs."""
+    if norm == 'layernorm':
+        return _LayerNorm
+    if norm not in _NORMS:
+        raise ValueError(f"norm takes 'batchnorm' or 'layernorm', got {norm!r}")
+    return _NORMS[norm][ndim]
+
+
+def act_layer_of(act: str) -> Type[nn.Module]:
+    """The activation class of a config name ('relu', 'leaky_relu')."""
+    if act not in _ACTS:
+        raise ValueError(f"act takes {' or '.join(map(repr, _ACTS))}, got {act!r}")
+    return _ACTS[act]
