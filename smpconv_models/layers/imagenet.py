@@ -13,15 +13,11 @@ import torch.nn as nn
 from timm.layers import ConvNormAct, DropPath
 
 from ..ops import depthwise_conv2d, recording_graph, useful_window
+from ..ops.dispatch import check_odd
 from ..smp import SMPKernel
 
 __all__ = ['round_to_odd', 'SMPConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv', 'LargeKernelBlock',
            'ConvFFNBlock']
-
-
-def _check_odd(kernel_size: Sequence[int]) -> None:
-    if any(k % 2 == 0 for k in kernel_size):
-        raise ValueError(f"'same' depthwise convolution needs odd kernel sizes, got {tuple(kernel_size)}")
 
 
 def fold_batchnorm(weight: torch.Tensor, bias: Optional[torch.Tensor],
@@ -62,7 +58,7 @@ class SMPConv2d(nn.Module):
     ):
         super().__init__()
         self.points = SMPKernel(channels, num_points, kernel_size, ndim=2, device=device, dtype=dtype)
-        _check_odd(self.points.kernel_size)
+        check_odd(self.points.kernel_size)
         self.set_kernel_scale(kernel_scale)
 
     @torch.jit.ignore
@@ -85,9 +81,7 @@ class SMPConv2d(nn.Module):
     def touched_window(self, x: torch.Tensor) -> Optional[List[int]]:
         """The part of the kernel that touches x (taps farther out meet only padding); None for all of it,
         as while a graph is recorded, where the input's size may vary."""
-        if torch.jit.is_scripting():  # apart from recording_graph(), which TorchScript cannot compile
-            return None
-        if recording_graph():
+        if torch.jit.is_scripting() or recording_graph():
             return None
         return useful_window(self.kernel_size, x.shape[-2], x.shape[-1])
 
@@ -101,7 +95,7 @@ class DepthwiseConv2d(nn.Module):
 
     def __init__(self, channels: int, kernel_size: Sequence[int], bias: bool = True, device=None, dtype=None):
         super().__init__()
-        _check_odd(kernel_size)
+        check_odd(kernel_size)
         self.weight = nn.Parameter(torch.zeros(channels, *kernel_size, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.zeros(channels, device=device, dtype=dtype)) if bias else None
 
@@ -195,7 +189,7 @@ class SMPLargeKernelConv(nn.Module):
         if small_kernel_size is None:
             self.small_conv = None
         else:
-            _check_odd((small_kernel_size,))
+            check_odd((small_kernel_size,))
             self.small_conv = ConvNormAct(
                 channels, channels, small_kernel_size, groups=channels, apply_act=False, **dd)
 

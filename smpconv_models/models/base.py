@@ -13,19 +13,19 @@ __all__ = ['SMPConvModel', 'PAPER_RESULTS', 'paper_cfg']
 
 
 class PaperResult(NamedTuple):
-    """An accuracy the paper reports for a model: `accuracy` % on `benchmark`, in `source` (a table)."""
+    """An accuracy the paper reports for a model: `accuracy` % on `benchmark`, in `source` (a table) where known."""
     accuracy: float
     benchmark: str
-    source: str
+    source: str = ''
 
     def __str__(self) -> str:
-        return f'{self.accuracy:g}% {self.benchmark} ({self.source})'
+        return f'{self.accuracy:g}% {self.benchmark}' + (f' ({self.source})' if self.source else '')
 
 
 # The accuracy of every registered model the paper reports; the released ImageNet-1k weights are the EMA's
 PAPER_RESULTS: Dict[str, PaperResult] = {
-    'smpconv_t': PaperResult(82.5, 'ImageNet-1k top-1', 'table 4'),
-    'smpconv_b': PaperResult(83.8, 'ImageNet-1k top-1', 'table 4'),
+    'smpconv_t': PaperResult(82.5, 'ImageNet-1k top-1'),
+    'smpconv_b': PaperResult(83.8, 'ImageNet-1k top-1'),
     'smpconv_mobile31': PaperResult(73.5, 'ImageNet-1k top-1', 'appendix B.1'),
     'smpconv_mobile51': PaperResult(73.7, 'ImageNet-1k top-1', 'appendix B.1'),
     'smpconv_tcn_smnist': PaperResult(99.75, 'sequential MNIST', 'table 2'),
