@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 import smpconv_models.layers.ckconv
 from smpconv_models.ops import use_backend
-from timing import environment, report, seconds
+from timing import environment, parse_args, report, seconds
 
 
 def authors_causal_fftconv(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -76,11 +76,7 @@ def main() -> None:
     parser.add_argument('--authors-steps', type=int, default=1, help="timed steps of the authors' CIFAR-10 way")
     parser.add_argument('--cifar-batch', type=int, default=64)
     parser.add_argument('--speech-batch', type=int, default=32)
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--output', default=None, help='also write the results as JSON')
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     device = torch.device(args.device)
     torch.manual_seed(0)
     rows = []

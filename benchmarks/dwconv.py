@@ -29,7 +29,7 @@ import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.layers import SMPConv2d
 from smpconv_models.ops import clear_choices, depthwise_conv2d, use_backend
 from smpconv_models.ops.depthwise import BACKENDS
-from timing import environment, median_seconds, report
+from timing import environment, median_seconds, parse_args, report
 
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
 # PyTorch's own convolutions, each in the layout it runs natively
@@ -181,11 +181,7 @@ def main() -> None:
     parser.add_argument('--train-step', action='store_true', help="also time smpconv_t's training step")
     parser.add_argument('--train-batch-size', type=int, default=8)
     parser.add_argument('--train-steps', type=int, default=1)
-    parser.add_argument('--threads', type=int, default=None, help="CPU threads (default: torch's)")
-    parser.add_argument('--output', default=None, help='write the results as JSON')
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     if args.batch_size is None:
         args.batch_size = 64 if device.type == 'cuda' else 2

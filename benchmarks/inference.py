@@ -17,7 +17,7 @@ import torch
 from timm.models import reparameterize_model
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
-from timing import environment, median_seconds, report
+from timing import environment, median_seconds, parse_args, report
 
 BASELINES = {'smpconv_b': 'convnext_base'}
 DEFAULT_BASELINE = 'convnext_tiny'
@@ -53,14 +53,10 @@ def main() -> None:
                         default=['smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51'])
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--compile', action='store_true', help='also time torch.compile (slow to compile on CPU)')
-    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: torch\'s)')
     parser.add_argument('--warmup', type=int, default=2)
     parser.add_argument('--min-repeats', type=int, default=3)
     parser.add_argument('--min-seconds', type=float, default=2.)
-    parser.add_argument('--output', default=None, help='write the results as JSON')
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     baselines = sorted({BASELINES.get(m, DEFAULT_BASELINE) for m in args.models})
 

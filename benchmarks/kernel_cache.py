@@ -18,7 +18,7 @@ from timm.models import reparameterize_model
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.smp import SMPKernel, _same_values
-from timing import environment, report, seconds
+from timing import environment, parse_args, report, seconds
 
 
 def main() -> None:
@@ -27,10 +27,7 @@ def main() -> None:
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--repeats', type=int, default=25)
-    parser.add_argument('--threads', type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     device = torch.device(args.device)
     model = timm.create_model(args.model).eval().to(device)
     fused = reparameterize_model(model)
@@ -68,7 +65,7 @@ def main() -> None:
     print(f'| {args.model}, batch 1, {args.img_size}x{args.img_size} | median (ms) | vs cached |\n|---|---|---|')
     for name, median in medians.items():
         print(f"| {name} | {1e3 * median:.2f} | {median / medians['cached']:.3f} |")
-    report(dict(environment=environment(device, 'float32')))
+    report(dict(environment=environment(device, 'float32'), median_seconds=medians), args.output)
 
 
 if __name__ == '__main__':

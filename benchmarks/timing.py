@@ -1,4 +1,5 @@
 """What the benchmarks share: timing a call, describing the machine it ran on, reporting the results."""
+import argparse
 import json
 import platform
 import statistics
@@ -9,6 +10,16 @@ from typing import Callable, Optional
 import torch
 
 from smpconv_models.ops.dispatch import seconds  # one timer: the one the dispatcher chooses backends by
+
+
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """The benchmark's flags, with the --threads and --output that every benchmark takes; the threads set."""
+    parser.add_argument('--threads', type=int, default=None, help="CPU threads (default: torch's)")
+    parser.add_argument('--output', default=None, help='also write the results as JSON')
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def median_seconds(run: Callable[[], object], device: torch.device, warmup: int = 2, min_repeats: int = 3,

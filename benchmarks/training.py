@@ -25,7 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.ops import clear_choices
 from smpconv_models.training import keep_freed_memory_for_reuse
-from timing import environment, report, seconds
+from timing import environment, parse_args, report, seconds
 
 MODELS = ('smpconv_t', 'convnext_tiny')
 
@@ -61,11 +61,7 @@ def main() -> None:
     parser.add_argument('--system-malloc', action='store_true',
                         help="glibc's default allocator settings, not those train_imagenet.py sets on the CPU")
     parser.add_argument('--profile', action='store_true', help="print torch.profiler's operator table of a step")
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--output', default=None, help='also write the results as JSON')
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_args(parser)
     device = torch.device(args.device)
     freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
     autocast = autocast_context(device, args.autocast)
