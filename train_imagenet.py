@@ -26,7 +26,8 @@ def train(flags: Mapping[str, Any]) -> Dict[str, float]:
     accelerator = create_accelerator(resolve_device(flags))
     config = resolve_training_config(flags, accelerator.num_processes)
     set_seed(config.data.seed, device_specific=True)  # seeds differ per process: drop path and mixup draw per process
-    trainer = create_trainer(config, accelerator, latest_training_state(config.run.resume) if config.run.resume else None)
+    resume = latest_training_state(config.run.resume) if config.run.resume else None
+    trainer = create_trainer(config, accelerator, resume)
     trainer.start()
     accelerator.print(
         f'{config.model.model} ({sum(p.numel() for p in trainer.unwrapped.parameters()) / 1e6:.2f}M params, '
@@ -52,10 +53,10 @@ def report(trainer: Trainer, results: Dict[str, float]) -> None:
     """The last evaluation and the best checkpoint's."""
     ema_note = f' (EMA {results["ema_top1"]:.2f}%)' if 'ema_top1' in results else ''
     best_metric, best_epoch = trainer.checkpointer.best[0]
+    best = f'{"EMA " if trainer.ema is not None else ""}{trainer.config.run.eval_metric} {best_metric:.3f}'
     trainer.accelerator.print(
-        f'top-1 on the {trainer.val_images} held-out images: {results["top1"]:.2f}%{ema_note}; best '
-        f'{"EMA " if trainer.ema is not None else ""}{trainer.config.run.eval_metric} {best_metric:.3f} at epoch {best_epoch}; '
-        f'weights and summary.csv in {trainer.run_dir}')
+        f'top-1 on the {trainer.val_images} held-out images: {results["top1"]:.2f}%{ema_note}; best {best} at '
+        f'epoch {best_epoch}; weights and summary.csv in {trainer.run_dir}')
 
 
 def main(argv=None) -> int:

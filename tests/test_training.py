@@ -101,8 +101,9 @@ def test_config_file_and_overrides(tmp_path):
     config.write_text('resume: output/train/run\n')
     with pytest.raises(ConfigError, match="'resume' .* is not an option"):
         parse_args(['--config', str(config)])
-    with pytest.raises(ConfigError, match='--checkpoint-hist must be at least 1'):
-        parse_args(['--checkpoint-hist', '0'])
+    for flag in ('--checkpoint-hist', '--epochs', '--grad-accum-steps', '--log-interval'):
+        with pytest.raises(ConfigError, match=f'{flag} must be at least 1'):
+            recipe([flag, '0'])
     with pytest.raises(ConfigError, match='config file not found'):
         parse_args(['--config', str(tmp_path / 'missing.yaml')])
 

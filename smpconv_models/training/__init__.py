@@ -11,8 +11,8 @@ from .distributed import CrossProcessBatchNorm2d, rng_state, set_rng_state, sync
 from .engine import Progress, evaluate, train_one_epoch
 from .memory import keep_freed_memory_for_reuse
 from .optim import create_loss, create_mixup, create_optimizer, create_scheduler, param_groups
-from .settings import (DataSettings, EvalSettings, ModelSettings, TrainingConfig, resolve_batch, resolve_device,
-                       resolve_eval_config, resolve_training_config)
+from .settings import (DataSettings, EvalSettings, ModelSettings, resolve_batch, resolve_device, resolve_eval_config,
+                       resolve_training_config)
 from .trainer import Trainer, create_trainer
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     'Progress', 'evaluate', 'train_one_epoch',
     'keep_freed_memory_for_reuse',
     'create_loss', 'create_mixup', 'create_optimizer', 'create_scheduler', 'param_groups',
-    'DataSettings', 'EvalSettings', 'ModelSettings', 'TrainingConfig', 'resolve_batch', 'resolve_device',
+    'DataSettings', 'EvalSettings', 'ModelSettings', 'resolve_batch', 'resolve_device',
     'resolve_eval_config', 'resolve_training_config',
     'Trainer', 'create_trainer',
 ]

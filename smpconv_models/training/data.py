@@ -14,8 +14,8 @@ from ..datasets.tasks import TASKS, create_task_dataset
 from .config import BUNDLED_DATASET, ConfigError
 from .settings import AugmentSettings, DataSettings, SplitSettings
 
-__all__ = ['is_task', 'create_datasets', 'create_eval_dataset', 'num_classes_of', 'resolve_image_config', 'SeededAugmentation',
-           'create_train_loader', 'create_eval_loader', 'set_epoch']
+__all__ = ['create_datasets', 'create_eval_dataset', 'num_classes_of', 'resolve_image_config',
+           'SeededAugmentation', 'create_train_loader', 'create_eval_loader', 'set_epoch']
 
 
 # the split folder names timm's dataset factory looks for
@@ -44,7 +44,7 @@ def _timm_dataset(data: DataSettings, split: str, is_training: bool, num_samples
         raise
 
 
-def is_task(dataset: str) -> bool:
+def _is_task(dataset: str) -> bool:
     """Whether `dataset` is one of the authors' sequence and CIFAR-10 tasks, whose items come prepared (and
     augmented for training) as the authors prepare them, rather than through timm's image transforms."""
     return dataset in TASKS
@@ -64,7 +64,7 @@ def _task_dataset(data: DataSettings, split: str, training: bool, input_dropout:
 def create_eval_dataset(data: DataSettings, split: str, batch_size: int, num_samples: Optional[int] = None) -> Dataset:
     """The `split` of the dataset that `--dataset` and `--data-dir` name, for evaluation (`batch_size` shards an
     iterable dataset)."""
-    if is_task(data.dataset):
+    if _is_task(data.dataset):
         return _task_dataset(data, split, training=False)
     if data.dataset == BUNDLED_DATASET:
         _check_no_data_dir(data)
@@ -82,7 +82,7 @@ def create_datasets(data: DataSettings, splits: SplitSettings, batch_size: int,
                     input_dropout: float = 0.) -> Tuple[Dataset, Dataset]:
     """The training and validation datasets that `--dataset` and `--data-dir` name; `input_dropout` for the
     training items of a sequence task."""
-    if is_task(data.dataset):
+    if _is_task(data.dataset):
         return (_task_dataset(data, splits.train_split, True, input_dropout),
                 _task_dataset(data, splits.val_split, False))
     if data.dataset == BUNDLED_DATASET:
@@ -110,7 +110,7 @@ def num_classes_of(dataset: Dataset) -> Optional[int]:
 def resolve_image_config(data: DataSettings, model: nn.Module) -> Optional[Dict[str, Any]]:
     """timm's preprocessing of the images for `model` (input size, normalisation, crop), with the values `data`
     sets over the model's; None for a task, whose items come prepared."""
-    if is_task(data.dataset):
+    if _is_task(data.dataset):
         return None
     return resolve_data_config(dict(input_size=data.input_size, crop_pct=data.crop_pct, mean=data.mean,
                                     std=data.std, interpolation=data.interpolation), model=model)

@@ -1,7 +1,7 @@
 """A run's configuration, resolved once from the flag values into frozen pieces that the library functions read.
 
 A piece's fields carry the names of the flags they come from (argparse's `dest`), so that a flag, a config file key
-and a field are one name. Lists become tuples and mappings read-only views: nothing changes a piece once made.
+and a field are one name. Lists become tuples and mappings read-only views: a piece is not changed once made.
 """
 import math
 from dataclasses import dataclass, fields
@@ -10,21 +10,28 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
 from .config import NOT_CONFIGURABLE, ConfigError, plain
 
-__all__ = ['DeviceSettings', 'DataSettings', 'SplitSettings', 'AugmentSettings', 'MixupSettings', 'BatchSettings',
-           'OptimizerSettings', 'ScheduleSettings', 'LoopSettings', 'ModelSettings', 'ModelTrainingSettings',
-           'EmaSettings', 'RunSettings', 'TrainingConfig', 'EvalSettings', 'EvalConfig', 'resolve_device',
-           'resolve_batch', 'scaled_lr', 'resolve_training_config', 'resolve_eval_config']
+__all__ = ['DeviceSettings', 'DataSettings', 'SplitSettings', 'AugmentSettings', 'MixupSettings', 'OptimizerSettings',
+           'ScheduleSettings', 'LoopSettings', 'ModelSettings', 'ModelTrainingSettings', 'EmaSettings', 'RunSettings',
+           'TrainingConfig', 'EvalSettings', 'resolve_device', 'resolve_batch', 'resolve_training_config',
+           'resolve_eval_config']
 
 Flags = Mapping[str, Any]
 Piece = TypeVar('Piece')
 
 
 def _frozen(value: Any) -> Any:
+    """A list as a tuple, a mapping as a read-only view of a copy (its values passed on as they are)."""
     if isinstance(value, list):
-        return tuple(_frozen(v) for v in value)
+        return tuple(value)
     if isinstance(value, dict):
-        return MappingProxyType({k: _frozen(v) for k, v in value.items()})
+        return MappingProxyType(dict(value))
     return value
+
+
+def _check_at_least_one(piece: Any, *names: str) -> None:
+    for name in names:
+        if getattr(piece, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(piece, name)}")
 
 
 def _pick(piece: Type[Piece], flags: Flags, **resolved: Any) -> Piece:
@@ -139,6 +146,7 @@ class ScheduleSettings:
     cooldown_epochs: int
 
     def __post_init__(self):
+        _check_at_least_one(self, 'epochs')
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ConfigError(f'--warmup-epochs ({self.warmup_epochs}) must be shorter than --epochs ({self.epochs})')
 
@@ -152,6 +160,9 @@ class LoopSettings:
     log_interval: int
     recovery_interval: int  # 0: no recovery states
     max_updates: Optional[int]
+
+    def __post_init__(self):
+        _check_at_least_one(self, 'grad_accum_steps', 'log_interval')
 
 
 @dataclass(frozen=True)
@@ -190,6 +201,9 @@ class RunSettings:
     eval_metric: str
     checkpoint_hist: int
     resume: str
+
+    def __post_init__(self):
+        _check_at_least_one(self, 'checkpoint_hist')
 
 
 @dataclass(frozen=True)
@@ -267,9 +281,9 @@ def scaled_lr(lr_base: float, lr_base_size: int, global_batch_size: int, lr_base
 def resolve_training_config(flags: Flags, world_size: int) -> TrainingConfig:
     """The training flags' configuration on `world_size` processes: the batches settled over the processes, the
     learning rate scaled to the global batch unless --lr sets it."""
-    mixup = _pick(MixupSettings, flags)
+    loop, mixup = _pick(LoopSettings, flags), _pick(MixupSettings, flags)
     batch = resolve_batch(flags['batch_size'], flags['global_batch_size'], flags['validation_batch_size'],
-                          world_size, flags['grad_accum_steps'], mixup.enabled)
+                          world_size, loop.grad_accum_steps, mixup.enabled)
     lr = flags['lr'] if flags['lr'] is not None else scaled_lr(
         flags['lr_base'], flags['lr_base_size'], batch.global_batch_size, flags['lr_base_scale'])
     # the values the run used, as the flags that repeat it
@@ -278,7 +292,7 @@ def resolve_training_config(flags: Flags, world_size: int) -> TrainingConfig:
     return TrainingConfig(
         data=_pick(DataSettings, flags), splits=_pick(SplitSettings, flags), augment=_pick(AugmentSettings, flags),
         mixup=mixup, batch=batch, optimizer=_pick(OptimizerSettings, flags, lr=lr),
-        schedule=_pick(ScheduleSettings, flags), loop=_pick(LoopSettings, flags), model=_pick(ModelSettings, flags),
+        schedule=_pick(ScheduleSettings, flags), loop=loop, model=_pick(ModelSettings, flags),
         model_training=_pick(ModelTrainingSettings, flags), ema=_pick(EmaSettings, flags),
         run=_pick(RunSettings, flags), recorded=MappingProxyType(recorded))
 
