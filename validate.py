@@ -13,18 +13,21 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import Any, Dict, Mapping, Tuple
 
 import torch
+import torch.nn as nn
 from accelerate import Accelerator
-from timm.data import resolve_data_config
 from timm.models import reparameterize_model
 from timm.utils import check_batch_size_retry, decay_batch_step
+from torch.utils.data import Dataset
 
 import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.factory import create_from_checkpoint, create_model
 from smpconv_models.runs import latest_run
-from smpconv_models.training import (ConfigError, create_eval_dataset, create_eval_loader, evaluate, is_task,
-                                     keep_freed_memory_for_reuse, num_classes_of, parse_eval_args)
+from smpconv_models.training import (ConfigError, DataSettings, EvalSettings, ModelSettings, create_accelerator,
+                                     create_eval_dataset, create_eval_loader, evaluate, num_classes_of,
+                                     parse_eval_args, resolve_device, resolve_eval_config, resolve_image_config)
 
 DEFAULT_MODEL = 'smpconv_t'
 RUNS = Path('output/train')  # where train_imagenet.py writes its runs by default
@@ -44,50 +47,32 @@ def parse_args_or_latest_run(argv) -> argparse.Namespace:
     return parse_eval_args(['--config', str(config), '--checkpoint', str(weights), *(argv or [])])
 
 
-def create_evaluated_model(args, dataset):
+def create_evaluated_model(model: ModelSettings, evaluation: EvalSettings, dataset: Dataset) -> nn.Module:
     """The model to evaluate: a checkpoint's (its recorded model unless --model says), or --model with its
     published weights or none; --num-classes, else the checkpoint's, the published weights' or the dataset's."""
-    model_kwargs = dict(args.model_kwargs)
-    if args.num_classes:
-        model_kwargs['num_classes'] = args.num_classes
-    if args.checkpoint:
-        return create_from_checkpoint(args.checkpoint, args.model, use_ema=args.use_ema,
-                                      trust_pickle=args.trust_pickle, **model_kwargs)
-    if not args.pretrained and 'num_classes' not in model_kwargs and num_classes_of(dataset):
-        model_kwargs['num_classes'] = num_classes_of(dataset)
-    return create_model(args.model or DEFAULT_MODEL, pretrained=args.pretrained, **model_kwargs)
-
-
-def validate(args) -> dict:
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        raise ConfigError('--device cuda, but no GPU is available')
-    accelerator = Accelerator(
-        cpu=args.device == 'cpu' or not torch.cuda.is_available(),
-        mixed_precision={'bfloat16': 'bf16', 'float16': 'fp16'}[args.amp_dtype] if args.amp else 'no')
-    if accelerator.device.type == 'cpu':
-        keep_freed_memory_for_reuse()
-    dataset = create_eval_dataset(args, args.split, args.num_samples)
+    model_kwargs = dict(model.model_kwargs)
+    if model.num_classes:
+        model_kwargs['num_classes'] = model.num_classes
     try:
-        model = create_evaluated_model(args, dataset)
+        if evaluation.checkpoint:
+            return create_from_checkpoint(evaluation.checkpoint, model.model, use_ema=evaluation.use_ema,
+                                          trust_pickle=evaluation.trust_pickle, **model_kwargs)
+        if not model.pretrained and 'num_classes' not in model_kwargs and num_classes_of(dataset):
+            model_kwargs['num_classes'] = num_classes_of(dataset)
+        return create_model(model.model or DEFAULT_MODEL, pretrained=model.pretrained, **model_kwargs)
     except ValueError as e:
         raise ConfigError(str(e)) from e
-    architecture = model.pretrained_cfg['architecture']
-    if args.reparam:
-        model = reparameterize_model(model)
-    data_config = None if is_task(args.dataset) else resolve_data_config(vars(args), model=model)
-    model = model.to(accelerator.device).eval()
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if args.torchcompile:
-        model = torch.compile(model, backend=args.torchcompile)
 
-    batch_size = args.batch_size
+
+def evaluate_in_batches_that_fit(model: nn.Module, dataset: Dataset, data_config, batch_size: int,
+                                 data: DataSettings, accelerator: Accelerator,
+                                 channels_last: bool) -> Tuple[Dict[str, float], int]:
+    """The metrics over `dataset`, in batches of `batch_size` or, where memory runs out, smaller; and the batch."""
     while True:
-        loader = create_eval_loader(dataset, data_config, batch_size, args, accelerator.num_processes,
+        loader = create_eval_loader(dataset, data_config, batch_size, data, accelerator.num_processes,
                                     accelerator.process_index, accelerator.device)
         try:
-            metrics = evaluate(model, loader, accelerator, args.channels_last)
-            break
+            return evaluate(model, loader, accelerator, channels_last), batch_size
         except RuntimeError as e:
             if batch_size <= 1 or not check_batch_size_retry(str(e)):
                 raise
@@ -95,9 +80,30 @@ def validate(args) -> dict:
             accelerator.print(f'out of memory: retrying with batch size {batch_size}')
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def validate(flags: Mapping[str, Any]) -> Dict[str, Any]:
+    """Evaluate with the flag values `flags`: the metrics, and what was evaluated on what."""
+    accelerator = create_accelerator(resolve_device(flags))
+    config = resolve_eval_config(flags)
+    data, evaluation = config.data, config.evaluation
+    dataset = create_eval_dataset(data, evaluation.split, evaluation.batch_size, evaluation.num_samples)
+    model = create_evaluated_model(config.model, evaluation, dataset)
+    architecture = model.pretrained_cfg['architecture']
+    if evaluation.reparam:
+        model = reparameterize_model(model)
+    data_config = resolve_image_config(data, model)
+    model = model.to(accelerator.device).eval()
+    if config.model.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if config.model.torchcompile:
+        model = torch.compile(model, backend=config.model.torchcompile)
+    metrics, batch_size = evaluate_in_batches_that_fit(model, dataset, data_config, evaluation.batch_size, data,
+                                                       accelerator, config.model.channels_last)
     return dict(
-        model=architecture, checkpoint=args.checkpoint or ('pretrained' if args.pretrained else 'random init'),
-        dataset=args.dataset or args.data_dir, split=args.split, num_images=len(dataset),
+        model=architecture,
+        checkpoint=evaluation.checkpoint or ('pretrained' if config.model.pretrained else 'random init'),
+        dataset=data.dataset or data.data_dir, split=evaluation.split, num_images=len(dataset),
         input_size=list(data_config['input_size'] if data_config else dataset[0][0].shape), batch_size=batch_size,
         **metrics)
 
@@ -115,7 +121,7 @@ def write_results(results: dict, path: Path) -> None:
 def main(argv=None) -> int:
     try:
         args = parse_args_or_latest_run(sys.argv[1:] if argv is None else argv)
-        results = validate(args)
+        results = validate(vars(args))
     except (ConfigError, OSError) as e:  # OSError: a missing file, the Hub out of reach
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -21,7 +21,8 @@ from smpconv_models import publish
 from smpconv_models.checkpoint import read_checkpoint
 from smpconv_models.hub import HUB_ORG
 from smpconv_models.models import PAPER_RESULTS
-from smpconv_models.training import create_eval_dataset, create_eval_loader, evaluate, parse_eval_args
+from smpconv_models.training import (create_eval_dataset, create_eval_loader, evaluate, parse_eval_args,
+                                     resolve_eval_config)
 
 from official_checkpoints import add_to_hub_cache, save_official_checkpoint
 
@@ -234,10 +235,10 @@ def test_validate_script_matches_a_direct_evaluation(hub_cache, image_folder, tm
     assert 'smpconv_t (pretrained) on 6 images' in result.stdout
     results = json.loads(results_file.read_text())
 
-    args = parse_eval_args(argv)
+    data = resolve_eval_config(vars(parse_eval_args(argv))).data
     model = timm.create_model('smpconv_t', pretrained=True).eval()
     data_config = timm.data.resolve_data_config(model=model)
-    loader = create_eval_loader(create_eval_dataset(args, 'validation'), data_config, 4, args, 1, 0,
+    loader = create_eval_loader(create_eval_dataset(data, 'validation', 4), data_config, 4, data, 1, 0,
                                 torch.device('cpu'))
     expected = evaluate(model, loader, Accelerator(cpu=True))
     assert (results['num_images'], results['input_size'], results['top1']) == (6, [3, 224, 224], expected['top1'])

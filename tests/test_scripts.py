@@ -13,8 +13,8 @@ import yaml
 
 import smpconv_models  # noqa: F401
 from smpconv_models import viz
-from smpconv_models.training import (Checkpointer, build_eval_parser, build_parser, parse_args, resolve_batch_size,
-                                     resolved_config)
+from smpconv_models.training import (Checkpointer, build_eval_parser, build_parser, parse_args,
+                                     resolve_training_config)
 from smpconv_models.training.config import default_workers
 from smpconv_models.training.engine import first_batch_statistics
 
@@ -28,9 +28,7 @@ def write_run(run_dir: Path, **config_overrides) -> Path:
     """A training run's folder as train_imagenet.py leaves it: config.yaml and the weights files."""
     run_dir.mkdir(parents=True)
     args = parse_args(['--input-size', '3', '32', '32'], default_config=QUICKSTART)
-    resolve_batch_size(args, world_size=1, mixup=False)
-    config = resolved_config(args)
-    config.update(config_overrides)
+    config = {**resolve_training_config(vars(args), world_size=1).recorded, **config_overrides}
     (run_dir / 'config.yaml').write_text(yaml.safe_dump(config))
     model = timm.create_model(config['model'], num_classes=10, **config['model_kwargs'])
     checkpointer = Checkpointer(run_dir, 1, 'top1', config['model'], config['model_kwargs'])
@@ -73,7 +71,8 @@ def test_a_data_dir_means_that_folder(argv, dataset, tmp_path):
     assert parse_args(['--config', str(config)]).dataset == ''
 
 
-def test_help_has_a_line_for_every_flag_and_the_defaults_of_a_plain_run(capsys):
+def test_help_has_a_line_for_every_flag_and_the_defaults_of_a_plain_run(capsys, monkeypatch):
+    monkeypatch.setenv('COLUMNS', '1000')  # unwrapped: argparse wraps a path at its hyphens
     for parser in (build_parser(QUICKSTART), build_eval_parser()):
         assert all(action.help for action in parser._actions), [a.dest for a in parser._actions if not a.help]
     with pytest.raises(SystemExit):

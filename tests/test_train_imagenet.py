@@ -20,7 +20,8 @@ import smpconv_models  # noqa: F401
 from smpconv_models.datasets import FashionMNISTSubset
 from smpconv_models.ops import ENV_VAR, choices, clear_choices, dispatch
 from smpconv_models.ops.depthwise import BACKENDS
-from smpconv_models.training import create_eval_loader, evaluate, load_training_state, parse_args
+from smpconv_models.training import (create_eval_loader, evaluate, load_training_state, parse_args,
+                                     resolve_training_config)
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = str(ROOT / 'train_imagenet.py')
@@ -61,13 +62,15 @@ def test_quickstart_shortened(tmp_path):
     assert {'model.safetensors', 'model_ema.safetensors', 'last.pth', 'model_best.safetensors'} <= \
         {p.name for p in run_dir.iterdir()}
     # the saved weights load into timm and evaluate to what the run reported
-    args = parse_args(['--config', str(run_dir / 'config.yaml')])
+    resolved = resolve_training_config(vars(repeated), world_size=1)
+    assert resolved.recorded == config  # and resolves to the same run
     model = timm.create_model(
-        'smpconv_nano', num_classes=10, pretrained=True, **args.model_kwargs,
+        'smpconv_nano', num_classes=10, pretrained=True, **resolved.model.model_kwargs,
         pretrained_cfg_overlay=dict(file=str(run_dir / 'model.safetensors'), num_classes=10))
-    data_config = dict(input_size=tuple(args.input_size), interpolation=args.interpolation, mean=args.mean,
-                       std=args.std, crop_pct=args.crop_pct)
-    loader = create_eval_loader(FashionMNISTSubset('validation'), data_config, args.batch_size, args, 1, 0,
+    data = resolved.data
+    data_config = dict(input_size=data.input_size, interpolation=data.interpolation, mean=data.mean, std=data.std,
+                       crop_pct=data.crop_pct)
+    loader = create_eval_loader(FashionMNISTSubset('validation'), data_config, resolved.batch.batch_size, data, 1, 0,
                                 torch.device('cpu'))
     metrics = evaluate(model, loader, Accelerator(cpu=True))
     assert metrics['top1'] == pytest.approx(float(rows[-1]['eval_top1']))

@@ -1,4 +1,5 @@
 """The training recipe's library pieces (smpconv_models.training), one at a time."""
+import dataclasses
 import os
 import random
 import shutil
@@ -18,19 +19,16 @@ from timm.utils import ModelEmaV3
 import smpconv_models  # noqa: F401
 from smpconv_models.smp import RADIUS_MAX, RADIUS_MIN, SMPKernel
 from smpconv_models.training import (
-    Checkpointer, ConfigError, CrossProcessBatchNorm2d, Progress, SeededAugmentation, build_parser, create_datasets,
-    create_loss, create_mixup, create_optimizer, create_scheduler, latest_training_state, load_training_state,
-    param_groups, parse_args, remove_leftovers, resolve_batch_size, rng_state, set_rng_state, sync_batchnorm,
-    train_one_epoch)
+    Checkpointer, ConfigError, CrossProcessBatchNorm2d, Progress, SeededAugmentation, create_accelerator,
+    create_datasets, create_loss, create_mixup, create_optimizer, create_scheduler, latest_training_state,
+    load_training_state, param_groups, parse_args, remove_leftovers, resolve_batch, resolve_device,
+    resolve_training_config, rng_state, set_rng_state, sync_batchnorm, train_one_epoch)
 from smpconv_models.training.checkpoint import STATE_FORMAT
 
 
-def recipe(**overrides):
-    """The parser's defaults (the paper's recipe) with some values replaced."""
-    args = parse_args([])
-    for key, value in overrides.items():
-        setattr(args, key, value)
-    return args
+def recipe(argv=(), world_size=1, **flags):
+    """The configuration of the flags `argv` (by default the paper's recipe), some flag values replaced."""
+    return resolve_training_config({**vars(parse_args(list(argv))), **flags}, world_size)
 
 
 @pytest.fixture
@@ -56,9 +54,9 @@ def test_parameter_groups(nano):
 
 
 def test_radii_follow_the_schedule_at_a_tenth(nano):
-    args = recipe(lr=1e-3, epochs=4, warmup_epochs=1)
-    optimizer = create_optimizer(nano, args)
-    scheduler, _ = create_scheduler(optimizer, args, updates_per_epoch=10)
+    config = recipe(lr=1e-3, epochs=4, warmup_epochs=1)
+    optimizer = create_optimizer(nano, config.optimizer)
+    scheduler, _ = create_scheduler(optimizer, config.schedule, updates_per_epoch=10)
     for update in (0, 5, 10, 25):
         scheduler.step_update(num_updates=update)
         lrs = [group['lr'] for group in optimizer.param_groups]
@@ -67,8 +65,8 @@ def test_radii_follow_the_schedule_at_a_tenth(nano):
 
 
 def test_mixup_targets_and_losses():
-    args = recipe(mixup=0.8, cutmix=1.0, smoothing=0.1)
-    mixup = create_mixup(args, num_classes=10)
+    settings = recipe(mixup=0.8, cutmix=1.0, smoothing=0.1).mixup
+    mixup = create_mixup(settings, num_classes=10)
     np.random.seed(0)
     x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 3])
     mixed, targets = mixup(x.clone(), y)
@@ -79,10 +77,10 @@ def test_mixup_targets_and_losses():
     torch.testing.assert_close(targets[:, 4:], torch.full((4, 6), 0.01))
     torch.testing.assert_close(targets[0, 0] + targets[0, 3], torch.tensor(0.92))
     assert 0.01 < targets[0, 0] < 0.91 and not torch.equal(mixed, x)
-    assert isinstance(create_loss(args, mixup), SoftTargetCrossEntropy)
-    assert create_mixup(recipe(mixup=0., cutmix=0.), 10) is None
-    assert isinstance(create_loss(args, None), LabelSmoothingCrossEntropy)
-    assert isinstance(create_loss(recipe(smoothing=0.), None), torch.nn.CrossEntropyLoss)
+    assert isinstance(create_loss(settings.smoothing, mixup), SoftTargetCrossEntropy)
+    assert create_mixup(recipe(mixup=0., cutmix=0.).mixup, 10) is None
+    assert isinstance(create_loss(settings.smoothing, None), LabelSmoothingCrossEntropy)
+    assert isinstance(create_loss(0., None), torch.nn.CrossEntropyLoss)
 
 
 def test_config_file_and_overrides(tmp_path):
@@ -103,8 +101,9 @@ def test_config_file_and_overrides(tmp_path):
     config.write_text('resume: output/train/run\n')
     with pytest.raises(ConfigError, match="'resume' .* is not an option"):
         parse_args(['--config', str(config)])
-    with pytest.raises(ConfigError, match='--checkpoint-hist must be at least 1'):
-        parse_args(['--checkpoint-hist', '0'])
+    for flag in ('--checkpoint-hist', '--epochs', '--grad-accum-steps', '--log-interval'):
+        with pytest.raises(ConfigError, match=f'{flag} must be at least 1'):
+            recipe([flag, '0'])
     with pytest.raises(ConfigError, match='config file not found'):
         parse_args(['--config', str(tmp_path / 'missing.yaml')])
 
@@ -115,24 +114,52 @@ def test_config_file_and_overrides(tmp_path):
     (2, 1, 2048, 64, 64),  # an explicit batch per process sets the global batch
 ])
 def test_batch_sizes(world_size, accum, global_batch, batch, expected):
-    args = recipe(global_batch_size=global_batch, batch_size=batch, grad_accum_steps=accum)
-    resolve_batch_size(args, world_size, mixup=True)
-    assert args.batch_size == expected and args.global_batch_size == expected * world_size * accum
+    config = recipe(world_size=world_size, global_batch_size=global_batch, batch_size=batch, grad_accum_steps=accum)
+    assert config.batch.batch_size == expected and config.batch.global_batch_size == expected * world_size * accum
+    assert config.batch.validation_batch_size == expected  # the training batch, unless -vb says
+    # config.yaml records the batches the run used, and the learning rate scaled to the global batch
+    assert (config.recorded['batch_size'], config.recorded['global_batch_size']) == \
+        (expected, expected * world_size * accum)
+    assert config.recorded['lr'] == config.optimizer.lr == 4e-3 * expected * world_size * accum / 2048
+    assert config.recorded['validation_batch_size'] is None
 
 
 def test_batch_sizes_that_do_not_divide():
     with pytest.raises(ConfigError, match=r'global batch of 100 does not divide over 3 process\(es\)'):
-        resolve_batch_size(recipe(global_batch_size=100), 3, mixup=False)
+        resolve_batch(None, 100, None, world_size=3, grad_accum_steps=1, mixup=False)
     with pytest.raises(ConfigError, match='must be even'):
-        resolve_batch_size(recipe(global_batch_size=6), 2, mixup=True)
+        resolve_batch(None, 6, None, world_size=2, grad_accum_steps=1, mixup=True)
+
+
+def test_the_configuration_is_resolved_once_and_frozen():
+    config = recipe(['--lr-base-scale', 'sqrt', '--scale', '0.5', '1', '--model-kwargs', 'kernel_scale=2'],
+                    world_size=2, global_batch_size=512)
+    assert config.optimizer.lr == pytest.approx(4e-3 * 0.5)  # sqrt(512 / 2048)
+    assert config.augment.scale == (0.5, 1.0) and config.recorded['scale'] == [0.5, 1.0]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.batch.batch_size = 1
+    with pytest.raises(TypeError):
+        config.model.model_kwargs['kernel_scale'] = 3
+    with pytest.raises(TypeError):
+        config.recorded['lr'] = 1.
+    with pytest.raises(ConfigError, match=r'--warmup-epochs \(5\) must be shorter than --epochs \(5\)'):
+        recipe(epochs=5, warmup_epochs=5)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='the error of a machine without a GPU')
+def test_a_gpu_that_is_not_there():
+    with pytest.raises(ConfigError, match='--device cuda, but no GPU is available'):
+        create_accelerator(resolve_device(vars(parse_args(['--device', 'cuda']))))
 
 
 def test_missing_and_empty_dataset_folders(tmp_path):
     with pytest.raises(ConfigError, match='dataset folder or tar not found'):
-        create_datasets(parse_args(['--data-dir', str(tmp_path / 'missing')]))
+        config = recipe(['--data-dir', str(tmp_path / 'missing')])
+        create_datasets(config.data, config.splits, config.batch.batch_size)
     (tmp_path / 'train' / 'cats').mkdir(parents=True)
     with pytest.raises(ConfigError, match="no images for split 'train'"):
-        create_datasets(parse_args(['--data-dir', str(tmp_path)]))
+        config = recipe(['--data-dir', str(tmp_path)])
+        create_datasets(config.data, config.splits, config.batch.batch_size)
 
 
 def test_seeded_augmentation_repeats_per_sample_and_epoch():
@@ -219,21 +246,21 @@ def _loader(num_batches, batch_size=4, num_classes=10):
 
 @pytest.mark.parametrize('accum, expected_updates', [(1, 5), (2, 3)])
 def test_train_one_epoch_updates(nano, accum, expected_updates):
-    args = recipe(grad_accum_steps=accum, lr=1e-2, epochs=1, warmup_epochs=0, clip_grad=1.0, channels_last=False,
-                  max_updates=None, recovery_interval=2, log_interval=1)
+    config = recipe(grad_accum_steps=accum, lr=1e-2, epochs=1, warmup_epochs=0, clip_grad=1.0, channels_last=False,
+                    max_updates=None, recovery_interval=2, log_interval=1)
     with torch.no_grad():
         for kernel in (m for m in nano.modules() if isinstance(m, SMPKernel)):
             kernel.radii[0], kernel.radii[1] = 5., -1.  # as if a step had pushed them out
     ema = ModelEmaV3(nano, decay=0.)  # decay 0: the EMA is the model after every update, and only then
     ema_updates = []
     ema.update = lambda model, step: (ema_updates.append(step), ModelEmaV3.update(ema, model, step))
-    optimizer = create_optimizer(nano, args)
-    scheduler, _ = create_scheduler(optimizer, args, updates_per_epoch=expected_updates)
+    optimizer = create_optimizer(nano, config.optimizer)
+    scheduler, _ = create_scheduler(optimizer, config.schedule, updates_per_epoch=expected_updates)
     recoveries = []
     progress = Progress()
     metrics = train_one_epoch(
-        nano, _loader(5), 5, optimizer, scheduler, torch.nn.CrossEntropyLoss(), Accelerator(cpu=True), progress, args,
-        ema=ema, on_recovery=lambda: recoveries.append(progress.num_updates))
+        nano, _loader(5), 5, optimizer, scheduler, torch.nn.CrossEntropyLoss(), Accelerator(cpu=True), progress,
+        config.loop, ema=ema, on_recovery=lambda: recoveries.append(progress.num_updates))
     assert progress == Progress(epoch=0, batches_done=5, num_updates=expected_updates)
     assert recoveries == [u for u in range(1, expected_updates + 1) if u % 2 == 0]
     assert np.isfinite(metrics['loss'])
@@ -249,15 +276,15 @@ def test_gradient_accumulation_averages_like_a_larger_batch():
     def train(accum, batch_size):
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
-        args = recipe(grad_accum_steps=accum, lr=0.1, opt='momentum', momentum=0., weight_decay=0., epochs=1,
-                      warmup_epochs=0, min_lr=0.1, max_updates=None, log_interval=1)
-        optimizer = create_optimizer(model, args)
-        scheduler, _ = create_scheduler(optimizer, args, updates_per_epoch=3)
+        config = recipe(grad_accum_steps=accum, lr=0.1, opt='momentum', momentum=0., weight_decay=0., epochs=1,
+                        warmup_epochs=0, min_lr=0.1, max_updates=None, log_interval=1)
+        optimizer = create_optimizer(model, config.optimizer)
+        scheduler, _ = create_scheduler(optimizer, config.schedule, updates_per_epoch=3)
         data = _loader(6, batch_size=4)
         if accum == 1:
             data = [(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]])) for a, b in zip(data[::2], data[1::2])]
         train_one_epoch(model, data, len(data), optimizer, scheduler, torch.nn.CrossEntropyLoss(),
-                        Accelerator(cpu=True), Progress(), args)
+                        Accelerator(cpu=True), Progress(), config.loop)
         return model.state_dict()
 
     for key, value in train(accum=1, batch_size=8).items():
@@ -358,20 +385,22 @@ def test_unreadable_training_states(tmp_path):
 
 
 def test_bundled_dataset():
-    train, val = create_datasets(recipe(dataset='fashion-mnist-subset'))
+    config = recipe(dataset='fashion-mnist-subset')
+    train, val = create_datasets(config.data, config.splits, config.batch.batch_size)
     assert (len(train), len(val)) == (1000, 200)
     image, label = train[0]
     assert image.size == (32, 32) and image.mode == 'RGB' and 0 <= label < 10
     assert np.bincount(train.labels).tolist() == [100] * 10 and np.bincount(val.labels).tolist() == [20] * 10
     assert (np.asarray(image)[:2] == 0).all()  # the 2-pixel padding
     with pytest.raises(ConfigError, match="--data-dir /data is given, but the dataset is the bundled"):
-        create_datasets(recipe(dataset='fashion-mnist-subset', data_dir='/data'))
+        config = recipe(dataset='fashion-mnist-subset', data_dir='/data')
+        create_datasets(config.data, config.splits, config.batch.batch_size)
 
 
 @pytest.mark.parametrize('variant, epochs, drop_path, accuracy', [
     ('t', 300, 0.1, '82.5'), ('b', 300, 0.5, '83.8'), ('mobile31', 120, 0., '73.5'), ('mobile51', 120, 0., '73.7')])
 def test_paper_recipes(variant, epochs, drop_path, accuracy):
-    """configs/ hold SPEC section 3: AdamW, lr 4e-3 at 2048, 10 warm-up epochs, RandAugment, mixup/cutmix..."""
+    """configs/ hold the paper's recipe: AdamW, lr 4e-3 at 2048, 10 warm-up epochs, RandAugment, mixup/cutmix..."""
     path = Path(__file__).parent.parent / 'configs' / f'smpconv_{variant}_in1k.yaml'
     args = parse_args(['--config', str(path)])
     assert f'{accuracy}% top-1' in path.read_text()
@@ -382,8 +411,8 @@ def test_paper_recipes(variant, epochs, drop_path, accuracy):
     assert (args.aa, args.mixup, args.cutmix, args.smoothing, args.reprob, args.hflip) == \
         ('rand-m9-mstd0.5-inc1', 0.8, 1.0, 0.1, 0.25, 0.)
     assert (args.model_ema, args.model_ema_decay, args.clip_grad, args.amp) == (True, 0.9999, None, False)
-    resolve_batch_size(args, world_size=8, mixup=True)
-    assert args.batch_size == 256
+    config = resolve_training_config(vars(args), world_size=8)
+    assert (config.batch.batch_size, config.optimizer.lr) == (256, 4e-3)
 
 
 # Run in a child process: the setting is process-wide, and the test process keeps glibc's defaults.

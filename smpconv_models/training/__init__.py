@@ -1,25 +1,31 @@
-"""The paper's training recipe as library pieces; `train_imagenet.py` orchestrates them."""
-from .checkpoint import (Checkpointer, latest_training_state, load_training_state, remove_leftovers,
-                         restore_training_state)
-from .config import (BUNDLED_DATASET, ConfigError, add_data_args, add_model_args, build_eval_parser, build_parser,
-                     load_config, parse_args, parse_eval_args, resolve_batch_size, resolved_config)
-from .data import (SeededAugmentation, create_datasets, create_eval_dataset, create_eval_loader, create_train_loader,
-                   is_task, num_classes_of, set_epoch)
+"""The paper's training recipe as library pieces; `train_imagenet.py` and `validate.py` orchestrate them.
+
+The flags (`config`) are resolved once into frozen pieces (`settings`) that the other modules read.
+"""
+from .checkpoint import Checkpointer, latest_training_state, load_training_state, remove_leftovers
+from .config import ConfigError, build_eval_parser, build_parser, parse_args, parse_eval_args
+from .data import (SeededAugmentation, create_datasets, create_eval_dataset, create_eval_loader, num_classes_of,
+                   resolve_image_config)
+from .device import create_accelerator
 from .distributed import CrossProcessBatchNorm2d, rng_state, set_rng_state, sync_batchnorm
 from .engine import Progress, evaluate, train_one_epoch
 from .memory import keep_freed_memory_for_reuse
-from .optim import (create_loss, create_mixup, create_optimizer, create_scheduler, mixup_enabled, param_groups,
-                    scaled_lr)
+from .optim import create_loss, create_mixup, create_optimizer, create_scheduler, param_groups
+from .settings import (DataSettings, EvalSettings, ModelSettings, resolve_batch, resolve_device, resolve_eval_config,
+                       resolve_training_config)
+from .trainer import Trainer, create_trainer
 
 __all__ = [
-    'Checkpointer', 'latest_training_state', 'load_training_state', 'remove_leftovers', 'restore_training_state',
-    'ConfigError',
-    'add_data_args', 'add_model_args', 'build_eval_parser', 'build_parser', 'load_config', 'parse_args',
-    'parse_eval_args', 'resolve_batch_size',
-    'resolved_config', 'BUNDLED_DATASET', 'SeededAugmentation', 'create_datasets', 'create_eval_dataset',
-    'create_eval_loader', 'create_train_loader', 'is_task', 'num_classes_of', 'set_epoch',
-    'CrossProcessBatchNorm2d', 'rng_state', 'set_rng_state', 'sync_batchnorm', 'Progress',
-    'evaluate', 'train_one_epoch', 'keep_freed_memory_for_reuse', 'create_loss', 'create_mixup', 'create_optimizer',
-    'create_scheduler',
-    'mixup_enabled', 'param_groups', 'scaled_lr',
+    'Checkpointer', 'latest_training_state', 'load_training_state', 'remove_leftovers',
+    'ConfigError', 'build_eval_parser', 'build_parser', 'parse_args', 'parse_eval_args',
+    'SeededAugmentation', 'create_datasets', 'create_eval_dataset', 'create_eval_loader', 'num_classes_of',
+    'resolve_image_config',
+    'create_accelerator',
+    'CrossProcessBatchNorm2d', 'rng_state', 'set_rng_state', 'sync_batchnorm',
+    'Progress', 'evaluate', 'train_one_epoch',
+    'keep_freed_memory_for_reuse',
+    'create_loss', 'create_mixup', 'create_optimizer', 'create_scheduler', 'param_groups',
+    'DataSettings', 'EvalSettings', 'ModelSettings', 'resolve_batch', 'resolve_device',
+    'resolve_eval_config', 'resolve_training_config',
+    'Trainer', 'create_trainer',
 ]

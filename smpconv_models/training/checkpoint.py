@@ -23,15 +23,17 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
+from accelerate.utils import gather_object
 from safetensors.torch import save_file
 
 from ..checkpoint import fit_problems, read_checkpoint
-from ..ops import restore_choices
+from ..ops import choices, restore_choices
 from .config import ConfigError, plain
-from .distributed import set_rng_state
+from .distributed import rng_state, set_rng_state
 from .engine import Progress
 
-__all__ = ['Checkpointer', 'remove_leftovers', 'latest_training_state', 'load_training_state', 'restore_training_state']
+__all__ = ['Checkpointer', 'remove_leftovers', 'latest_training_state', 'load_training_state', 'collect_training_state',
+           'restore_training_state']
 
 STATE_FORMAT = 'smpconv-models training state v1'
 
@@ -203,16 +205,30 @@ _RECIPE_KEYS = ('model', 'model_kwargs', 'global_batch_size', 'grad_accum_steps'
                 'model_ema')
 
 
+def collect_training_state(model: nn.Module, ema, optimizer, scaler, progress: Progress,
+                           config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Everything --resume needs of a run of the resolved `config`; called on every process (it gathers their
+    random states and depthwise backend choices)."""
+    return dict(
+        model_name=config['model'], model=model.state_dict(),
+        model_ema=ema.module.state_dict() if ema is not None else None, optimizer=optimizer.state_dict(),
+        scaler=scaler.state_dict() if scaler is not None else None,
+        epoch=progress.epoch, batches_done=progress.batches_done, num_updates=progress.num_updates,
+        rng=gather_object([rng_state()]), depthwise_backends=gather_object([choices()]), config=dict(config))
+
+
 def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, ema, scaler,
-                           checkpointer: Checkpointer, args, rank: int, world_size: int) -> Progress:
-    """Put a run back where `state` left it; a state of another model or recipe is refused."""
-    if state['model_name'] != args.model:
-        raise ConfigError(f"the training state is from {state['model_name']}, this run trains {args.model}")
+                           checkpointer: Checkpointer, config: Mapping[str, Any], rank: int,
+                           world_size: int) -> Progress:
+    """Put a run of the resolved `config` back where `state` left it; a state of another model or recipe is
+    refused."""
+    if state['model_name'] != config['model']:
+        raise ConfigError(f"the training state is from {state['model_name']}, this run trains {config['model']}")
     saved = state['config']
     keys = _RECIPE_KEYS + (('batch_size',) if state['batches_done'] else ())  # mid-epoch: the same batches
     # tuples and lists alike: a config file holds lists, a --model-kwargs value may be a tuple
-    differ = [f'{k}: {saved.get(k)!r} then, {getattr(args, k)!r} now' for k in keys
-              if plain(saved.get(k)) != plain(getattr(args, k))]
+    differ = [f'{k}: {saved.get(k)!r} then, {config[k]!r} now' for k in keys
+              if plain(saved.get(k)) != plain(config[k])]
     if differ:
         raise ConfigError('the training state comes from another recipe; to continue it, keep ' + '; '.join(differ))
     _load_model_weights(model, state['model'], 'model')

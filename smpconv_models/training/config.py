@@ -7,7 +7,7 @@ import argparse
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Collection, Dict, Optional, Sequence
+from typing import Any, Collection, Dict, Mapping, Optional, Sequence
 
 import yaml
 from timm.utils import ParseKwargs
@@ -16,8 +16,7 @@ from ..datasets.tasks import BUNDLED_TASK, TASKS
 
 BUNDLED_DATASET = 'fashion-mnist-subset'
 
-__all__ = ['ConfigError', 'add_data_args', 'add_model_args', 'build_parser', 'build_eval_parser', 'parse_args',
-           'parse_eval_args', 'load_config', 'resolve_batch_size', 'plain', 'resolved_config']
+__all__ = ['ConfigError', 'build_parser', 'build_eval_parser', 'parse_args', 'parse_eval_args']
 
 
 class ConfigError(ValueError):
@@ -25,7 +24,7 @@ class ConfigError(ValueError):
 
 
 # flags that say where a run's configuration and state come from, not what the run is
-_NOT_CONFIGURABLE = ('help', 'config', 'resume')
+NOT_CONFIGURABLE = ('help', 'config', 'resume')
 
 
 def default_workers() -> int:
@@ -255,7 +254,7 @@ def load_config(path: Path, parser: argparse.ArgumentParser, ignore: Collection[
     config = yaml.safe_load(path.read_text()) or {}
     if not isinstance(config, dict):
         raise ConfigError(f'{path} must hold a mapping of flag names to values')
-    actions = {action.dest: action for action in parser._actions if action.dest not in _NOT_CONFIGURABLE}
+    actions = {action.dest: action for action in parser._actions if action.dest not in NOT_CONFIGURABLE}
     values = {}
     for key, value in config.items():
         if key in ignore:
@@ -287,58 +286,29 @@ def _parse_with_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[
     config_path = config_flag.parse_known_args(argv)[0].config
     if config_path:
         parser.set_defaults(**load_config(Path(config_path), parser, ignore))  # what --help shows, too
-    args = parser.parse_args(argv)
-    given = _given_on_command_line(parser, argv)
-    # a --data-dir means that folder or tar, unless --dataset names another kind of data: a config's bundled
-    # dataset, which has no folder, gives way to it
-    if 'dataset' not in given and args.data_dir and args.dataset in (None, BUNDLED_DATASET, BUNDLED_TASK):
-        args.dataset = ''
-    elif args.dataset is None:
-        args.dataset = BUNDLED_DATASET
-    return args
+    parsed = vars(parser.parse_args(argv))
+    return argparse.Namespace(**{**parsed, 'dataset': _dataset(parsed['dataset'], parsed['data_dir'],
+                                                               'dataset' in _given_on_command_line(parser, argv))})
+
+
+def _dataset(dataset: Optional[str], data_dir: Optional[str], given: bool) -> str:
+    """The dataset a run reads: a --data-dir means that folder or tar, unless --dataset names another kind of data
+    (a config's bundled dataset, which has no folder, gives way to it); neither means the bundled images."""
+    if not given and data_dir and dataset in (None, BUNDLED_DATASET, BUNDLED_TASK):
+        return ''
+    return BUNDLED_DATASET if dataset is None else dataset
 
 
 def parse_args(argv: Optional[Sequence[str]], default_config: Optional[Path] = None) -> argparse.Namespace:
     """The training flags: `argv` over the config file's (`default_config` unless --config names another)
     values over the parser defaults."""
-    args = _parse_with_config(build_parser(default_config), argv)
-    for name in ('epochs', 'grad_accum_steps', 'checkpoint_hist', 'log_interval'):
-        if getattr(args, name) < 1:
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
-    return args
-
-
-def resolve_batch_size(args: argparse.Namespace, world_size: int, mixup: bool) -> None:
-    """Settle the per-process batch and the global batch (per update) with each other, or say why not.
-
-    An explicit `--batch-size` sets the global batch; otherwise `--global-batch-size` is divided over
-    processes and accumulation steps, and must divide evenly.
-    """
-    per_update = world_size * args.grad_accum_steps
-    if args.batch_size is not None:
-        args.global_batch_size = args.batch_size * per_update
-    elif args.global_batch_size % per_update:
-        raise ConfigError(f'a global batch of {args.global_batch_size} does not divide over {world_size} '
-                          f'process(es) x {args.grad_accum_steps} accumulation step(s); set --global-batch-size '
-                          f'to a multiple of {per_update} or --batch-size per process')
-    else:
-        args.batch_size = args.global_batch_size // per_update
-    if args.batch_size < 1:
-        raise ConfigError(f'the batch per process must be at least 1, got {args.batch_size}')
-    if mixup and args.batch_size % 2:
-        raise ConfigError(f'mixup and cutmix pair the samples of a batch: the batch per process ({args.batch_size}) '
-                          'must be even')
+    return _parse_with_config(build_parser(default_config), argv)
 
 
 def plain(value: Any) -> Any:
     """`value` with every tuple made a list, as YAML reads it back: values that compare as a config file's."""
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: plain(v) for k, v in value.items()}
     return value
-
-
-def resolved_config(args: argparse.Namespace) -> Dict[str, Any]:
-    """The run's configuration as plain YAML-able values; as a file, it is a config that repeats the run."""
-    return {k: plain(v) for k, v in vars(args).items() if k not in _NOT_CONFIGURABLE}

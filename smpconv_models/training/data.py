@@ -5,88 +5,95 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
-from timm.data import create_dataset, create_transform
+import torch.nn as nn
+from timm.data import create_dataset, create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
 from ..datasets import FashionMNISTSubset
 from ..datasets.tasks import TASKS, create_task_dataset
 from .config import BUNDLED_DATASET, ConfigError
+from .settings import AugmentSettings, DataSettings, SplitSettings
 
-__all__ = ['is_task', 'create_datasets', 'create_eval_dataset', 'num_classes_of', 'SeededAugmentation',
-           'create_train_loader', 'create_eval_loader', 'set_epoch']
+__all__ = ['create_datasets', 'create_eval_dataset', 'num_classes_of', 'resolve_image_config',
+           'SeededAugmentation', 'create_train_loader', 'create_eval_loader', 'set_epoch']
 
 
 # the split folder names timm's dataset factory looks for
 _SPLIT_SYNONYMS = (('train', 'training'), ('validation', 'val', 'valid', 'eval', 'evaluation'))
 
 
-def _timm_dataset(args, split: str, is_training: bool, num_samples: Optional[int]) -> Dataset:
-    is_file_dataset = '/' not in args.dataset  # a folder or tar, not 'hfds/...', 'wds/...', ...
-    if is_file_dataset and not (args.data_dir and os.path.exists(args.data_dir)):
-        raise ConfigError(f'dataset folder or tar not found: {args.data_dir!r} (set --data-dir, or leave out '
+def _timm_dataset(data: DataSettings, split: str, is_training: bool, num_samples: Optional[int],
+                  batch_size: int) -> Dataset:
+    is_file_dataset = '/' not in data.dataset  # a folder or tar, not 'hfds/...', 'wds/...', ...
+    if is_file_dataset and not (data.data_dir and os.path.exists(data.data_dir)):
+        raise ConfigError(f'dataset folder or tar not found: {data.data_dir!r} (set --data-dir, or leave out '
                           f'--data-dir and --dataset to train on the bundled {BUNDLED_DATASET})')
-    if is_file_dataset and os.path.isdir(args.data_dir):
+    if is_file_dataset and os.path.isdir(data.data_dir):
         # without a folder of its split, timm reads the whole root: training images would be validated on
         names = next((names for names in _SPLIT_SYNONYMS if split in names), (split,))
-        if not any(os.path.isdir(os.path.join(args.data_dir, name)) for name in names):
-            raise ConfigError(f'{args.data_dir} has no folder for the split {split!r} (looked for {", ".join(names)})')
+        if not any(os.path.isdir(os.path.join(data.data_dir, name)) for name in names):
+            raise ConfigError(f'{data.data_dir} has no folder for the split {split!r} (looked for {", ".join(names)})')
     try:
         return create_dataset(
-            args.dataset, root=args.data_dir, split=split, is_training=is_training, class_map=args.class_map,
-            download=args.dataset_download, batch_size=args.batch_size, seed=args.seed, num_samples=num_samples,
-            input_img_mode=args.input_img_mode)
+            data.dataset, root=data.data_dir, split=split, is_training=is_training, class_map=data.class_map,
+            download=data.dataset_download, batch_size=batch_size, seed=data.seed, num_samples=num_samples,
+            input_img_mode=data.input_img_mode)
     except RuntimeError as e:
         if 'Found 0 images' in str(e):
-            raise ConfigError(f'no images for split {split!r} under {args.data_dir}: {e}') from e
+            raise ConfigError(f'no images for split {split!r} under {data.data_dir}: {e}') from e
         raise
 
 
-def is_task(dataset: str) -> bool:
+def _is_task(dataset: str) -> bool:
     """Whether `dataset` is one of the authors' sequence and CIFAR-10 tasks, whose items come prepared (and
     augmented for training) as the authors prepare them, rather than through timm's image transforms."""
     return dataset in TASKS
 
 
-def _task_dataset(args, split: str, training: bool) -> Dataset:
+def _task_dataset(data: DataSettings, split: str, training: bool, input_dropout: float = 0.) -> Dataset:
     try:
-        return create_task_dataset(args.dataset, split, args.data_dir, training=training,
-                                   download=args.dataset_download, input_dropout=getattr(args, 'input_dropout', 0.),
-                                   permutation_seed=args.permutation_seed)
+        return create_task_dataset(data.dataset, split, data.data_dir, training=training,
+                                   download=data.dataset_download, input_dropout=input_dropout,
+                                   permutation_seed=data.permutation_seed)
     except (ValueError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from e
     except RuntimeError as e:  # torchvision: 'Dataset not found or corrupted. You can use download=True ...'
-        raise ConfigError(f'{args.dataset} not found in {args.data_dir} ({e}); --dataset-download fetches it') from e
+        raise ConfigError(f'{data.dataset} not found in {data.data_dir} ({e}); --dataset-download fetches it') from e
 
 
-def create_eval_dataset(args, split: str, num_samples: Optional[int] = None) -> Dataset:
-    """The `split` of the dataset that `--dataset` and `--data-dir` name, for evaluation."""
-    if is_task(args.dataset):
-        return _task_dataset(args, split, training=False)
-    if args.dataset == BUNDLED_DATASET:
-        _check_no_data_dir(args)
+def create_eval_dataset(data: DataSettings, split: str, batch_size: int, num_samples: Optional[int] = None) -> Dataset:
+    """The `split` of the dataset that `--dataset` and `--data-dir` name, for evaluation (`batch_size` shards an
+    iterable dataset)."""
+    if _is_task(data.dataset):
+        return _task_dataset(data, split, training=False)
+    if data.dataset == BUNDLED_DATASET:
+        _check_no_data_dir(data)
         return FashionMNISTSubset(split)
-    return _timm_dataset(args, split, False, num_samples)
+    return _timm_dataset(data, split, False, num_samples, batch_size)
 
 
-def _check_no_data_dir(args) -> None:
-    if args.data_dir:
-        raise ConfigError(f"--data-dir {args.data_dir} is given, but the dataset is the bundled "
+def _check_no_data_dir(data: DataSettings) -> None:
+    if data.data_dir:
+        raise ConfigError(f"--data-dir {data.data_dir} is given, but the dataset is the bundled "
                           f"{BUNDLED_DATASET}: add --dataset '' for a folder or tar (or another timm dataset)")
 
 
-def create_datasets(args) -> Tuple[Dataset, Dataset]:
-    """The training and validation datasets that `--dataset` and `--data-dir` name."""
-    if is_task(args.dataset):
-        return _task_dataset(args, args.train_split, training=True), _task_dataset(args, args.val_split, False)
-    if args.dataset == BUNDLED_DATASET:
-        _check_no_data_dir(args)
-        return FashionMNISTSubset(args.train_split), FashionMNISTSubset(args.val_split)
-    train = _timm_dataset(args, args.train_split, True, args.train_num_samples)
-    val = create_eval_dataset(args, args.val_split, args.val_num_samples)
+def create_datasets(data: DataSettings, splits: SplitSettings, batch_size: int,
+                    input_dropout: float = 0.) -> Tuple[Dataset, Dataset]:
+    """The training and validation datasets that `--dataset` and `--data-dir` name; `input_dropout` for the
+    training items of a sequence task."""
+    if _is_task(data.dataset):
+        return (_task_dataset(data, splits.train_split, True, input_dropout),
+                _task_dataset(data, splits.val_split, False))
+    if data.dataset == BUNDLED_DATASET:
+        _check_no_data_dir(data)
+        return FashionMNISTSubset(splits.train_split), FashionMNISTSubset(splits.val_split)
+    train = _timm_dataset(data, splits.train_split, True, splits.train_num_samples, batch_size)
+    val = create_eval_dataset(data, splits.val_split, batch_size, splits.val_num_samples)
     train_classes = getattr(getattr(train, 'reader', None), 'class_to_idx', None)
     val_classes = getattr(getattr(val, 'reader', None), 'class_to_idx', None)
     if train_classes and val_classes and train_classes != val_classes:
-        raise ConfigError(f'the {args.train_split!r} and {args.val_split!r} splits of {args.data_dir} have '
+        raise ConfigError(f'the {splits.train_split!r} and {splits.val_split!r} splits of {data.data_dir} have '
                           f'different classes ({len(train_classes)} and {len(val_classes)})')
     return train, val
 
@@ -98,6 +105,15 @@ def num_classes_of(dataset: Dataset) -> Optional[int]:
         class_to_idx = getattr(getattr(dataset, 'reader', None), 'class_to_idx', None)
         classes = class_to_idx or None
     return len(classes) if classes else None
+
+
+def resolve_image_config(data: DataSettings, model: nn.Module) -> Optional[Dict[str, Any]]:
+    """timm's preprocessing of the images for `model` (input size, normalisation, crop), with the values `data`
+    sets over the model's; None for a task, whose items come prepared."""
+    if _is_task(data.dataset):
+        return None
+    return resolve_data_config(dict(input_size=data.input_size, crop_pct=data.crop_pct, mean=data.mean,
+                                    std=data.std, interpolation=data.interpolation), model=model)
 
 
 class SeededAugmentation(Dataset):
@@ -134,36 +150,38 @@ class SeededAugmentation(Dataset):
             np.random.set_state(numpy_state)
 
 
-def _loader_kwargs(args, device: torch.device, dataset: Dataset) -> Dict[str, Any]:
+def _loader_kwargs(data: DataSettings, device: torch.device, dataset: Dataset) -> Dict[str, Any]:
     if hasattr(dataset, 'set_loader_cfg'):  # timm's iterable readers split their shards over the workers
-        dataset.set_loader_cfg(num_workers=args.workers)
+        dataset.set_loader_cfg(num_workers=data.workers)
     # a loader of its own RNG: a new iterator (after a resume, say) leaves the global RNG untouched
-    return dict(num_workers=args.workers, pin_memory=args.pin_mem and device.type == 'cuda',
-                generator=torch.Generator().manual_seed(args.seed))
+    return dict(num_workers=data.workers, pin_memory=data.pin_mem and device.type == 'cuda',
+                generator=torch.Generator().manual_seed(data.seed))
 
 
-def create_train_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], args, world_size: int, rank: int,
+def create_train_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], augment: AugmentSettings,
+                        batch_size: int, data: DataSettings, world_size: int, rank: int,
                         device: torch.device) -> DataLoader:
-    """Augmented, shuffled batches of `args.batch_size`; each process gets every world_size-th sample. Images
-    get timm's training transform of `data_config`; a task's dataset (data_config None) comes augmented."""
+    """Augmented, shuffled batches of `batch_size`; each process gets every world_size-th sample. Images get
+    timm's training transform of `data_config`; a task's dataset (data_config None) comes augmented."""
     if data_config is not None:
         dataset.transform = create_transform(
-            data_config['input_size'], is_training=True, no_aug=args.no_aug, scale=args.scale, ratio=args.ratio,
-            hflip=args.hflip, vflip=args.vflip, color_jitter=args.color_jitter, auto_augment=args.aa or None,
-            interpolation=args.train_interpolation, mean=data_config['mean'], std=data_config['std'],
-            re_prob=args.reprob, re_mode=args.remode, re_count=args.recount)
+            data_config['input_size'], is_training=True, no_aug=augment.no_aug, scale=augment.scale,
+            ratio=augment.ratio, hflip=augment.hflip, vflip=augment.vflip, color_jitter=augment.color_jitter,
+            auto_augment=augment.aa or None, interpolation=augment.train_interpolation,
+            mean=data_config['mean'], std=data_config['std'], re_prob=augment.reprob, re_mode=augment.remode,
+            re_count=augment.recount)
     if isinstance(dataset, IterableDataset):  # timm's iterable readers shard across processes themselves
-        return DataLoader(dataset, batch_size=args.batch_size, drop_last=True, **_loader_kwargs(args, device, dataset))
+        return DataLoader(dataset, batch_size=batch_size, drop_last=True, **_loader_kwargs(data, device, dataset))
     # The sampler's shuffle depends on (seed, epoch) alone: one process with batch N*B takes the same
     # samples per step as N processes with batch B. Workers are started afresh each epoch, so that they
     # carry the dataset's current epoch.
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=args.seed,
+    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=data.seed,
                                  drop_last=True)
-    return DataLoader(SeededAugmentation(dataset, args.seed), batch_size=args.batch_size, sampler=sampler,
-                      drop_last=True, **_loader_kwargs(args, device, dataset))
+    return DataLoader(SeededAugmentation(dataset, data.seed), batch_size=batch_size, sampler=sampler,
+                      drop_last=True, **_loader_kwargs(data, device, dataset))
 
 
-def create_eval_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], batch_size: int, args,
+def create_eval_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], batch_size: int, data: DataSettings,
                        world_size: int, rank: int, device: torch.device) -> DataLoader:
     """Every validation sample exactly once over all processes (no padding, so metrics are exact); images through
     timm's evaluation transform of `data_config`, a task's dataset (data_config None) as it comes."""
@@ -173,8 +191,8 @@ def create_eval_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], 
             mean=data_config['mean'], std=data_config['std'], crop_pct=data_config['crop_pct'])
     if not isinstance(dataset, IterableDataset):
         dataset = Subset(dataset, range(rank, len(dataset), world_size))
-    return DataLoader(dataset, batch_size=batch_size, persistent_workers=args.workers > 0,
-                      **_loader_kwargs(args, device, dataset))
+    return DataLoader(dataset, batch_size=batch_size, persistent_workers=data.workers > 0,
+                      **_loader_kwargs(data, device, dataset))
 
 
 def set_epoch(loader: DataLoader, epoch: int) -> None:

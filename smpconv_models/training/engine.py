@@ -11,6 +11,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from ..smp import project_radii
+from .settings import LoopSettings
 
 __all__ = ['Progress', 'first_batch_statistics', 'train_one_epoch', 'evaluate']
 
@@ -53,20 +54,21 @@ def train_one_epoch(
         loss_fn: nn.Module,
         accelerator: Accelerator,
         progress: Progress,
-        args,
+        loop: LoopSettings,
+        channels_last: bool = False,
         ema=None,
         mixup=None,
         on_recovery: Optional[Callable[[], None]] = None,
 ) -> Dict[str, float]:
-    """Train from `progress.batches_done` to the end of the epoch (or `args.max_updates`), updating `progress`.
+    """Train from `progress.batches_done` to the end of the epoch (or `loop.max_updates`), updating `progress`.
 
     After every optimizer update: the radius projection, the per-update learning rate schedule and the
-    EMA update; every `args.recovery_interval` updates, `on_recovery()` (which saves a training state).
+    EMA update; every `loop.recovery_interval` updates, `on_recovery()` (which saves a training state).
     Returns the epoch's mean training loss over all processes.
     """
     model.train()
     unwrapped = accelerator.unwrap_model(model, keep_torch_compile=False)
-    accum = args.grad_accum_steps
+    accum = loop.grad_accum_steps
     loss_sum = torch.zeros((), device=accelerator.device)
     num_losses = 0
     optimizer.zero_grad(set_to_none=True)
@@ -78,7 +80,7 @@ def train_one_epoch(
         x, y = x.to(accelerator.device), y.to(accelerator.device)
         if mixup is not None:
             x, y = mixup(x, y)
-        if args.channels_last:
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # the update closes each group of `accum` batches, or the shorter group that ends the epoch
         group_start = progress.batches_done // accum * accum
@@ -95,11 +97,11 @@ def train_one_epoch(
         if not is_update:
             continue
 
-        if args.clip_grad is not None:
-            if args.clip_mode == 'norm':
-                accelerator.clip_grad_norm_(model.parameters(), args.clip_grad)
+        if loop.clip_grad is not None:
+            if loop.clip_mode == 'norm':
+                accelerator.clip_grad_norm_(model.parameters(), loop.clip_grad)
             else:
-                accelerator.clip_grad_value_(model.parameters(), args.clip_grad)
+                accelerator.clip_grad_value_(model.parameters(), loop.clip_grad)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         project_radii(unwrapped)
@@ -107,11 +109,11 @@ def train_one_epoch(
         scheduler.step_update(num_updates=progress.num_updates)
         if ema is not None:
             ema.update(unwrapped, step=progress.num_updates)
-        if progress.num_updates % args.log_interval == 0:
+        if progress.num_updates % loop.log_interval == 0:
             bar.set_postfix(loss=f'{loss.item():.4f}', lr=f'{optimizer.param_groups[0]["lr"]:.2e}')
-        if on_recovery is not None and args.recovery_interval and progress.num_updates % args.recovery_interval == 0:
+        if on_recovery is not None and loop.recovery_interval and progress.num_updates % loop.recovery_interval == 0:
             on_recovery()
-        if args.max_updates is not None and progress.num_updates >= args.max_updates:
+        if loop.max_updates is not None and progress.num_updates >= loop.max_updates:
             break
     bar.close()
     totals = accelerator.reduce(torch.stack([loss_sum, loss_sum.new_tensor(num_losses)]), 'sum')

@@ -1,0 +1,303 @@
+"""A run's configuration, resolved once from the flag values into frozen pieces that the library functions read.
+
+A piece's fields carry the names of the flags they come from (argparse's `dest`), so that a flag, a config file key
+and a field are one name. Lists become tuples and mappings read-only views: a piece is not changed once made.
+"""
+import math
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+
+from .config import NOT_CONFIGURABLE, ConfigError, plain
+
+__all__ = ['DeviceSettings', 'DataSettings', 'SplitSettings', 'AugmentSettings', 'MixupSettings', 'OptimizerSettings',
+           'ScheduleSettings', 'LoopSettings', 'ModelSettings', 'ModelTrainingSettings', 'EmaSettings', 'RunSettings',
+           'TrainingConfig', 'EvalSettings', 'resolve_device', 'resolve_batch', 'resolve_training_config',
+           'resolve_eval_config']
+
+Flags = Mapping[str, Any]
+Piece = TypeVar('Piece')
+
+
+def _frozen(value: Any) -> Any:
+    """A list as a tuple, a mapping as a read-only view of a copy (its values passed on as they are)."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, dict):
+        return MappingProxyType(dict(value))
+    return value
+
+
+def _check_at_least_one(piece: Any, *names: str) -> None:
+    for name in names:
+        if getattr(piece, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(piece, name)}")
+
+
+def _pick(piece: Type[Piece], flags: Flags, **resolved: Any) -> Piece:
+    """The piece made of the flag values of its fields' names, `resolved` values in place of the given ones."""
+    values = {**flags, **resolved}
+    return piece(**{field.name: _frozen(values[field.name]) for field in fields(piece)})
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """Where the run computes, in which precision."""
+    device: str  # 'auto', 'cpu' or 'cuda'
+    amp: bool
+    amp_dtype: str  # the lower precision of `amp`: 'float16' or 'bfloat16'
+
+    @property
+    def mixed_precision(self) -> str:
+        """accelerate's name of the precision."""
+        return {'bfloat16': 'bf16', 'float16': 'fp16'}[self.amp_dtype] if self.amp else 'no'
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which dataset, read how, and the evaluation preprocessing of its images (unset: the model's)."""
+    dataset: str
+    data_dir: Optional[str]
+    class_map: str
+    dataset_download: bool
+    input_img_mode: str
+    permutation_seed: int  # pmnist's pixel order
+    input_size: Optional[Tuple[int, int, int]]
+    crop_pct: Optional[float]
+    mean: Optional[Tuple[float, ...]]
+    std: Optional[Tuple[float, ...]]
+    interpolation: str
+    workers: int
+    pin_mem: bool
+    seed: int
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """The splits a run trains and evaluates on (the samples per epoch of an iterable dataset)."""
+    train_split: str
+    val_split: str
+    train_num_samples: Optional[int]
+    val_num_samples: Optional[int]
+
+
+@dataclass(frozen=True)
+class AugmentSettings:
+    """The augmentation of training items: timm's image transform, a sequence task's input dropout."""
+    no_aug: bool
+    scale: Tuple[float, float]
+    ratio: Tuple[float, float]
+    hflip: float
+    vflip: float
+    color_jitter: float
+    aa: str
+    train_interpolation: str
+    reprob: float
+    remode: str
+    recount: int
+    input_dropout: float
+
+
+@dataclass(frozen=True)
+class MixupSettings:
+    """Mixup and cutmix of training batches, and the label smoothing of the targets."""
+    mixup: float
+    cutmix: float
+    cutmix_minmax: Optional[Tuple[float, float]]
+    mixup_prob: float
+    mixup_switch_prob: float
+    mixup_mode: str
+    mixup_off_epoch: int
+    smoothing: float
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup > 0 or self.cutmix > 0 or self.cutmix_minmax is not None
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """The batch per process, per optimizer update over all processes, and of evaluation."""
+    batch_size: int
+    global_batch_size: int
+    validation_batch_size: int
+
+
+@dataclass(frozen=True)
+class OptimizerSettings:
+    """The optimizer, at its peak learning rate `lr`."""
+    opt: str
+    lr: float
+    opt_eps: float
+    opt_betas: Optional[Tuple[float, ...]]
+    momentum: float
+    weight_decay: float
+    radius_lr_scale: float
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """The learning rate schedule over `epochs` in all, warm-up included."""
+    sched: str
+    epochs: int
+    warmup_epochs: int
+    warmup_lr: float
+    min_lr: float
+    cooldown_epochs: int
+
+    def __post_init__(self):
+        _check_at_least_one(self, 'epochs')
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ConfigError(f'--warmup-epochs ({self.warmup_epochs}) must be shorter than --epochs ({self.epochs})')
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """What a training epoch does around each optimizer update."""
+    grad_accum_steps: int
+    clip_grad: Optional[float]
+    clip_mode: str  # 'norm' or 'value'
+    log_interval: int
+    recovery_interval: int  # 0: no recovery states
+    max_updates: Optional[int]
+
+    def __post_init__(self):
+        _check_at_least_one(self, 'grad_accum_steps', 'log_interval')
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which model, built how: shared by training and evaluation."""
+    model: Optional[str]  # evaluation: None for a checkpoint's
+    pretrained: bool
+    model_kwargs: Mapping[str, Any]
+    num_classes: Optional[int]  # unset: the dataset's (or a checkpoint's)
+    channels_last: bool
+    torchcompile: Optional[str]  # a torch.compile backend
+
+
+@dataclass(frozen=True)
+class ModelTrainingSettings:
+    """How the model is trained: its dropout rates, recomputation, synchronised batch norms."""
+    drop: float
+    drop_path: Optional[float]  # unset: the model's
+    grad_checkpointing: bool
+    sync_bn: bool
+
+
+@dataclass(frozen=True)
+class EmaSettings:
+    """The exponential moving average of the weights."""
+    model_ema: bool
+    model_ema_decay: float
+    model_ema_warmup: bool
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Where a run writes, what it keeps, and which run it continues."""
+    output: str
+    experiment: str
+    eval_metric: str
+    checkpoint_hist: int
+    resume: str
+
+    def __post_init__(self):
+        _check_at_least_one(self, 'checkpoint_hist')
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """A training run's configuration; `recorded` is its config.yaml: a config that repeats the run."""
+    data: DataSettings
+    splits: SplitSettings
+    augment: AugmentSettings
+    mixup: MixupSettings
+    batch: BatchSettings
+    optimizer: OptimizerSettings
+    schedule: ScheduleSettings
+    loop: LoopSettings
+    model: ModelSettings
+    model_training: ModelTrainingSettings
+    ema: EmaSettings
+    run: RunSettings
+    recorded: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What validate.py evaluates on, with which weights, and where its results go."""
+    split: str
+    num_samples: Optional[int]
+    checkpoint: str
+    use_ema: bool
+    trust_pickle: bool
+    batch_size: int
+    reparam: bool
+    results_file: str
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    data: DataSettings
+    model: ModelSettings
+    evaluation: EvalSettings
+
+
+def resolve_device(flags: Flags) -> DeviceSettings:
+    return _pick(DeviceSettings, flags)
+
+
+def resolve_batch(batch_size: Optional[int], global_batch_size: int, validation_batch_size: Optional[int],
+                  world_size: int, grad_accum_steps: int, mixup: bool) -> BatchSettings:
+    """Settle the batch per process and the global batch (per optimizer update) with each other, or say why not.
+
+    An explicit `batch_size` sets the global batch; otherwise `global_batch_size` is divided over processes and
+    accumulation steps, and must divide evenly. The evaluation batch is the training batch unless given.
+    """
+    per_update = world_size * grad_accum_steps
+    if batch_size is not None:
+        global_batch_size = batch_size * per_update
+    elif global_batch_size % per_update:
+        raise ConfigError(f'a global batch of {global_batch_size} does not divide over {world_size} '
+                          f'process(es) x {grad_accum_steps} accumulation step(s); set --global-batch-size '
+                          f'to a multiple of {per_update} or --batch-size per process')
+    else:
+        batch_size = global_batch_size // per_update
+    if batch_size < 1:
+        raise ConfigError(f'the batch per process must be at least 1, got {batch_size}')
+    if mixup and batch_size % 2:
+        raise ConfigError(f'mixup and cutmix pair the samples of a batch: the batch per process ({batch_size}) '
+                          'must be even')
+    return BatchSettings(batch_size, global_batch_size, validation_batch_size or batch_size)
+
+
+def scaled_lr(lr_base: float, lr_base_size: int, global_batch_size: int, lr_base_scale: str = 'linear') -> float:
+    """`lr_base`, the learning rate at a global batch of `lr_base_size`, scaled to `global_batch_size`."""
+    ratio = global_batch_size / lr_base_size
+    return lr_base * (math.sqrt(ratio) if lr_base_scale == 'sqrt' else ratio)
+
+
+def resolve_training_config(flags: Flags, world_size: int) -> TrainingConfig:
+    """The training flags' configuration on `world_size` processes: the batches settled over the processes, the
+    learning rate scaled to the global batch unless --lr sets it."""
+    loop, mixup = _pick(LoopSettings, flags), _pick(MixupSettings, flags)
+    batch = resolve_batch(flags['batch_size'], flags['global_batch_size'], flags['validation_batch_size'],
+                          world_size, loop.grad_accum_steps, mixup.enabled)
+    lr = flags['lr'] if flags['lr'] is not None else scaled_lr(
+        flags['lr_base'], flags['lr_base_size'], batch.global_batch_size, flags['lr_base_scale'])
+    # the values the run used, as the flags that repeat it
+    used = dict(flags, batch_size=batch.batch_size, global_batch_size=batch.global_batch_size, lr=lr)
+    recorded: Dict[str, Any] = {k: plain(v) for k, v in used.items() if k not in NOT_CONFIGURABLE}
+    return TrainingConfig(
+        data=_pick(DataSettings, flags), splits=_pick(SplitSettings, flags), augment=_pick(AugmentSettings, flags),
+        mixup=mixup, batch=batch, optimizer=_pick(OptimizerSettings, flags, lr=lr),
+        schedule=_pick(ScheduleSettings, flags), loop=loop, model=_pick(ModelSettings, flags),
+        model_training=_pick(ModelTrainingSettings, flags), ema=_pick(EmaSettings, flags),
+        run=_pick(RunSettings, flags), recorded=MappingProxyType(recorded))
+
+
+def resolve_eval_config(flags: Flags) -> EvalConfig:
+    """The validation flags' configuration."""
+    return EvalConfig(data=_pick(DataSettings, flags), model=_pick(ModelSettings, flags),
+                      evaluation=_pick(EvalSettings, flags))
