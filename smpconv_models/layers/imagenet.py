@@ -267,15 +267,8 @@ class LargeKernelBlock(_PreNormBlock):
 class ConvFFNBlock(_PreNormBlock):
     """x + DropPath(pw2(GELU(pw1(BN(x))))), with pw1/pw2 pointwise conv+BN expanding by the FFN ratio."""
 
-    def __init__(
-            self,
-            dim: int,
-            hidden_dim: int,
-            drop_path: float = 0.,
-            inference_mode: bool = False,
-            device=None,
-            dtype=None,
-    ):
+    def __init__(self, dim: int, hidden_dim: int, drop_path: float = 0., inference_mode: bool = False, device=None,
+                 dtype=None):
         dd = {'device': device, 'dtype': dtype}
         super().__init__(dim, inference_mode, drop_path, **dd)
         self.pw1 = FusableConvNormAct(dim, hidden_dim, 1, act_layer=nn.GELU, inference_mode=inference_mode, **dd)

@@ -7,7 +7,7 @@ import argparse
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Collection, Dict, Mapping, Optional, Sequence
+from typing import Any, Collection, Dict, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from timm.utils import ParseKwargs
@@ -41,8 +41,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if unset else super()._get_help_string(action)
 
 
-def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """Where the images come from and how they are prepared: flags shared by training and validation."""
+def add_data_args(parser: argparse.ArgumentParser) -> Tuple[argparse._ArgumentGroup, argparse._ArgumentGroup]:
+    """Where the data come from and how they are prepared, flags shared by training and validation: the group of
+    every dataset's, and the group of those that only the authors' sequence and CIFAR-10 tasks read."""
     group = parser.add_argument_group('Data')
     group.add_argument('--data-dir', default=None, metavar='DIR',
                        help="dataset root: a folder of <split>/<class>/<image> or a tar (then --dataset defaults to "
@@ -68,9 +69,10 @@ def add_data_args(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                             'this machine\'s CPUs')
     group.add_argument('--pin-mem', action='store_true', help='pin batches in page-locked memory (GPU runs)')
     group.add_argument('--seed', type=int, default=42, help='seed of the data order, augmentation and initialisation')
-    group.add_argument('--permutation-seed', type=int, default=0,
+    tasks = parser.add_argument_group("The authors' sequence and CIFAR-10 tasks (--dataset smnist, ...)")
+    tasks.add_argument('--permutation-seed', type=int, default=0,
                        help="pmnist: the seed of the pixel order (the authors': 0)")
-    return group
+    return group, tasks
 
 
 def add_model_args(parser: argparse.ArgumentParser, model: Optional[str] = 'smpconv_t') -> argparse._ArgumentGroup:
@@ -102,16 +104,15 @@ def build_parser(default_config: Optional[Path] = None) -> argparse.ArgumentPars
     parser.add_argument('-c', '--config', default=None if default_config is None else str(default_config),
                         metavar='FILE', help='YAML file of flag defaults, which the command line overrides')
 
-    group = add_data_args(parser)
+    group, tasks = add_data_args(parser)
     group.add_argument('--train-split', default='train', help='the split trained on')
     group.add_argument('--val-split', default='validation', help='the split evaluated after every epoch')
     group.add_argument('--train-num-samples', type=int, default=None,
                        help="samples per training epoch of an iterable dataset ('wds/', 'hfids/')")
     group.add_argument('--val-num-samples', type=int, default=None,
                        help='samples of an iterable validation dataset')
-    group.add_argument('--input-dropout', type=float, default=0.,
-                       help="sequence tasks: probability that a training input value is zeroed (the authors' "
-                            'net.dropout_in)')
+    tasks.add_argument('--input-dropout', type=float, default=0.,
+                       help="probability that a training input value is zeroed (the authors' net.dropout_in)")
 
     group = add_model_args(parser)
     group.add_argument('--drop', type=float, default=0., help='dropout before the classifier')
