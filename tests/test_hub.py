@@ -148,7 +148,7 @@ def test_torch_hub_entries_are_the_registry_with_the_papers_accuracies():
     assert hubconf.dependencies == ['torch', 'timm', 'safetensors', 'huggingface_hub']
     for name, paper in PAPER_RESULTS.items():
         assert f'Paper: {paper}.' in getattr(hubconf, name).__doc__
-    assert hubconf.smpconv_t.__doc__ == ("SMPConv-T, 26.7M parameters. Paper: 82.5% ImageNet-1k top-1 (table 4). "
+    assert hubconf.smpconv_t.__doc__ == ("SMPConv-T, 26.7M parameters. Paper: 82.5% ImageNet-1k top-1. "
                                          f"pretrained=True: the authors' weights, from {REPO_ID}.")
     assert hubconf.smpconv_resnet_cifar10.__doc__.endswith('Paper: 93% CIFAR-10 (table 1). '
                                                            'pretrained=True: no published weights.')

@@ -220,8 +220,9 @@ def build_eval_parser() -> argparse.ArgumentParser:
     group.add_argument('--split', default='validation', help='the split evaluated')
     group.add_argument('--num-samples', type=int, default=None, help="samples of an iterable dataset ('wds/')")
     group.add_argument('--checkpoint', default='', metavar='FILE',
-                       help="weights (safetensors), a training state of train_imagenet.py, or an official "
-                            "checkpoint; its model unless --model names one")
+                       help="weights (safetensors), a training state of train_imagenet.py, or an authors' ImageNet "
+                            "checkpoint (their sequence and CIFAR-10 ones: smpconv_models.from_official_ckconv); its "
+                            "model unless --model names one")
     group.add_argument('--use-ema', action='store_true', help='the EMA weights of a checkpoint that has them')
     group.add_argument('--trust-pickle', action='store_true',
                        help='fully unpickle a checkpoint that needs it (it can run code: only for trusted files)')
