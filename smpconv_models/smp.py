@@ -238,6 +238,11 @@ class SMPKernel(nn.Module):
             return self._inference_kernel(size, grid, window)
         return self._sample(size, grid, window)
 
+    def sample_at(self, grid: torch.Tensor) -> torch.Tensor:
+        """The kernel [F, (I,) *grid.shape[1:]] at the points `grid` [d, ...] of the plane (or line): any points,
+        the nodes of a grid or not."""
+        return self._sample(list(grid.shape[1:]), grid.to(self.positions), None)
+
     def _sample(self, size: List[int], grid: Optional[torch.Tensor], window: Optional[List[int]]) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)

@@ -1,0 +1,245 @@
+"""Depthwise convolution that resizes its input by any factor, with a kernel that is a continuous function
+("From Discrete to Continuous Convolution Layers", Shocher et al., arXiv:2006.11120).
+
+For an input of H x W pixels and a scale s per axis (an output of H' = floor(H s) x W' pixels, or a given size,
+s = H'/H), the centre of output pixel i lies at input coordinate c(i) = (i + 1/2) / s - 1/2, the geometry of
+`F.interpolate(align_corners=False)`, and
+
+    y[b, f, i, j] = g * sum over input pixels (u, v) of  K_f(a_y (u - c_y(i)), a_x (v - c_x(j))) x[b, f, u, v]
+
+with zero padding, K_f the filter's continuous kernel on [-1, 1]^2 (zero outside), a = 2 / (k - 1) * min(s, 1)
+per axis (a kernel of k taps keeps its footprint of k input pixels when upscaling, and stretches over k output
+pixels when downscaling, acting as a learned anti-aliasing filter), and g = min(s_y, 1) * min(s_x, 1), which
+keeps the response to smooth input that of s = 1.
+
+Per axis, the taps of output i are the input pixels within R = (k - 1) / (2 min(s, 1)) of c(i), and where they
+fall relative to c(i) depends only on the fractional part of c(i), the output's phase. The kernel is sampled once
+per pair of phases (`AxisGeometry.offsets()`), and the convolution computes
+
+    y[b, f, i, j] = sum_{m, n} bank[f, phase_y(i), m, phase_x(j), n] * x[b, f, start_y(i) + m, start_x(j) + n]
+
+For a rational scale p/q the phases repeat every p outputs, q inputs further on: one strided convolution per
+pair of phases computes the outputs of that pair (`polyphase`). Otherwise every output has a phase of its own
+and each output row is one matrix product with a banded matrix of its columns' taps (`banded`). Both are exact; they differ in cost.
+"""
+import functools
+import math
+from typing import NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from .dispatch import compute_dtype
+
+__all__ = ['AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d']
+
+# fractional positions closer than this are one phase (float64 rounding of (i + 1/2) / s is far below it)
+_PHASE_TOLERANCE = 1e-9
+# output columns per matrix product of the banded path: its input window grows with them, its count of
+# products shrinks
+_COLUMN_BLOCK = 8
+# phase pairs up to which one strided convolution per pair beats gathering the taps (each call costs a pass
+# over the input)
+_MAX_POLYPHASE_PAIRS = 16
+
+Scale = Union[float, Sequence[float]]
+Size = Union[int, Sequence[int]]
+
+
+class AxisGeometry(NamedTuple):
+    """Where the taps of every output of one axis fall: output i reads `taps` inputs from `start[i]` on (negative
+    or past the end: zero padding), weighted by the kernel sampled at `offsets()[phase[i]]`. Plain numbers, so
+    that compiled graphs take them as constants."""
+    in_size: int
+    out_size: int
+    scale: float
+    radius: float  # R, in input pixels: taps farther from an output's centre meet no kernel
+    taps: int
+    first_offsets: Tuple[float, ...]  # per phase: its first tap's input position minus its output's centre
+    phase: Tuple[int, ...]  # per output
+    start: Tuple[int, ...]  # per output
+
+    @property
+    def phases(self) -> int:
+        return len(self.first_offsets)
+
+    def period(self) -> Optional[Tuple[int, int]]:
+        """(outputs, inputs) after which phases repeat, the outputs of a phase stepping that many inputs on; None
+        where every output has a phase of its own."""
+        outputs = self.phases
+        if outputs == self.out_size:
+            return None
+        steps = {b - a for a, b in zip(self.start, self.start[outputs:])}
+        if self.phase[outputs:] != self.phase[:-outputs] or len(steps) != 1:
+            return None
+        return outputs, steps.pop()
+
+    def offsets(self) -> torch.Tensor:
+        """float64 [phases, taps]: each tap's input position minus its output's centre, in input pixels."""
+        return torch.tensor(self.first_offsets, dtype=torch.float64)[:, None] + torch.arange(self.taps)
+
+    def coordinates(self) -> torch.Tensor:
+        """float64 [phases, taps]: each tap's position in the kernel's [-1, 1] domain (beyond it: outside R)."""
+        offsets = self.offsets()
+        return offsets / self.radius if self.radius > 0 else torch.zeros_like(offsets)  # a 1-tap kernel: its centre
+
+    def mask(self) -> torch.Tensor:
+        """bool [phases, taps]: the taps within the kernel's support."""
+        return self.offsets().abs() <= self.radius * (1 + _PHASE_TOLERANCE)
+
+
+@functools.lru_cache(maxsize=256)
+def axis_geometry(in_size: int, out_size: int, scale: float, kernel_size: int) -> AxisGeometry:
+    """The taps of every output of an axis of `in_size` inputs resized by `scale` to `out_size` outputs, for a
+    kernel of `kernel_size` taps at scale 1."""
+    radius = (kernel_size - 1) / (2 * min(scale, 1.)) if kernel_size > 1 else 0.
+    centres = [(i + 0.5) / scale - 0.5 for i in range(out_size)]
+    start = tuple(math.ceil(c - radius - _PHASE_TOLERANCE) for c in centres)
+    first_offset = [u - c for u, c in zip(start, centres)]  # in [-R, -R + 1): it decides the phase
+    taps = max(math.floor(radius - f + _PHASE_TOLERANCE) for f in first_offset) + 1  # those within R
+    phases = {}  # rounded first offset -> phase, in order of first appearance
+    phase = tuple(phases.setdefault(round(f / _PHASE_TOLERANCE), len(phases)) for f in first_offset)
+    first_offsets = tuple(first_offset[phase.index(p)] for p in range(len(phases)))
+    return AxisGeometry(in_size, out_size, scale, radius, taps, first_offsets, phase, start)
+
+
+def _pair(value, name: str) -> Tuple:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value, value
+    if isinstance(value, Sequence) and len(value) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    raise ValueError(f'{name} takes a number or a pair of them (height, width), got {value!r}')
+
+
+def resize_geometry(in_size: Sequence[int], kernel_size: Sequence[int], scale: Optional[Scale] = None,
+                    size: Optional[Size] = None) -> Tuple[AxisGeometry, AxisGeometry]:
+    """The geometry of both axes of an [H, W] input resized by `scale` (the output floor(H s_y) x floor(W s_x),
+    as F.interpolate sizes it) or to `size` (then s = H'/H, W'/W); neither: scale 1."""
+    if scale is not None and size is not None:
+        raise ValueError(f'give scale or size, not both (got scale={scale!r}, size={size!r})')
+    if size is not None:
+        sizes = _pair(size, 'size')
+        if not all(isinstance(n, int) and n >= 1 for n in sizes):
+            raise ValueError(f'size takes positive integers (height, width), got {size!r}')
+        scales = tuple(n / m for n, m in zip(sizes, in_size))
+    else:
+        scales = _pair(1. if scale is None else scale, 'scale')
+        if not all(math.isfinite(s) and s > 0 for s in scales):
+            raise ValueError(f'scale takes positive finite numbers, got {scale!r}')
+        sizes = tuple(math.floor(n * s) for n, s in zip(in_size, scales))
+        if min(sizes) < 1:
+            raise ValueError(f'scale {scale!r} makes an output of {sizes[0]} x {sizes[1]} pixels from '
+                             f'{in_size[0]} x {in_size[1]}: at least 1 x 1 is needed')
+    return tuple(axis_geometry(int(n), m, float(s), int(k))
+                 for n, m, s, k in zip(in_size, sizes, scales, kernel_size))
+
+
+def _pad(first: int, last: int, size: int) -> Tuple[int, int]:
+    """Zeros needed before and after an axis of `size` for indices from `first` to `last` to read inside it."""
+    return max(0, -first), max(0, last + 1 - size)
+
+
+def _axis_pad(axis: AxisGeometry) -> Tuple[int, int]:
+    return _pad(min(axis.start), max(axis.start) + axis.taps - 1, axis.in_size)
+
+
+def _padded(x: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> Tuple[torch.Tensor, int, int]:
+    """x zero-padded so that every tap reads inside it, and the padding before each axis."""
+    (top, bottom), (left, right) = _axis_pad(rows), _axis_pad(cols)
+    return F.pad(x, [left, right, top, bottom]), top, left
+
+
+def _polyphase(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
+               row_period: Tuple[int, int], col_period: Tuple[int, int]) -> torch.Tensor:
+    """One strided depthwise convolution per pair of phases, each computing the outputs of its pair."""
+    (row_outputs, row_step), (col_outputs, col_step) = row_period, col_period
+    channels = x.shape[1]
+    padding = (-rows.start[0], -cols.start[0])
+    if row_outputs == col_outputs == 1 and min(padding) >= 0:  # one strided convolution, which pads x itself
+        out = F.conv2d(x, bank[:, 0, :, 0, :].unsqueeze(1), stride=(row_step, col_step), padding=padding,
+                       groups=channels)
+        if out.shape[2] >= rows.out_size and out.shape[3] >= cols.out_size:
+            return out[:, :, :rows.out_size, :cols.out_size]
+    padded, top, left = _padded(x, rows, cols)
+    y = x.new_empty((x.shape[0], channels, rows.out_size, cols.out_size))
+    for first_row in range(min(row_outputs, rows.out_size)):
+        for first_col in range(min(col_outputs, cols.out_size)):
+            kernel = bank[:, rows.phase[first_row], :, cols.phase[first_col], :]
+            part = padded[:, :, rows.start[first_row] + top:, cols.start[first_col] + left:]
+            out = F.conv2d(part, kernel[:, None], stride=(row_step, col_step), groups=channels)
+            target = y[:, :, first_row::row_outputs, first_col::col_outputs]
+            target.copy_(out[:, :, :target.shape[2], :target.shape[3]])
+    return y
+
+
+class _BandedPlan(NamedTuple):
+    """The indices of the banded path for one geometry, as plain numbers (constants to a compiled graph)."""
+    block: int  # output columns per matrix product
+    blocks: int
+    window: int  # input columns a block's taps reach
+    padding: Tuple[int, int, int, int]  # F.pad's: left, right, top, bottom
+    row_index: Tuple[int, ...]  # [H' x row taps]: the padded input row of each output row's taps
+    column_index: Tuple[int, ...]  # [blocks x window]: the padded input columns of each block
+    reach: Tuple[int, ...]  # [blocks x J x column taps]: each tap's column within its block's window
+    column_phase: Tuple[int, ...]  # [blocks x J]: the phase of each output column (the last one repeated)
+    real: Tuple[bool, ...]  # [blocks x J]: whether the column is an output, not a block's filler
+
+
+@functools.lru_cache(maxsize=256)
+def _banded_plan(rows: AxisGeometry, cols: AxisGeometry) -> _BandedPlan:
+    block = min(cols.out_size, _COLUMN_BLOCK)
+    blocks = -(-cols.out_size // block)
+    columns = [min(j, cols.out_size - 1) for j in range(blocks * block)]
+    firsts = [cols.start[columns[b * block]] for b in range(blocks)]
+    reach = [cols.start[j] + n - firsts[position // block] for position, j in enumerate(columns)
+             for n in range(cols.taps)]
+    window = max(reach) + 1
+    top, bottom = _axis_pad(rows)
+    left, right = _pad(min(firsts), max(firsts) + window - 1, cols.in_size)
+    return _BandedPlan(
+        block, blocks, window, (left, right, top, bottom),
+        tuple(u + m + top for u in rows.start for m in range(rows.taps)),
+        tuple(first + v + left for first in firsts for v in range(window)),
+        tuple(reach), tuple(cols.phase[j] for j in columns), tuple(j < cols.out_size for j in range(blocks * block)))
+
+
+def _banded(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
+    """Per channel, output row and block of output columns, one matrix product: the input rows its taps read,
+    over the columns the block's taps reach, times the banded matrix that places each output column's kernel
+    taps at its input columns (zero elsewhere)."""
+    plan = _banded_plan(rows, cols)
+    batch, channels = x.shape[:2]
+    index = functools.partial(torch.tensor, device=x.device)
+    taps = F.pad(x, list(plan.padding)).index_select(2, index(plan.row_index))
+    taps = taps.index_select(3, index(plan.column_index))
+    taps = taps.view(batch, channels, rows.out_size, rows.taps, plan.blocks, plan.window).permute(1, 2, 4, 0, 3, 5)
+    taps = taps.reshape(channels, rows.out_size, plan.blocks, batch, rows.taps * plan.window)
+    placement = F.one_hot(index(plan.reach), plan.window).view(-1, cols.taps, plan.window)
+    placement = (placement * index(plan.real).view(-1, 1, 1)).to(x.dtype)
+    placement = placement.view(plan.blocks, plan.block, cols.taps, plan.window)
+    kernels = bank.index_select(1, index(rows.phase)).index_select(3, index(plan.column_phase))
+    kernels = kernels.view(channels, rows.out_size, rows.taps, plan.blocks, plan.block, cols.taps)
+    banded = torch.einsum('cimbjn,bjnv->cibmvj', kernels, placement)
+    banded = banded.reshape(channels, rows.out_size, plan.blocks, rows.taps * plan.window, plan.block)
+    y = torch.matmul(taps, banded)  # [C, H', blocks, B, J]
+    y = y.permute(3, 0, 1, 2, 4).reshape(batch, channels, rows.out_size, plan.blocks * plan.block)
+    return y[..., :cols.out_size]
+
+
+def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
+    """The depthwise resizing convolution of x [B, C, H, W] with the kernels `bank` [C, row phases, row taps,
+    column phases, column taps] sampled at the phases' offsets (see the module docstring)."""
+    expected = (x.shape[1], rows.phases, rows.taps, cols.phases, cols.taps)
+    if tuple(bank.shape) != expected or tuple(x.shape[2:]) != (rows.in_size, cols.in_size):
+        raise ValueError(f'resize_conv2d takes x [B, C, {rows.in_size}, {cols.in_size}] and a bank {list(expected)} '
+                         f'for its geometry, got {tuple(x.shape)} and {tuple(bank.shape)}')
+    dtype = compute_dtype(x, bank)
+    x, bank = x.to(dtype), bank.to(dtype)
+    if x.shape[0] == 0:
+        return x.new_empty((0, x.shape[1], rows.out_size, cols.out_size))
+    row_period, col_period = rows.period(), cols.period()
+    if row_period is not None and col_period is not None and \
+            row_period[0] * col_period[0] <= _MAX_POLYPHASE_PAIRS:
+        return _polyphase(x, bank, rows, cols, row_period, col_period)
+    return _banded(x, bank, rows, cols)
