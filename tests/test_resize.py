@@ -1,0 +1,280 @@
+"""Continuous SMP convolutions that resize feature maps (issue 18): the depthwise 2D layer against the formula.
+
+The formula's direct float64 evaluation is in resize_reference.py; the first test checks it against today's
+SMPConv2d, every other test checks `smpconv_models.SMPContinuousConv2d` against it or against a convolution
+the formula reduces to.
+"""
+import math
+from typing import Sequence, Tuple
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import smpconv_models
+from smpconv_models.smp import RADIUS_MAX, RADIUS_MIN, smp_kernel
+
+from resize_reference import reference_resize_conv2d
+
+F32_UNIT = 2. ** -24  # unit roundoff of float32 (24 significant bits)
+BF16_UNIT = 2. ** -8  # unit roundoff of bfloat16 (8 significant bits)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _randomise(points: torch.nn.Module, seed: int) -> None:
+    """Points anywhere in the square with wide radii, so the kernel is non-zero up to its edges (an edge tap
+    kept or dropped by rounding shows) and every point moves the output (its gradient is checked)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for param, values in ((points.positions, torch.rand(points.positions.shape, generator=generator) * 2 - 1),
+                              (points.radii, 0.4 + 0.5 * torch.rand(points.radii.shape, generator=generator)),
+                              (points.weights, torch.randn(points.weights.shape, generator=generator))):
+            param.copy_(values)
+
+
+def _layer(channels: int, kernel_size: int, num_points: int, dtype: torch.dtype = torch.float64):
+    layer = smpconv_models.SMPContinuousConv2d(channels, kernel_size, num_points, dtype=dtype)
+    _randomise(layer.points, seed=0)
+    return layer
+
+
+def _reference(layer, x: torch.Tensor, out_size: Sequence[int], scale: Tuple[float, float]) -> torch.Tensor:
+    points = layer.points
+    return reference_resize_conv2d(x, points.positions.detach(), points.radii.detach(), points.weights.detach(),
+                                   points.kernel_size, out_size, scale)
+
+
+def _magnitudes(layer, x: torch.Tensor, out_size: Sequence[int], scale: Tuple[float, float]) -> torch.Tensor:
+    """g * sum |w_p| hat_p |x| per output: at least the sum of the |terms| of each output, what the rounding
+    error of a floating-point sum is a fraction of (Higham's bound)."""
+    points = layer.points
+    return reference_resize_conv2d(x.abs(), points.positions.detach(), points.radii.detach(),
+                                   points.weights.detach().abs(), points.kernel_size, out_size, scale)
+
+
+def _terms(kernel_size: int, num_points: int, scale: Tuple[float, float]) -> int:
+    """The products an output sums: the taps within the kernel's footprint, (k - 1) / min(s, 1) + 1 per axis,
+    and per tap a kernel value summed over the points (plus a few operations per point's distance)."""
+    taps = [math.floor((kernel_size - 1) / min(s, 1.)) + 1 for s in scale]
+    return taps[0] * taps[1] + num_points + 8
+
+
+def _interpolated_size(x: torch.Tensor, scale: Tuple[float, float]) -> Tuple[int, int]:
+    return tuple(F.interpolate(x, scale_factor=scale).shape[-2:])
+
+
+# ---- the reference -------------------------------------------------------------------------------------
+
+def test_reference_at_scale_one_is_smpconv2d():
+    """At s = 1 the formula is today's layer: the kernel sampled on its k x k linspace grid, 'same' padding.
+    This pins the orientation: rows run down from y = +1, columns right from x = -1."""
+    conv = smpconv_models.SMPConv2d(3, 7, 9, dtype=torch.float64)
+    _randomise(conv.points, seed=1)
+    with torch.no_grad():
+        conv.points.radii[0] = 1.5  # outside the range: both clamp it to 1
+        conv.points.positions[1] = torch.tensor([-0.9, 0.8])  # top left, near the edge
+    x = torch.randn(2, 3, 11, 12, dtype=torch.float64)
+    expected = F.conv2d(x, conv.kernel()[:, None], padding=7 // 2, groups=3)
+    torch.testing.assert_close(_reference(conv, x, (11, 12), (1., 1.)), expected, rtol=1e-12, atol=1e-12)
+
+
+# ---- 1. s = 1 is today's layer ---------------------------------------------------------------------------
+
+@torch.no_grad()
+def test_scale_one_is_smpconv2d_in_float32():
+    kernel_size, num_points = 7, 10
+    base = smpconv_models.SMPConv2d(3, kernel_size, num_points)
+    _randomise(base.points, seed=2)
+    layer = smpconv_models.SMPContinuousConv2d(3, kernel_size, num_points)
+    layer.load_state_dict(base.state_dict())  # the same keys: points.positions, points.radii, points.weights
+    x = torch.randn(2, 3, 12, 13, generator=torch.Generator().manual_seed(0))
+    expected = base(x)
+    # Both sum the same k^2 products (with kernel values summed over the points), perhaps in other orders:
+    # each is within n u of the exact sum, as a fraction of the sum of the terms' magnitudes.
+    bound = _terms(kernel_size, num_points, (1., 1.)) * 2 * F32_UNIT * _magnitudes(base, x, (12, 13), (1., 1.))
+    for out in (layer(x), layer(x, scale=1.), layer(x, scale=(1., 1.)), layer(x, size=(12, 13))):
+        assert out.shape == expected.shape and out.dtype == torch.float32
+        assert ((out - expected).abs() <= bound.float()).all()
+
+
+# ---- 2. s = 1/2 is a strided convolution, s = 2 a transposed one -------------------------------------
+
+def _sampled(layer, x_nodes: torch.Tensor, y_nodes: torch.Tensor, gain: float) -> torch.Tensor:
+    """gain * K_f at the nodes (x along columns, y along rows), [C, len(y), len(x)], by the package's sampler."""
+    grid = torch.stack(torch.broadcast_tensors(x_nodes[None, :], y_nodes[:, None]))
+    points = layer.points
+    radii = points.radii.clamp(RADIUS_MIN, RADIUS_MAX)
+    return gain * smp_kernel(points.positions, radii, points.weights, list(grid.shape[1:]), grid=grid)
+
+
+@pytest.mark.parametrize('kernel_size', [3, 5])
+@torch.no_grad()
+def test_half_scale_is_a_stride_2_convolution(kernel_size):
+    """s = 1/2: output pixel j is centred at c = 2j + 1/2 and a = 1 / (k - 1). F.conv2d(stride=2, padding=p)
+    meets input v = 2j + m - p with tap m, at X = (v - c) / (k - 1) = (m - p - 1/2) / (k - 1); |X| <= 1 keeps
+    m - p in [-(k - 2), k - 1]: 2k - 2 taps, the first at m = 0, so p = k - 2, and an even H gives
+    (H + 2p - (2k - 2)) / 2 + 1 = H / 2 outputs. Rows alike with Y = -(m - p - 1/2) / (k - 1); g = 1/4."""
+    layer = _layer(2, kernel_size, 4)
+    x = torch.randn(2, 2, 8, 10, dtype=torch.float64)
+    padding = kernel_size - 2
+    nodes = (torch.arange(2 * kernel_size - 2, dtype=torch.float64) - padding - 0.5) / (kernel_size - 1)
+    kernel = _sampled(layer, nodes, -nodes, gain=1 / 4)
+    expected = F.conv2d(x, kernel[:, None], stride=2, padding=padding, groups=2)
+    assert expected.shape[-2:] == (4, 5)
+    torch.testing.assert_close(layer(x, scale=0.5), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer(x, size=(4, 5)), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('kernel_size', [3, 5])
+@torch.no_grad()
+def test_double_scale_is_a_stride_2_transposed_convolution(kernel_size):
+    """s = 2: output pixel j is centred at c = j / 2 - 1/4 and a = 2 / (k - 1). F.conv_transpose2d(stride=2,
+    padding=p) sends input v to output j = 2v + n - p through tap n, at X = 2 (v - c) / (k - 1)
+    = (p - n + 1/2) / (k - 1); |X| <= 1 keeps n - p in [-(k - 2), k - 1]: 2k - 2 taps, p = k - 2 again, and
+    2(H - 1) - 2p + 2k - 2 = 2H outputs. Rows: Y = -2 (u - c) / (k - 1) = (m - p - 1/2) / (k - 1); g = 1.
+    (The taps of s = 1/2 rotated by 180 degrees: s = 2 is 4x the adjoint of s = 1/2.)"""
+    layer = _layer(2, kernel_size, 4)
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64)
+    padding = kernel_size - 2
+    nodes = (padding + 0.5 - torch.arange(2 * kernel_size - 2, dtype=torch.float64)) / (kernel_size - 1)
+    kernel = _sampled(layer, nodes, -nodes, gain=1.)
+    expected = F.conv_transpose2d(x, kernel[:, None], stride=2, padding=padding, groups=2)
+    assert expected.shape[-2:] == (8, 10)
+    torch.testing.assert_close(layer(x, scale=2.), expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(layer(x, size=(8, 10)), expected, rtol=1e-10, atol=1e-12)
+
+
+# ---- 3. any scale, gradients, empty batches, errors -----------------------------------------------------
+
+@pytest.mark.parametrize('in_size, scale', [
+    ((9, 8), 0.37), ((9, 8), 0.73), ((7, 6), 1.37), ((5, 7), 2.5), ((9, 7), (0.73, 1.37)),
+])
+@pytest.mark.parametrize('kernel_size', [3, 5])
+@torch.no_grad()
+def test_any_scale_matches_the_formula(in_size, scale, kernel_size):
+    layer = _layer(2, kernel_size, 5)
+    x = torch.randn(2, 2, *in_size, dtype=torch.float64)
+    pair = scale if isinstance(scale, tuple) else (scale, scale)
+    out = layer(x, scale=scale)
+    expected = _reference(layer, x, _interpolated_size(x, pair), pair)  # floor(H s_y) x floor(W s_x)
+    # the issue's 1e-5 relative: room for an implementation that rounds offsets or accumulates in float32
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize('in_size, out_size', [
+    ((7, 9), (1, 1)), ((7, 9), (31, 40)), ((9, 5), (3, 20)), ((6, 6), (6, 6)),
+])
+@torch.no_grad()
+def test_any_output_size_matches_the_formula(in_size, out_size):
+    """A size sets the scale s = H' / H, W' / W: 1 x 1, more than 4x larger, down along one axis and up along
+    the other."""
+    layer = _layer(2, 5, 5)
+    x = torch.randn(2, 2, *in_size, dtype=torch.float64)
+    out = layer(x, size=out_size)
+    scale = (out_size[0] / in_size[0], out_size[1] / in_size[1])
+    expected = _reference(layer, x, out_size, scale)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+@torch.no_grad()
+def test_an_int_size_is_square():
+    layer = _layer(2, 3, 3)
+    x = torch.randn(1, 2, 6, 9, dtype=torch.float64)
+    torch.testing.assert_close(layer(x, size=4), layer(x, size=(4, 4)), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('resize', [{'scale': 0.73}, {'scale': (1.37, 2.5)}, {'size': (4, 11)}])
+def test_gradients(resize):
+    """Input, positions, radii and values: radii within the clamp's range, so the clamp passes gradients."""
+    layer = _layer(2, 3, 3)
+    x = torch.randn(1, 2, 6, 7, dtype=torch.float64, requires_grad=True)
+    names = ['points.positions', 'points.radii', 'points.weights']
+    params = tuple(dict(layer.named_parameters())[name].detach().clone().requires_grad_() for name in names)
+
+    def resized(x, *params):
+        return torch.func.functional_call(layer, dict(zip(names, params)), (x,), resize)
+
+    assert torch.autograd.gradcheck(resized, (x, *params))
+
+
+@pytest.mark.parametrize('resize, out_size', [({'scale': 0.73}, (5, 6)), ({'size': (4, 20)}, (4, 20))])
+def test_an_empty_batch_gives_an_empty_output(resize, out_size):
+    layer = _layer(3, 5, 4)
+    out = layer(torch.zeros(0, 3, 8, 9, dtype=torch.float64), **resize)
+    assert out.shape == (0, 3, *out_size)
+
+
+@pytest.mark.parametrize('resize, named', [
+    ({'scale': 0.}, 'scale'), ({'scale': -1.}, 'scale'), ({'scale': math.nan}, 'scale'),
+    ({'scale': (1., 0.)}, 'scale'), ({'scale': (math.nan, 1.)}, 'scale'),
+    ({'scale': 0.1}, 'scale'),  # floor(8 * 0.1) = 0 rows
+    ({'size': 0}, 'size'), ({'size': (4, 0)}, 'size'),
+    ({'scale': 0.5, 'size': 4}, 'scale'), ({'scale': 0.5, 'size': 4}, 'size'),
+])
+def test_bad_resizes_are_one_line_errors_naming_the_argument(resize, named):
+    layer = _layer(2, 3, 3)
+    with pytest.raises(ValueError, match=rf'\b{named}\b') as error:
+        layer(torch.zeros(1, 2, 8, 9, dtype=torch.float64), **resize)
+    assert '\n' not in str(error.value)
+
+
+# ---- 4. alignment ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('scale', [0.5, 0.73, 1., 1.37, 2., 3.])
+@torch.no_grad()
+def test_a_bright_pixel_lands_where_interpolation_puts_it(scale):
+    """Input pixel p maps to output coordinate s (p + 1/2) - 1/2, as in F.interpolate(align_corners=False).
+
+    The kernel is one point at the centre with radius 1, symmetric about both axes, so the continuous response
+    is centred there exactly; the centroid of its samples errs by the sampling of the response, which shrinks
+    as the kernel widens: 0.021 px at worst over these scales for k = 7 in the formula (0.050 for k = 5)."""
+    layer = smpconv_models.SMPContinuousConv2d(1, 7, 1, dtype=torch.float64)
+    layer.points.positions.zero_()
+    layer.points.radii.fill_(1.)
+    layer.points.weights.fill_(1.)
+    bright = (8, 11)  # different per axis, at least (k - 1) / 2 / s = 6 pixels from every border at s = 1/2
+    x = torch.zeros(1, 1, 19, 21, dtype=torch.float64)
+    x[0, 0, bright[0], bright[1]] = 1.
+    response = layer(x, scale=scale)[0, 0]
+    assert (response >= 0).all()
+    for axis, p in enumerate(bright):
+        profile = response.sum(1 - axis)
+        centroid = (torch.arange(len(profile), dtype=torch.float64) * profile).sum() / profile.sum()
+        assert abs(centroid.item() - (scale * (p + 0.5) - 0.5)) < 0.05
+
+
+# ---- 5. memory layouts and autocast -----------------------------------------------------------------------
+
+@torch.no_grad()
+def test_channels_last():
+    kernel_size, num_points, scale = 5, 6, (0.73, 1.37)
+    layer = _layer(3, kernel_size, num_points, dtype=torch.float32)
+    x = torch.randn(2, 3, 10, 11)
+    expected = layer(x, scale=scale)
+    out = layer(x.contiguous(memory_format=torch.channels_last), scale=scale)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # as depthwise_conv2d keeps the layout
+    # the same sums, perhaps in another order: each within n u of exact, of the sum of the terms' magnitudes
+    bound = (_terms(kernel_size, num_points, scale) * 2 * F32_UNIT
+             * _magnitudes(layer, x, expected.shape[-2:], scale))
+    assert ((out - expected).abs() <= bound.float()).all()
+
+
+@torch.no_grad()
+def test_autocast_bfloat16():
+    kernel_size, num_points, scale = 5, 6, (0.73, 1.37)
+    layer = _layer(3, kernel_size, num_points, dtype=torch.float32)
+    x = torch.randn(2, 3, 10, 11)
+    expected = layer(x, scale=scale)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = layer(x, scale=scale)
+    assert out.dtype == torch.bfloat16  # F.conv2d's dtype under autocast, as depthwise_conv2d's
+    assert torch.isfinite(out).all()
+    # Rounded to bfloat16: the input (u), the point values and hats the kernel multiplies (2u), the kernel
+    # (u) and the output (u), with float32 accumulation adding next to nothing: 5u of the terms' magnitudes,
+    # 8u leaves room.
+    bound = 8 * BF16_UNIT * _magnitudes(layer, x, expected.shape[-2:], scale)
+    assert ((out.float() - expected).abs() <= bound.float()).all()
