@@ -29,7 +29,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .dispatch import compute_dtype
+from .dispatch import compute_dtype, memory_format
 
 __all__ = ['AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d']
 
@@ -237,9 +237,12 @@ def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols:
     dtype = compute_dtype(x, bank)
     x, bank = x.to(dtype), bank.to(dtype)
     if x.shape[0] == 0:
-        return x.new_empty((0, x.shape[1], rows.out_size, cols.out_size))
-    row_period, col_period = rows.period(), cols.period()
-    if row_period is not None and col_period is not None and \
-            row_period[0] * col_period[0] <= _MAX_POLYPHASE_PAIRS:
-        return _polyphase(x, bank, rows, cols, row_period, col_period)
-    return _banded(x, bank, rows, cols)
+        y = x.new_empty((0, x.shape[1], rows.out_size, cols.out_size))
+    else:
+        row_period, col_period = rows.period(), cols.period()
+        if row_period is not None and col_period is not None and \
+                row_period[0] * col_period[0] <= _MAX_POLYPHASE_PAIRS:
+            y = _polyphase(x, bank, rows, cols, row_period, col_period)
+        else:
+            y = _banded(x, bank, rows, cols)
+    return y.contiguous(memory_format=memory_format(x))  # in x's layout, as depthwise_conv2d's output
