@@ -278,3 +278,28 @@ def test_autocast_bfloat16():
     # 8u leaves room.
     bound = 8 * BF16_UNIT * _magnitudes(layer, x, expected.shape[-2:], scale)
     assert ((out.float() - expected).abs() <= bound.float()).all()
+
+
+@pytest.mark.parametrize('scale', [0.5, 2., 1.5, 0.75, (1 / 3, 3.)])
+@torch.no_grad()
+def test_the_polyphase_and_banded_paths_agree(scale):
+    """Rational scales run as strided convolutions per pair of phases, others as banded matrix products: on a
+    rational scale both apply, and must compute the same (float64: to rounding)."""
+    from smpconv_models.ops import resize
+    layer = _layer(3, 5, 6)
+    x = torch.randn(2, 3, 12, 14, dtype=torch.float64)
+    rows, cols = resize.resize_geometry(x.shape[-2:], layer.kernel_size, scale)
+    assert rows.period() is not None and cols.period() is not None
+    bank = layer.bank(rows, cols)
+    polyphase = resize._polyphase(x, bank, rows, cols, rows.period(), cols.period())
+    torch.testing.assert_close(resize._banded(x, bank, rows, cols), polyphase, rtol=1e-12, atol=1e-12)
+
+
+@torch.no_grad()
+def test_compiles_in_one_graph():
+    """A layer that resizes by a fixed scale compiles without graph breaks (a scale that changes between calls of
+    one compiled function becomes symbolic, which the geometry does not take yet)."""
+    layer = _layer(4, 5, 6, dtype=torch.float32)
+    x = torch.randn(2, 4, 12, 13)
+    compiled = torch.compile(lambda t: layer(t, scale=0.73), fullgraph=True)
+    torch.testing.assert_close(compiled(x), layer(x, scale=0.73))
