@@ -12,6 +12,7 @@ before it along y (coordinate 1) pointing up, so row 0 is y = +1. This is the au
 
 This module knows nothing of networks: it turns points into dense kernels.
 """
+import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -19,11 +20,30 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'SMPKernel', 'project_radii']
+__all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'round_to_odd', 'scaled_kernel_size', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'SMPKernel', 'project_radii']
 
 # Radii live in [RADIUS_MIN, RADIUS_MAX]: the authors clamp to this range after every optimizer step.
 RADIUS_MIN = 1e-3
 RADIUS_MAX = 1.0
+
+
+def round_to_odd(value: float) -> int:
+    """The odd integer nearest to `value` (at least 1)."""
+    return max(1, 2 * round((value - 1) / 2) + 1)
+
+
+def scaled_kernel_size(kernel_size: Sequence[int], scale: float, odd: bool) -> Tuple[List[int], float]:
+    """The sizes at which a kernel of `kernel_size` taps covers inputs `scale` times longer, round(scale * k) per
+    axis (odd where a 'same' convolution needs it), and the gain that keeps its value per unit of input: the
+    ratio of the grid cells' sizes, so that the response to smooth input stays the same to first order."""
+    if isinstance(scale, bool) or not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
+        raise ValueError(f'kernel_scale takes a positive finite number, got {scale!r}')
+    sizes = [round_to_odd(scale * k) if odd else max(1, round(scale * k)) for k in kernel_size]
+    gain = 1.
+    for trained, sampled in zip(kernel_size, sizes):
+        if trained > 1 and sampled > 1:
+            gain *= (trained - 1) / (sampled - 1)
+    return sizes, gain
 
 
 def points_for_kernel(kernel_size: int, divisor: int = 4) -> int:

@@ -14,7 +14,8 @@ from timm.models import reparameterize_model
 
 import smpconv_models  # noqa: F401
 from smpconv_models import viz
-from smpconv_models.layers.imagenet import SMPConv2d, round_to_odd
+from smpconv_models.layers.imagenet import SMPConv2d
+from smpconv_models.smp import round_to_odd
 from smpconv_models.ops import depthwise_conv2d
 from smpconv_models.smp import SMPKernel
 

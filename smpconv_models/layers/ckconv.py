@@ -15,7 +15,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 
 from ..ops import causal_conv1d, conv2d_same
-from ..smp import SMPKernel
+from ..smp import SMPKernel, scaled_kernel_size
 
 __all__ = ['CKConv', 'LargeSmallConv', 'TCNBlock', 'ResNetBlock', 'norm_layer_of', 'act_layer_of']
 
@@ -60,12 +60,23 @@ class CKConv(nn.Module):
         else:
             raise ValueError(f"kernel_type is 'smp' or 'dense', got {kernel_type!r}")
         self.bias = nn.Parameter(torch.zeros(out_chs, **dd)) if bias else None
+        self.kernel_size, self.kernel_gain = [kernel_size] * ndim, 1.
+
+    @torch.jit.ignore
+    def set_kernel_scale(self, scale: float) -> None:
+        """Sample the kernel for inputs `scale` times longer (a sequence at `scale` times the sampling rate, say):
+        round(scale * L) taps over the same span, the newest still the current step, each weighted by the
+        trained tap spacing over the new one; the parameters stay as they are."""
+        if self.points is None:
+            raise ValueError('a dense kernel cannot be re-sampled: only SMP kernels (kernel_type="smp") can')
+        self.kernel_size, self.kernel_gain = scaled_kernel_size(self.points.kernel_size, scale, odd=self.ndim == 2)
 
     def kernel(self) -> torch.Tensor:
         """The dense kernel [O, C, L] or [O, C, L, L] the convolution applies."""
         if self.points is None:
             return self.weight
-        return self.points()
+        kernel = self.points(self.kernel_size)
+        return kernel if self.kernel_gain == 1. else kernel * self.kernel_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.ndim == 1:

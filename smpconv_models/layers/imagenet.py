@@ -4,7 +4,6 @@ Every block can be re-parameterised for inference (`reparameterize()`, which tim
 `reparameterize_model` calls): batch norms fold into the convolutions next to them and the SMP kernel and
 the small kernel merge into one depthwise convolution. `inference_mode=True` builds a block in that form.
 """
-import math
 from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple, Union
 
@@ -14,9 +13,9 @@ from timm.layers import ConvNormAct, DropPath
 
 from ..ops import depthwise_conv2d, recording_graph, useful_window
 from ..ops.dispatch import check_odd
-from ..smp import SMPKernel
+from ..smp import SMPKernel, scaled_kernel_size
 
-__all__ = ['round_to_odd', 'SMPConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv', 'LargeKernelBlock',
+__all__ = ['SMPConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv', 'LargeKernelBlock',
            'ConvFFNBlock']
 
 
@@ -30,11 +29,6 @@ def fold_batchnorm(weight: torch.Tensor, bias: Optional[torch.Tensor],
     if bn.affine:
         shift = shift + bn.bias
     return weight * scale.reshape(-1, *([1] * (weight.dim() - 1))), shift
-
-
-def round_to_odd(value: float) -> int:
-    """The odd integer nearest to `value` (at least 1)."""
-    return max(1, 2 * round((value - 1) / 2) + 1)
 
 
 class SMPConv2d(nn.Module):
@@ -64,14 +58,8 @@ class SMPConv2d(nn.Module):
     @torch.jit.ignore
     def set_kernel_scale(self, scale: float) -> None:
         """Sample the kernels `scale` times larger (or smaller) from now on; the parameters stay as they are."""
-        if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-            raise ValueError(f'kernel_scale takes a positive finite number, got {scale!r}')
+        self.kernel_size, self.kernel_gain = scaled_kernel_size(self.points.kernel_size, scale, odd=True)
         self.kernel_scale = scale
-        self.kernel_size = [round_to_odd(scale * k) for k in self.points.kernel_size]
-        self.kernel_gain = 1.
-        for trained, sampled in zip(self.points.kernel_size, self.kernel_size):
-            if trained > 1 and sampled > 1:
-                self.kernel_gain *= (trained - 1) / (sampled - 1)
 
     def kernel(self, window: Optional[List[int]] = None) -> torch.Tensor:
         """The dense kernel [C, kh, kw] the convolution applies (or its central `window`)."""

@@ -7,7 +7,7 @@ import torch.nn as nn
 from timm.layers import get_device_dtype
 from timm.models._features import feature_take_indices
 
-from ..smp import project_radii
+from ..smp import SMPKernel, project_radii
 
 __all__ = ['SMPConvModel', 'PAPER_RESULTS', 'paper_cfg']
 
@@ -60,6 +60,17 @@ class SMPConvModel(nn.Module):
         # positions and radii are coordinates and extents, not magnitudes: decay would pull every point to the
         # centre and shrink its reach (the authors' optimizer groups leave them out too)
         return {'*.points.positions', '*.points.radii'}
+
+    @torch.jit.ignore
+    def set_kernel_scale(self, scale: float) -> None:
+        """Sample every SMP kernel for inputs `scale` times larger (images) or longer (sequences), from the same
+        points, keeping its value per unit of input; the parameters are unchanged."""
+        layers = [m for m in self.modules() if isinstance(getattr(m, 'points', None), SMPKernel)]
+        if not layers:
+            raise ValueError('this model has no SMP kernels to re-sample (re-parameterised, or dense kernels): '
+                             'set the scale before re-parameterising')
+        for layer in layers:
+            layer.set_kernel_scale(scale)
 
     @torch.jit.ignore
     def project_radii(self) -> None:

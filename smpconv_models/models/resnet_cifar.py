@@ -35,6 +35,7 @@ class SMPConvResNet(CKConvNet):
             position_std: float = 0.05,
             small_kernel_size: int = 3,
             conv_bias: bool = False,
+            kernel_scale: float = 1.,
             kernel_type: str = 'smp',
             norm: str = 'batchnorm',
             act: str = 'relu',
@@ -57,6 +58,7 @@ class SMPConvResNet(CKConvNet):
             position_std: Std of the initial points' distance from the kernel's centre.
             small_kernel_size: Size of the parallel small kernels (odd).
             conv_bias: A bias on the SMP convolutions.
+            kernel_scale: Sample the SMP kernels for inputs this many times larger (`set_kernel_scale`).
             kernel_type: 'smp', or 'dense' for learned dense kernels of the same size, to compare with.
             norm: 'batchnorm' or 'layernorm' after every convolution.
             act: 'relu' or 'leaky_relu'.
@@ -77,6 +79,8 @@ class SMPConvResNet(CKConvNet):
         if num_classes > 0:
             nn.init.kaiming_normal_(self.head.fc.weight)  # the authors' readout initialisation
             nn.init.zeros_(self.head.fc.bias)
+        if kernel_scale != 1.:
+            self.set_kernel_scale(kernel_scale)
 
 
 # The authors' configuration (their smp/README.md command over cfg/config.yaml); the recipe is in configs/.

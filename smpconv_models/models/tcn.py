@@ -65,6 +65,7 @@ class SMPConvTCN(CKConvNet):
             position_std: float = 0.1,
             small_kernel_size: int = 5,
             conv_bias: bool = False,
+            kernel_scale: float = 1.,
             kernel_type: str = 'smp',
             norm: str = 'batchnorm',
             act: str = 'relu',
@@ -86,6 +87,7 @@ class SMPConvTCN(CKConvNet):
             position_std: Std of the (half-normal) distance of the initial points from the newest step.
             small_kernel_size: Taps of the parallel short causal kernels.
             conv_bias: A bias on the SMP convolutions.
+            kernel_scale: Sample the SMP kernels for inputs this many times longer (`set_kernel_scale`).
             kernel_type: 'smp', or 'dense' for learned dense kernels of the same size, to compare with.
             norm: 'batchnorm' or 'layernorm' after every convolution.
             act: 'relu' or 'leaky_relu'.
@@ -101,6 +103,8 @@ class SMPConvTCN(CKConvNet):
                           norm_layer=norm_layer_of(norm, 1), dropout=dropout, act_layer=act_layer_of(act), **ck_args)
         self._build_blocks(TCNBlock, in_chans, width, width_factors, depth, block_args)
         self.head = _LastStepHead(self.num_features, num_classes, drop_rate, **dd)
+        if kernel_scale != 1.:
+            self.set_kernel_scale(kernel_scale)
 
 
 def _create(variant: str, pretrained: bool = False, **kwargs) -> SMPConvTCN:
