@@ -87,7 +87,7 @@ def test_resize_factors_follow_the_input_size():
     assert model.stem[3].scale == (0.5, 0.5)
     model.set_input_size(img_size=128)
     assert model.stem[3].scale == (0.25, 0.25)  # 1/2 * 64/128
-    assert model.img_size == (128, 128) and model._traits['img_size'] == (128, 128)
+    assert model.stem.img_size == (128, 128) and model._traits['img_size'] == (128, 128)
     assert map_sizes(model, 256, 256) == [(32, 32), (16, 16), (8, 8), (4, 4)]  # a fixed factor scales with the input
     model.set_input_size(img_size=(64, 128))
     assert model.stem[3].scale == (0.5, 0.25)
@@ -98,8 +98,8 @@ def test_resize_factors_follow_the_input_size():
     with torch.no_grad():
         torch.testing.assert_close(model(x), create(img_size=64)(x), rtol=0, atol=0)
     # the trained size defaults to the pretrained config's input size
-    assert create(pretrained_cfg_overlay=dict(input_size=(3, 64, 64)), dynamic_img_size=True).stem_size == (16, 16)
-    assert create().img_size == (224, 224)
+    assert create(pretrained_cfg_overlay=dict(input_size=(3, 64, 64)), dynamic_img_size=True).stem.grid_size == (16, 16)
+    assert create().stem.img_size == (224, 224)
     # strided convolutions have no factor to set: set_input_size only records the size
     nano = create('smpconv_nano')
     nano.set_input_size(img_size=128)

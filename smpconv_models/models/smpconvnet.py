@@ -36,7 +36,6 @@ __all__ = ['SMPConvNet', 'checkpoint_filter_fn']
 
 ImageSize = Union[int, Sequence[int]]
 
-DOWNSAMPLE_TYPES = ('conv', 'smp')
 # The continuous layers that halve a map (downsample='smp'). Kernel size 5: downscaling stretches the kernel over
 # k output pixels, so at 1/2 it reads 9 input pixels per axis, an anti-aliasing filter that covers the band a
 # halving folds over (the 3x3 stride-2 convolution it replaces reads 3 and aliases); k = 3 would read only 5.
@@ -105,8 +104,55 @@ class SMPConvStage(nn.Module):
         return x
 
 
+class SMPConvStem(nn.Sequential):
+    """3x3 stride-2 conv, 3x3 depthwise, 1x1, depthwise halving layer: RepLKNet's stem, to 1/4 resolution.
+
+    A continuous halving layer (downsample='smp') resizes by the factor, per axis, that gives images of the set
+    input size the map that `img_size` gives at 1/2, the size the stages are built for: by 1/2 for `img_size`
+    itself, by 1/4 for images twice as large; with `dynamic_img_size`, to that size from any image.
+    """
+
+    def __init__(self, in_chans: int, out_chs: int, downsample: str = 'conv', img_size: ImageSize = 224,
+                 dynamic_img_size: bool = False, **kwargs):
+        if dynamic_img_size and downsample != 'smp':
+            raise ValueError("dynamic_img_size needs downsample='smp': strided convolutions cannot resize a map to a "
+                             "given size")
+        super().__init__(
+            FusableConvNormAct(in_chans, out_chs, 3, stride=2, **kwargs),
+            FusableConvNormAct(out_chs, out_chs, 3, groups=out_chs, **kwargs),
+            FusableConvNormAct(out_chs, out_chs, 1, **kwargs),
+            _halving_layer(out_chs, downsample, **kwargs),
+        )
+        self.img_size = _image_size(img_size)
+        # the map size a continuous halving layer keeps: img_size's at 1/2, floor(H / 2) as it sizes its outputs
+        # (None: strided convolutions, whose maps follow the input)
+        self.grid_size = tuple(_stem_input(n) // 2 for n in self.img_size) if downsample == 'smp' else None
+        self.dynamic_img_size = dynamic_img_size
+        self.set_input_size(img_size)
+
+    @property
+    def fixed_factor(self) -> bool:
+        """Whether the halving layer resizes by a set factor (so that small images can leave a stage no pixel)."""
+        return self.grid_size is not None and not self.dynamic_img_size
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: ImageSize) -> None:
+        self.img_size = _image_size(img_size)
+        if self.grid_size is None:
+            return
+        if self.dynamic_img_size:
+            self[-1].resize_to(self.grid_size)
+        else:
+            self[-1].resize_by(tuple(_factor(_stem_input(n), m) for n, m in zip(self.img_size, self.grid_size)))
+
+
 class SMPConvNet(SMPConvModel):
-    """SMPConv ImageNet network: a RepLKNet whose large depthwise kernels come from self-moving points."""
+    """SMPConv ImageNet network: a RepLKNet whose large depthwise kernels come from self-moving points.
+
+    With downsample='smp', continuous SMP layers halve the maps, and the stem's resizes by whatever factor keeps the
+    stages' maps those of `img_size` (see `SMPConvStem`): after `set_input_size`, or for every input with
+    `dynamic_img_size`, as timm's ViTs adapt to the input size.
+    """
 
     def __init__(
             self,
@@ -153,46 +199,28 @@ class SMPConvNet(SMPConvModel):
             learn_radii: Let the radii change; False keeps their initial value.
             drop_rate: Head pre-classifier dropout rate.
             drop_path_rate: Stochastic depth rate, reached linearly at the last block pair.
-            downsample: How the stem's last layer and the stage transitions halve the maps: 'conv', a 3x3 stride-2
-                depthwise convolution; 'smp', a continuous SMP convolution resizing by 1/2, or by whatever factor
-                keeps the maps of `img_size` (`set_input_size`, `dynamic_img_size`).
-            img_size: The input size the stages are built for, their maps img_size / 4, / 8, ...: the size the
-                network is trained at (`timm.create_model` gives the pretrained config's input size by default).
-            dynamic_img_size: Resize every input's stem map to that of `img_size` (downsample='smp'), so that every
-                stage sees the map size it was trained on, whatever the input's size.
+            downsample: Depthwise halving layers: 'conv', 3x3 stride-2 convolutions; 'smp', continuous SMP ones.
+            img_size: The input size the stages are built for (trained at; default the pretrained config's).
+            dynamic_img_size: Give every input the stage maps of `img_size` (downsample='smp').
             inference_mode: Build the re-parameterised form (`timm.models.reparameterize_model`), to load
                 its weights: batch norms folded, one depthwise convolution per large kernel.
         """
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         _check_args(depths, dims, kernel_sizes, num_points, points_divisor, drop_rate, drop_path_rate)
-        if downsample not in DOWNSAMPLE_TYPES:
-            raise ValueError(f"downsample takes 'conv' (strided convolutions) or 'smp' (continuous SMP layers), "
-                             f"got {downsample!r}")
-        if dynamic_img_size and downsample != 'smp':
-            raise ValueError("dynamic_img_size needs downsample='smp': strided convolutions cannot resize a map "
-                             "to a given size")
-        if num_points is None:
-            num_points = [points_for_kernel(k, points_divisor) for k in kernel_sizes]
+        num_points = num_points or [points_for_kernel(k, points_divisor) for k in kernel_sizes]
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
-        self.downsample = downsample
-        self.dynamic_img_size = dynamic_img_size
-        self.img_size = _image_size(img_size)
-        # with downsample='smp', the stem's map size the stages are built for: img_size's at 1/2 (the continuous
-        # layer's output is floor(H s)), which the stem keeps for other input sizes
-        self.stem_size = tuple(_stem_input(n) // 2 for n in self.img_size) if downsample == 'smp' else None
         folding = dict(inference_mode=inference_mode, **dd)
-        self.stem = _stem(in_chans, dims[0], downsample, **folding)
+        self.stem = SMPConvStem(in_chans, dims[0], downsample, img_size, dynamic_img_size, **folding)
 
         dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stage_args = dict(ffn_ratio=ffn_ratio, dw_ratio=dw_ratio, small_kernel_size=small_kernel_size,
                           kernel_type=kernel_type, **folding)
-        in_chs = [dims[0], *dims[:-1]]
         self.stages = nn.Sequential(*[
-            SMPConvStage(in_chs[i], dims[i], depths[i], kernel_sizes[i], num_points[i],
-                         downsample=downsample if i > 0 else None, drop_path_rates=dp_rates[i], **stage_args)
+            SMPConvStage(dims[max(i - 1, 0)], dims[i], depths[i], kernel_sizes[i], num_points[i], downsample if i else None,
+                         drop_path_rates=dp_rates[i], **stage_args)
             for i in range(len(depths))
         ])
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}')
@@ -203,17 +231,9 @@ class SMPConvNet(SMPConvModel):
         self.head = ClassifierHead(self.num_features, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         self.head_hidden_size = self.head.num_features
         named_apply(_init_weights, self)
-        if downsample == 'smp':
-            if dynamic_img_size:
-                self.stem[-1].resize_to(self.stem_size)
-            else:
-                self.set_input_size(self.img_size)
         if kernel_scale != 1.:
             self.set_kernel_scale(kernel_scale)
-        for kernel in self.modules():
-            if isinstance(kernel, SMPKernel):
-                kernel.positions.requires_grad_(learn_positions)
-                kernel.radii.requires_grad_(learn_radii)
+        _learn_points(self, learn_positions, learn_radii)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -242,21 +262,22 @@ class SMPConvNet(SMPConvModel):
         for conv in convs:
             conv.set_kernel_scale(scale)
 
+    @property
+    def dynamic_img_size(self) -> bool:
+        """Whether every input gets the stage maps of the size the network was built for (timm's attribute)."""
+        return self.stem.dynamic_img_size
+
     @torch.jit.ignore
     def set_input_size(self, img_size: Optional[ImageSize] = None) -> None:
-        """Set the network up for images of `img_size` (None: as it is): with downsample='smp', the stem resizes by
-        the factor (per axis) that gives their maps the size of those of the size it was built for, so every stage
-        sees the map size it was trained on. Strided convolutions have no factor to set: their maps follow the
-        input, and only the size is recorded (for the data configuration)."""
+        """Set the network up for images of `img_size` (None: as it is): with downsample='smp', the stem resizes
+        their maps to those of the size it was built for, so every stage sees the map size it was trained on.
+        Strided convolutions have no factor to set: their maps follow the input; the size is only recorded."""
         if img_size is None:
             return
-        self.img_size = _image_size(img_size)
-        if self.downsample == 'smp' and not self.dynamic_img_size:
-            self.stem[-1].resize_by(tuple(
-                _factor(_stem_input(n), m) for n, m in zip(self.img_size, self.stem_size)))
+        self.stem.set_input_size(img_size)
         # timm's record of the input size a model is set up for (what `update_model_input_size` writes there);
         # the construction arguments keep the size the stages were built for
-        self._traits = dict(getattr(self, '_traits', {}), img_size=self.img_size)
+        self._traits = dict(getattr(self, '_traits', {}), img_size=self.stem.img_size)
 
     @torch.jit.unused
     def _check_image_size(self, height: int, width: int) -> None:
@@ -270,13 +291,13 @@ class SMPConvNet(SMPConvModel):
         if min(last_map(n, s) for n, s in zip((height, width), scales)) >= 1:
             return
         smallest = [next(n for n in range(1, 1 << 30) if last_map(n, s) >= 1) for s in scales]
-        raise ValueError(f'a {height} x {width} image is smaller than this network accepts, set up for '
-                         f'{self.img_size[0]} x {self.img_size[1]} images: at least {smallest[0]} x {smallest[1]} '
-                         f'(or use set_input_size or dynamic_img_size=True)')
+        size = self.stem.img_size
+        raise ValueError(f'a {height} x {width} image is smaller than this network accepts, set up for {size[0]} x '
+                         f'{size[1]} images: at least {smallest[0]} x {smallest[1]} (or use set_input_size or '
+                         f'dynamic_img_size=True)')
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        if self.downsample == 'smp' and not self.dynamic_img_size and not (
-                torch.jit.is_scripting() or recording_graph()):
+        if self.stem.fixed_factor and not (torch.jit.is_scripting() or recording_graph()):
             self._check_image_size(x.shape[-2], x.shape[-1])
         return self.stem(_cpu_layout(x))
 
@@ -303,22 +324,15 @@ def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
 torch.fx.wrap('_cpu_layout')  # FX graphs keep the device test, not the layout of the device they were traced on
 
 
-def _stem(in_chans: int, out_chs: int, downsample: str, **kwargs) -> nn.Sequential:
-    """3x3 stride-2 conv, 3x3 depthwise, 1x1, depthwise halving layer: RepLKNet's stem, to 1/4 resolution."""
-    return nn.Sequential(
-        FusableConvNormAct(in_chans, out_chs, 3, stride=2, **kwargs),
-        FusableConvNormAct(out_chs, out_chs, 3, groups=out_chs, **kwargs),
-        FusableConvNormAct(out_chs, out_chs, 1, **kwargs),
-        _halving_layer(out_chs, downsample, **kwargs),
-    )
-
-
 def _halving_layer(channels: int, downsample: str, **kwargs) -> nn.Module:
     """The depthwise layer that halves a map: a 3x3 stride-2 convolution, or a continuous SMP one resizing by 1/2
     (a factor the network may change, see `SMPConvNet.set_input_size`)."""
     if downsample == 'smp':
         return ContinuousConvNormAct(channels, RESIZE_KERNEL_SIZE, RESIZE_POINTS, scale=0.5, **kwargs)
-    return FusableConvNormAct(channels, channels, 3, stride=2, groups=channels, **kwargs)
+    if downsample == 'conv':
+        return FusableConvNormAct(channels, channels, 3, stride=2, groups=channels, **kwargs)
+    raise ValueError(f"downsample takes 'conv' (strided convolutions) or 'smp' (continuous SMP layers), "
+                     f"got {downsample!r}")
 
 
 def _stem_input(size: int) -> int:
@@ -359,6 +373,14 @@ def _check_args(depths, dims, kernel_sizes, num_points, points_divisor, drop_rat
     for name, rate in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
         if not 0. <= rate < 1.:
             raise ValueError(f'{name} takes a probability in [0, 1), got {rate!r}')
+
+
+def _learn_points(model: nn.Module, positions: bool, radii: bool) -> None:
+    """Let the points of every SMP kernel move and their radii change, or keep them as initialised."""
+    for kernel in model.modules():
+        if isinstance(kernel, SMPKernel):
+            kernel.positions.requires_grad_(positions)
+            kernel.radii.requires_grad_(radii)
 
 
 def _init_weights(module: nn.Module, name: Optional[str] = None) -> None:
