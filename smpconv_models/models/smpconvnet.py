@@ -219,8 +219,8 @@ class SMPConvNet(SMPConvModel):
         stage_args = dict(ffn_ratio=ffn_ratio, dw_ratio=dw_ratio, small_kernel_size=small_kernel_size,
                           kernel_type=kernel_type, **folding)
         self.stages = nn.Sequential(*[
-            SMPConvStage(dims[max(i - 1, 0)], dims[i], depths[i], kernel_sizes[i], num_points[i], downsample if i else None,
-                         drop_path_rates=dp_rates[i], **stage_args)
+            SMPConvStage(dims[max(i - 1, 0)], dims[i], depths[i], kernel_sizes[i], num_points[i],
+                         downsample if i else None, drop_path_rates=dp_rates[i], **stage_args)
             for i in range(len(depths))
         ])
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}')
