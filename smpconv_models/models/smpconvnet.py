@@ -11,28 +11,42 @@ Paper: `SMPConv: Self-moving Point Representations for Continuous Convolution` -
 The ImageNet networks are RepLKNet (https://arxiv.org/abs/2203.06717) with every large depthwise kernel
 generated from self-moving points. Original code: https://github.com/sangnekim/SMPConv (MIT licence).
 """
+import math
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 from safetensors import SafetensorError
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, calculate_drop_path_rates, trunc_normal_
-from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model
+from timm.models import (build_model_with_cfg, checkpoint_seq, generate_default_cfgs, named_apply, register_model,
+                         resolve_pretrained_cfg)
 
 from ..checkpoint import fit_problems
 from ..hub import HUB_ORG, pretrained_weights_error
+from ..layers.continuous_blocks import ContinuousConvNormAct
 from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
 from ..official import to_package_layout
+from ..ops import recording_graph
 from ..smp import SMPKernel, points_for_kernel
 from .base import SMPConvModel, paper_cfg
 
 __all__ = ['SMPConvNet', 'checkpoint_filter_fn']
 
+ImageSize = Union[int, Sequence[int]]
+
+# The continuous layers that halve a map (downsample='smp'). Kernel size 5: downscaling stretches the kernel over
+# k output pixels, so at 1/2 it reads 9 input pixels per axis, an anti-aliasing filter that covers the band a
+# halving folds over (the 3x3 stride-2 convolution it replaces reads 3 and aliases); k = 3 would read only 5.
+# 9 points: as many values per channel as that 3x3 kernel had weights, so the capacity of the layer is kept.
+RESIZE_KERNEL_SIZE = 5
+RESIZE_POINTS = 9
+
 
 class SMPConvStage(nn.Module):
-    """Optional downsampling transition, then `depth` pairs of large-kernel and FFN blocks."""
+    """Optional downsampling transition ('conv' or 'smp', see `SMPConvNet`), then `depth` pairs of large-kernel and
+    FFN blocks."""
 
     def __init__(
             self,
@@ -41,7 +55,7 @@ class SMPConvStage(nn.Module):
             depth: int,
             kernel_size: int,
             num_points: int,
-            downsample: bool = True,
+            downsample: Optional[str] = 'conv',
             ffn_ratio: float = 4.,
             dw_ratio: float = 1.,
             small_kernel_size: Optional[int] = 5,
@@ -54,10 +68,10 @@ class SMPConvStage(nn.Module):
         layer_kwargs = dict(inference_mode=inference_mode, device=device, dtype=dtype)
         super().__init__()
         self.grad_checkpointing = False
-        if downsample:
+        if downsample is not None:
             self.downsample = nn.Sequential(
                 FusableConvNormAct(in_chs, out_chs, 1, **layer_kwargs),
-                FusableConvNormAct(out_chs, out_chs, 3, stride=2, groups=out_chs, **layer_kwargs),
+                _halving_layer(out_chs, downsample, **layer_kwargs),
             )
         else:
             self.downsample = nn.Identity()
@@ -90,8 +104,55 @@ class SMPConvStage(nn.Module):
         return x
 
 
+class SMPConvStem(nn.Sequential):
+    """3x3 stride-2 conv, 3x3 depthwise, 1x1, depthwise halving layer: RepLKNet's stem, to 1/4 resolution.
+
+    A continuous halving layer (downsample='smp') resizes by the factor, per axis, that gives images of the set
+    input size the map that `img_size` gives at 1/2, the size the stages are built for: by 1/2 for `img_size`
+    itself, by 1/4 for images twice as large; with `dynamic_img_size`, to that size from any image.
+    """
+
+    def __init__(self, in_chans: int, out_chs: int, downsample: str = 'conv', img_size: ImageSize = 224,
+                 dynamic_img_size: bool = False, **kwargs):
+        if dynamic_img_size and downsample != 'smp':
+            raise ValueError("dynamic_img_size needs downsample='smp': strided convolutions cannot resize a map to a "
+                             "given size")
+        super().__init__(
+            FusableConvNormAct(in_chans, out_chs, 3, stride=2, **kwargs),
+            FusableConvNormAct(out_chs, out_chs, 3, groups=out_chs, **kwargs),
+            FusableConvNormAct(out_chs, out_chs, 1, **kwargs),
+            _halving_layer(out_chs, downsample, **kwargs),
+        )
+        self.img_size = _image_size(img_size)
+        # the map size a continuous halving layer keeps: img_size's at 1/2, floor(H / 2) as it sizes its outputs
+        # (None: strided convolutions, whose maps follow the input)
+        self.grid_size = tuple(_stem_input(n) // 2 for n in self.img_size) if downsample == 'smp' else None
+        self.dynamic_img_size = dynamic_img_size
+        self.set_input_size(img_size)
+
+    @property
+    def fixed_factor(self) -> bool:
+        """Whether the halving layer resizes by a set factor (so that small images can leave a stage no pixel)."""
+        return self.grid_size is not None and not self.dynamic_img_size
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: ImageSize) -> None:
+        self.img_size = _image_size(img_size)
+        if self.grid_size is None:
+            return
+        if self.dynamic_img_size:
+            self[-1].resize_to(self.grid_size)
+        else:
+            self[-1].resize_by(tuple(_factor(_stem_input(n), m) for n, m in zip(self.img_size, self.grid_size)))
+
+
 class SMPConvNet(SMPConvModel):
-    """SMPConv ImageNet network: a RepLKNet whose large depthwise kernels come from self-moving points."""
+    """SMPConv ImageNet network: a RepLKNet whose large depthwise kernels come from self-moving points.
+
+    With downsample='smp', continuous SMP layers halve the maps, and the stem's resizes by whatever factor keeps the
+    stages' maps those of `img_size` (see `SMPConvStem`): after `set_input_size`, or for every input with
+    `dynamic_img_size`, as timm's ViTs adapt to the input size.
+    """
 
     def __init__(
             self,
@@ -112,6 +173,9 @@ class SMPConvNet(SMPConvModel):
             learn_radii: bool = True,
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
+            downsample: str = 'conv',
+            img_size: ImageSize = 224,
+            dynamic_img_size: bool = False,
             inference_mode: bool = False,
             device=None,
             dtype=None,
@@ -135,27 +199,28 @@ class SMPConvNet(SMPConvModel):
             learn_radii: Let the radii change; False keeps their initial value.
             drop_rate: Head pre-classifier dropout rate.
             drop_path_rate: Stochastic depth rate, reached linearly at the last block pair.
+            downsample: Depthwise halving layers: 'conv', 3x3 stride-2 convolutions; 'smp', continuous SMP ones.
+            img_size: The input size the stages are built for (trained at; default the pretrained config's).
+            dynamic_img_size: Give every input the stage maps of `img_size` (downsample='smp').
             inference_mode: Build the re-parameterised form (`timm.models.reparameterize_model`), to load
                 its weights: batch norms folded, one depthwise convolution per large kernel.
         """
         super().__init__()
         dd = {'device': device, 'dtype': dtype}
         _check_args(depths, dims, kernel_sizes, num_points, points_divisor, drop_rate, drop_path_rate)
-        if num_points is None:
-            num_points = [points_for_kernel(k, points_divisor) for k in kernel_sizes]
+        num_points = num_points or [points_for_kernel(k, points_divisor) for k in kernel_sizes]
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         folding = dict(inference_mode=inference_mode, **dd)
-        self.stem = _stem(in_chans, dims[0], **folding)
+        self.stem = SMPConvStem(in_chans, dims[0], downsample, img_size, dynamic_img_size, **folding)
 
         dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stage_args = dict(ffn_ratio=ffn_ratio, dw_ratio=dw_ratio, small_kernel_size=small_kernel_size,
                           kernel_type=kernel_type, **folding)
-        in_chs = [dims[0], *dims[:-1]]
         self.stages = nn.Sequential(*[
-            SMPConvStage(in_chs[i], dims[i], depths[i], kernel_sizes[i], num_points[i], downsample=i > 0,
-                         drop_path_rates=dp_rates[i], **stage_args)
+            SMPConvStage(dims[max(i - 1, 0)], dims[i], depths[i], kernel_sizes[i], num_points[i],
+                         downsample if i else None, drop_path_rates=dp_rates[i], **stage_args)
             for i in range(len(depths))
         ])
         self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}')
@@ -168,10 +233,7 @@ class SMPConvNet(SMPConvModel):
         named_apply(_init_weights, self)
         if kernel_scale != 1.:
             self.set_kernel_scale(kernel_scale)
-        for kernel in self.modules():
-            if isinstance(kernel, SMPKernel):
-                kernel.positions.requires_grad_(learn_positions)
-                kernel.radii.requires_grad_(learn_radii)
+        _learn_points(self, learn_positions, learn_radii)
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
@@ -200,7 +262,43 @@ class SMPConvNet(SMPConvModel):
         for conv in convs:
             conv.set_kernel_scale(scale)
 
+    @property
+    def dynamic_img_size(self) -> bool:
+        """Whether every input gets the stage maps of the size the network was built for (timm's attribute)."""
+        return self.stem.dynamic_img_size
+
+    @torch.jit.ignore
+    def set_input_size(self, img_size: Optional[ImageSize] = None) -> None:
+        """Set the network up for images of `img_size` (None: as it is): with downsample='smp', the stem resizes
+        their maps to those of the size it was built for, so every stage sees the map size it was trained on.
+        Strided convolutions have no factor to set: their maps follow the input; the size is only recorded."""
+        if img_size is None:
+            return
+        self.stem.set_input_size(img_size)
+        # timm's record of the input size a model is set up for (what `update_model_input_size` writes there);
+        # the construction arguments keep the size the stages were built for
+        self._traits = dict(getattr(self, '_traits', {}), img_size=self.stem.img_size)
+
+    @torch.jit.unused
+    def _check_image_size(self, height: int, width: int) -> None:
+        """A one-line error for images whose maps the set resize factors would empty before the last stage."""
+        halvings = 2 ** (len(self.stages) - 1)
+
+        def last_map(n: int, scale: float) -> int:
+            return math.floor(_stem_input(n) * scale) // halvings
+
+        scales = self.stem[-1].scale
+        if min(last_map(n, s) for n, s in zip((height, width), scales)) >= 1:
+            return
+        smallest = [next(n for n in range(1, 1 << 30) if last_map(n, s) >= 1) for s in scales]
+        size = self.stem.img_size
+        raise ValueError(f'a {height} x {width} image is smaller than this network accepts, set up for {size[0]} x '
+                         f'{size[1]} images: at least {smallest[0]} x {smallest[1]} (or use set_input_size or '
+                         f'dynamic_img_size=True)')
+
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stem.fixed_factor and not (torch.jit.is_scripting() or recording_graph()):
+            self._check_image_size(x.shape[-2], x.shape[-1])
         return self.stem(_cpu_layout(x))
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,14 +324,38 @@ def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
 torch.fx.wrap('_cpu_layout')  # FX graphs keep the device test, not the layout of the device they were traced on
 
 
-def _stem(in_chans: int, out_chs: int, **kwargs) -> nn.Sequential:
-    """3x3 stride-2 conv, 3x3 depthwise, 1x1, 3x3 depthwise stride-2: RepLKNet's stem, to 1/4 resolution."""
-    return nn.Sequential(
-        FusableConvNormAct(in_chans, out_chs, 3, stride=2, **kwargs),
-        FusableConvNormAct(out_chs, out_chs, 3, groups=out_chs, **kwargs),
-        FusableConvNormAct(out_chs, out_chs, 1, **kwargs),
-        FusableConvNormAct(out_chs, out_chs, 3, stride=2, groups=out_chs, **kwargs),
-    )
+def _halving_layer(channels: int, downsample: str, **kwargs) -> nn.Module:
+    """The depthwise layer that halves a map: a 3x3 stride-2 convolution, or a continuous SMP one resizing by 1/2
+    (a factor the network may change, see `SMPConvNet.set_input_size`)."""
+    if downsample == 'smp':
+        return ContinuousConvNormAct(channels, RESIZE_KERNEL_SIZE, RESIZE_POINTS, scale=0.5, **kwargs)
+    if downsample == 'conv':
+        return FusableConvNormAct(channels, channels, 3, stride=2, groups=channels, **kwargs)
+    raise ValueError(f"downsample takes 'conv' (strided convolutions) or 'smp' (continuous SMP layers), "
+                     f"got {downsample!r}")
+
+
+def _stem_input(size: int) -> int:
+    """The size of the stem's first map (its 3x3 stride-2 convolution's output) for images of `size`."""
+    return -(-size // 2)
+
+
+def _factor(size: int, resized: int) -> float:
+    """resized / size, rounded up where float rounding would make the resize op's output, floor(size * factor),
+    one short of `resized`."""
+    factor = resized / size
+    while math.floor(size * factor) < resized:
+        factor = math.nextafter(factor, math.inf)
+    return factor
+
+
+def _image_size(value: ImageSize) -> Tuple[int, int]:
+    """(height, width) of an image size given as one number or two; a one-line error for anything else."""
+    size = (value, value) if isinstance(value, int) else value
+    if not (isinstance(size, Sequence) and len(size) == 2
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in size)):
+        raise ValueError(f'img_size takes a positive integer or a pair of them (height, width), got {value!r}')
+    return tuple(size)
 
 
 def _check_args(depths, dims, kernel_sizes, num_points, points_divisor, drop_rate, drop_path_rate) -> None:
@@ -251,6 +373,14 @@ def _check_args(depths, dims, kernel_sizes, num_points, points_divisor, drop_rat
     for name, rate in (('drop_rate', drop_rate), ('drop_path_rate', drop_path_rate)):
         if not 0. <= rate < 1.:
             raise ValueError(f'{name} takes a probability in [0, 1), got {rate!r}')
+
+
+def _learn_points(model: nn.Module, positions: bool, radii: bool) -> None:
+    """Let the points of every SMP kernel move and their radii change, or keep them as initialised."""
+    for kernel in model.modules():
+        if isinstance(kernel, SMPKernel):
+            kernel.positions.requires_grad_(positions)
+            kernel.radii.requires_grad_(radii)
 
 
 def _init_weights(module: nn.Module, name: Optional[str] = None) -> None:
@@ -277,6 +407,9 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module, strict: b
 def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConvNet:
     # timm's own flag for partial loads, which the filter then allows
     strict = kwargs.get('pretrained_strict', True)
+    if kwargs.get('img_size') is None:  # the size the weights were trained at
+        cfg = resolve_pretrained_cfg(variant, kwargs.get('pretrained_cfg'), kwargs.get('pretrained_cfg_overlay'))
+        kwargs['img_size'] = tuple(cfg.input_size[-2:])
     try:
         return build_model_with_cfg(
             SMPConvNet, variant, pretrained,
@@ -305,6 +438,7 @@ def _cfg(**kwargs) -> Dict[str, Any]:
 # of the paper's appendix were not released
 default_cfgs = generate_default_cfgs({
     'smpconv_nano': _cfg(),
+    'smpconv_nano_cc': _cfg(),
     'smpconv_t.in1k': _cfg(hf_hub_id=f'{HUB_ORG}/smpconv_t.in1k'),
     'smpconv_b.in1k': _cfg(hf_hub_id=f'{HUB_ORG}/smpconv_b.in1k'),
     'smpconv_mobile31': _cfg(),
@@ -312,13 +446,21 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+_NANO_ARGS = dict(
+    depths=(1, 1, 1, 1), dims=(32, 64, 128, 256), kernel_sizes=(31, 29, 27, 13), points_divisor=8, ffn_ratio=2.)
+
+
 @register_model
 def smpconv_nano(pretrained: bool = False, **kwargs) -> SMPConvNet:
     """A 0.9M-parameter SMPConv (this package's, not the paper's) for quick CPU runs and tests."""
-    model_args = dict(
-        depths=(1, 1, 1, 1), dims=(32, 64, 128, 256), kernel_sizes=(31, 29, 27, 13), points_divisor=8,
-        ffn_ratio=2.)
-    return _create_smpconv('smpconv_nano', pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_smpconv('smpconv_nano', pretrained=pretrained, **dict(_NANO_ARGS, **kwargs))
+
+
+@register_model
+def smpconv_nano_cc(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """smpconv_nano with continuous SMP downsampling layers: any input size, the trained map sizes."""
+    model_args = dict(_NANO_ARGS, downsample='smp')
+    return _create_smpconv('smpconv_nano_cc', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
