@@ -26,7 +26,7 @@ from timm.models import (build_model_with_cfg, checkpoint_seq, generate_default_
 from ..checkpoint import fit_problems
 from ..hub import HUB_ORG, pretrained_weights_error
 from ..layers.continuous_blocks import ContinuousConvNormAct
-from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock, SMPConv2d
+from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock
 from ..official import to_package_layout
 from ..ops import recording_graph
 from ..smp import SMPKernel, points_for_kernel
@@ -250,17 +250,6 @@ class SMPConvNet(SMPConvModel):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         for s in self.stages:
             s.grad_checkpointing = enable
-
-    @torch.jit.ignore
-    def set_kernel_scale(self, scale: float) -> None:
-        """Sample every SMP kernel `scale` times larger (for inputs `scale` times larger) from the same points,
-        keeping its value per unit of input image (see `SMPConv2d`); the parameters are unchanged."""
-        convs = [m for m in self.modules() if isinstance(m, SMPConv2d)]
-        if not convs:
-            raise ValueError('this model has no SMP kernels to re-sample (re-parameterised, or dense kernels): '
-                             'set the scale before re-parameterising')
-        for conv in convs:
-            conv.set_kernel_scale(scale)
 
     @property
     def dynamic_img_size(self) -> bool:
