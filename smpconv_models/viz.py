@@ -18,9 +18,11 @@ import torch.nn as nn
 
 from .factory import create_from_checkpoint, create_model
 from .runs import latest_run, run_model_args
+from .layers.continuous import SMPContinuousConv2d
 from .layers.imagenet import SMPConv2d
+from .ops.resize import resize_geometry
 
-__all__ = ['plot_points', 'plot_receptive_fields', 'smp_layers']
+__all__ = ['plot_points', 'plot_receptive_fields', 'plot_resized_kernel', 'smp_layers']
 
 
 def _pyplot():
@@ -80,6 +82,31 @@ def plot_receptive_fields(model: nn.Module, path: Path) -> Path:
         axis.set_xticks([])
         axis.set_yticks([])
     figure.suptitle('summed |kernel| per stage')
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def plot_resized_kernel(conv: SMPContinuousConv2d, path: Path, scales=(0.5, 1., 2.), in_size: int = 32,
+                        channel: int = 0) -> Path:
+    """One channel's kernel as a resizing layer applies it at each of `scales`: the taps of the first output
+    pixel, drawn at their offsets from its centre in input pixels (downscaling stretches the kernel over more
+    input pixels, with smaller values; upscaling keeps its footprint)."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, len(scales), figsize=(3.2 * len(scales), 3.6), squeeze=False)
+    for scale, axis in zip(scales, axes[0]):
+        rows, cols = resize_geometry((in_size, in_size), conv.kernel_size, scale)
+        kernel = conv.bank(rows, cols)[channel, 0, :, 0, :].float().cpu().numpy()
+        row_offsets, col_offsets = rows.offsets()[0].tolist(), cols.offsets()[0].tolist()
+        limit = abs(kernel).max() or 1.
+        extent = (col_offsets[0] - .5, col_offsets[-1] + .5, row_offsets[-1] + .5, row_offsets[0] - .5)
+        axis.imshow(kernel, cmap='RdBu_r', vmin=-limit, vmax=limit, extent=extent)
+        axis.plot(0, 0, marker='+', color='k')  # the output pixel's centre
+        axis.set_title(f'scale {scale:g}: {kernel.shape[0]}x{kernel.shape[1]} taps, |max| {limit:.3g}', fontsize=9)
+        axis.set_xlabel('input pixels from the output centre', fontsize=8)
+    figure.suptitle(f'one kernel of {conv.points.num_points} points ({conv.kernel_size[0]} taps at scale 1)')
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -107,6 +107,9 @@ def test_pictures_of_points_and_receptive_fields(tmp_path):
         assert image.size[0] > 2 * image.size[1]  # three panels side by side
     with Image.open(fields) as image:
         assert image.size[0] > 3 * image.size[1]  # four stages
+    resized = viz.plot_resized_kernel(smpconv_models.SMPContinuousConv2d(2, 5, 8), tmp_path / 'resized.png')
+    with Image.open(resized) as image:
+        assert image.size[0] > 2 * image.size[1]  # three scales
     assert viz.main(['--model', 'smpconv_nano', '--layer', 'stages.1', '--output', str(tmp_path / 'cli')]) == 0
     assert {p.name for p in (tmp_path / 'cli').iterdir()} == {'points-stages.1.png', 'receptive-fields.png'}
     assert viz.main(['--model', 'smpconv_nano', '--layer', 'stem', '--output', str(tmp_path)]) == 2
