@@ -1,7 +1,7 @@
 """The layers of the two model families: `imagenet` (SMPConvNet's RepLKNet blocks, depthwise SMP kernels) and
 `ckconv` (the sequence TCN's and CIFAR-10 ResNet's full SMP kernel convolutions and blocks)."""
 from .ckconv import CKConv
-from .continuous import SMPContinuousConv2d
+from .continuous import SMPContinuousConv1d, SMPContinuousConv2d
 from .imagenet import ConvFFNBlock, LargeKernelBlock, SMPConv2d, SMPLargeKernelConv
 
-__all__ = ['SMPConv2d', 'SMPLargeKernelConv', 'LargeKernelBlock', 'ConvFFNBlock', 'CKConv', 'SMPContinuousConv2d']
+__all__ = ['SMPConv2d', 'SMPLargeKernelConv', 'LargeKernelBlock', 'ConvFFNBlock', 'CKConv', 'SMPContinuousConv1d', 'SMPContinuousConv2d']

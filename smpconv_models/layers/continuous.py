@@ -3,11 +3,13 @@ chosen at run time (see `ops.resize` for the formula)."""
 from typing import Optional
 
 import torch
+import torch.nn as nn
 
-from ..ops.resize import AxisGeometry, Scale, Size, resize_conv2d, resize_geometry
+from ..ops.resize import AxisGeometry, Scale, Size, resize_conv1d, resize_conv2d, resize_geometry
+from ..smp import SMPKernel
 from .imagenet import SMPConv2d
 
-__all__ = ['SMPContinuousConv2d']
+__all__ = ['SMPContinuousConv2d', 'SMPContinuousConv1d']
 
 
 class SMPContinuousConv2d(SMPConv2d):
@@ -40,3 +42,33 @@ class SMPContinuousConv2d(SMPConv2d):
         if (rows.out_size, cols.out_size, rows.scale, cols.scale) == (rows.in_size, cols.in_size, 1., 1.):
             return super().forward(x)
         return resize_conv2d(x, self.bank(rows, cols), rows, cols)
+
+
+class SMPContinuousConv1d(nn.Module):
+    """Depthwise convolution of sequences [B, C, N] whose SMP kernel (points shared by the channels) is sampled
+    where each output step's taps fall, so that it resamples a sequence by any factor, or to any length.
+
+    Causal by default: output step j sees the input steps up to its centre, (j + 1/2) / s - 1/2, the kernel's
+    newest end (+1) on it, as the sequence models' kernels have their last tap on the current step; otherwise
+    the kernel is centred there. Scale 1 is the causal (or 'same') depthwise convolution with the kernel of
+    `kernel_size` taps; downscaling stretches it over `kernel_size` output steps.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, num_points: int, causal: bool = True, device=None,
+                 dtype=None):
+        super().__init__()
+        self.points = SMPKernel(channels, num_points, kernel_size, ndim=1,
+                                position_init='newest' if causal else 'centre', device=device, dtype=dtype)
+        self.causal = causal
+
+    def bank(self, axis: AxisGeometry) -> torch.Tensor:
+        """The kernels [C, phases, taps] of a geometry, zero beyond the kernel's support, times the gain that keeps
+        the response to smooth input."""
+        kernel = self.points.sample_at(axis.coordinates().reshape(1, -1)).view(-1, axis.phases, axis.taps)
+        return kernel * (axis.mask().to(kernel) * min(axis.scale, 1.))
+
+    def forward(self, x: torch.Tensor, scale: Optional[float] = None, size: Optional[int] = None) -> torch.Tensor:
+        """x [B, C, N] resampled by `scale` (the output has floor(N s) steps) or to `size` steps; neither: scale 1."""
+        (axis,) = resize_geometry(x.shape[-1:], self.points.kernel_size, scale, size, causal=self.causal)
+        return resize_conv1d(x, self.bank(axis), axis)
+

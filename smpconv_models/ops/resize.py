@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from .dispatch import compute_dtype, memory_format
 
-__all__ = ['AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d']
+__all__ = ['AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d', 'resize_conv1d']
 
 # fractional positions closer than this are one phase (float64 rounding of (i + 1/2) / s is far below it)
 _PHASE_TOLERANCE = 1e-9
@@ -58,6 +58,11 @@ class AxisGeometry(NamedTuple):
     first_offsets: Tuple[float, ...]  # per phase: its first tap's input position minus its output's centre
     phase: Tuple[int, ...]  # per output
     start: Tuple[int, ...]  # per output
+    causal: bool = False  # the taps reach from 2R before an output's centre to it, not R on either side
+
+    def support(self) -> Tuple[float, float]:
+        """The offsets (input position minus output centre) the kernel covers: [-R, R], or [-2R, 0] if causal."""
+        return (-2 * self.radius, 0.) if self.causal else (-self.radius, self.radius)
 
     @property
     def phases(self) -> int:
@@ -79,59 +84,68 @@ class AxisGeometry(NamedTuple):
         return torch.tensor(self.first_offsets, dtype=torch.float64)[:, None] + torch.arange(self.taps)
 
     def coordinates(self) -> torch.Tensor:
-        """float64 [phases, taps]: each tap's position in the kernel's [-1, 1] domain (beyond it: outside R)."""
+        """float64 [phases, taps]: each tap's position in the kernel's [-1, 1] domain (beyond it: outside the
+        support), +1 at the output's centre if causal (the newest step, as a causal kernel's last tap)."""
         offsets = self.offsets()
-        return offsets / self.radius if self.radius > 0 else torch.zeros_like(offsets)  # a 1-tap kernel: its centre
+        if self.radius == 0:  # a 1-tap kernel: its centre
+            return torch.zeros_like(offsets)
+        return offsets / self.radius + (1. if self.causal else 0.)
 
     def mask(self) -> torch.Tensor:
         """bool [phases, taps]: the taps within the kernel's support."""
-        return self.offsets().abs() <= self.radius * (1 + _PHASE_TOLERANCE)
+        low, high = self.support()
+        tolerance = _PHASE_TOLERANCE * max(self.radius, 1.)
+        offsets = self.offsets()
+        return (offsets >= low - tolerance) & (offsets <= high + tolerance)
 
 
 @functools.lru_cache(maxsize=256)
-def axis_geometry(in_size: int, out_size: int, scale: float, kernel_size: int) -> AxisGeometry:
+def axis_geometry(in_size: int, out_size: int, scale: float, kernel_size: int, causal: bool = False) -> AxisGeometry:
     """The taps of every output of an axis of `in_size` inputs resized by `scale` to `out_size` outputs, for a
-    kernel of `kernel_size` taps at scale 1."""
+    kernel of `kernel_size` taps at scale 1 (`causal`: each output sees the inputs up to its centre)."""
     radius = (kernel_size - 1) / (2 * min(scale, 1.)) if kernel_size > 1 else 0.
+    low, high = (-2 * radius, 0.) if causal else (-radius, radius)
     centres = [(i + 0.5) / scale - 0.5 for i in range(out_size)]
-    start = tuple(math.ceil(c - radius - _PHASE_TOLERANCE) for c in centres)
-    first_offset = [u - c for u, c in zip(start, centres)]  # in [-R, -R + 1): it decides the phase
-    taps = max(math.floor(radius - f + _PHASE_TOLERANCE) for f in first_offset) + 1  # those within R
+    start = tuple(math.ceil(c + low - _PHASE_TOLERANCE) for c in centres)
+    first_offset = [u - c for u, c in zip(start, centres)]  # in [low, low + 1): it decides the phase
+    taps = max(math.floor(high - f + _PHASE_TOLERANCE) for f in first_offset) + 1  # those in the support
     phases = {}  # rounded first offset -> phase, in order of first appearance
     phase = tuple(phases.setdefault(round(f / _PHASE_TOLERANCE), len(phases)) for f in first_offset)
     first_offsets = tuple(first_offset[phase.index(p)] for p in range(len(phases)))
-    return AxisGeometry(in_size, out_size, scale, radius, taps, first_offsets, phase, start)
+    return AxisGeometry(in_size, out_size, scale, radius, taps, first_offsets, phase, start, causal)
 
 
-def _pair(value, name: str) -> Tuple:
+def _per_axis(value, name: str, ndim: int) -> Tuple:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value, value
-    if isinstance(value, Sequence) and len(value) == 2 and all(
+        return (value,) * ndim
+    if isinstance(value, Sequence) and len(value) == ndim and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         return tuple(value)
-    raise ValueError(f'{name} takes a number or a pair of them (height, width), got {value!r}')
+    axes = 'one per axis (height, width)' if ndim == 2 else 'one'
+    raise ValueError(f'{name} takes a number or {axes}, got {value!r}')
 
 
 def resize_geometry(in_size: Sequence[int], kernel_size: Sequence[int], scale: Optional[Scale] = None,
-                    size: Optional[Size] = None) -> Tuple[AxisGeometry, AxisGeometry]:
-    """The geometry of both axes of an [H, W] input resized by `scale` (the output floor(H s_y) x floor(W s_x),
-    as F.interpolate sizes it) or to `size` (then s = H'/H, W'/W); neither: scale 1."""
+                    size: Optional[Size] = None, causal: bool = False) -> Tuple[AxisGeometry, ...]:
+    """The geometry of every axis of an input of `in_size` ([H, W] or [N]) resized by `scale` (the output
+    floor(n s) per axis, as F.interpolate sizes it) or to `size` (then s = n' / n); neither: scale 1."""
+    ndim = len(in_size)
     if scale is not None and size is not None:
         raise ValueError(f'give scale or size, not both (got scale={scale!r}, size={size!r})')
     if size is not None:
-        sizes = _pair(size, 'size')
+        sizes = _per_axis(size, 'size', ndim)
         if not all(isinstance(n, int) and n >= 1 for n in sizes):
-            raise ValueError(f'size takes positive integers (height, width), got {size!r}')
+            raise ValueError(f'size takes positive integers, one per axis, got {size!r}')
         scales = tuple(n / m for n, m in zip(sizes, in_size))
     else:
-        scales = _pair(1. if scale is None else scale, 'scale')
+        scales = _per_axis(1. if scale is None else scale, 'scale', ndim)
         if not all(math.isfinite(s) and s > 0 for s in scales):
             raise ValueError(f'scale takes positive finite numbers, got {scale!r}')
         sizes = tuple(math.floor(n * s) for n, s in zip(in_size, scales))
         if min(sizes) < 1:
-            raise ValueError(f'scale {scale!r} makes an output of {sizes[0]} x {sizes[1]} pixels from '
-                             f'{in_size[0]} x {in_size[1]}: at least 1 x 1 is needed')
-    return tuple(axis_geometry(int(n), m, float(s), int(k))
+            raise ValueError(f'scale {scale!r} makes an output of {" x ".join(map(str, sizes))} from '
+                             f'{" x ".join(map(str, in_size))}: at least 1 per axis is needed')
+    return tuple(axis_geometry(int(n), m, float(s), int(k), causal)
                  for n, m, s, k in zip(in_size, sizes, scales, kernel_size))
 
 
@@ -246,3 +260,10 @@ def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols:
         else:
             y = _banded(x, bank, rows, cols)
     return y.contiguous(memory_format=memory_format(x))  # in x's layout, as depthwise_conv2d's output
+
+
+def resize_conv1d(x: torch.Tensor, bank: torch.Tensor, axis: AxisGeometry) -> torch.Tensor:
+    """The depthwise resizing convolution of a sequence x [B, C, N] with the kernels `bank` [C, phases, taps]: the
+    2D one on a single row."""
+    row = axis_geometry(1, 1, 1., 1)
+    return resize_conv2d(x.unsqueeze(2), bank[:, None, None], row, axis).squeeze(2)
