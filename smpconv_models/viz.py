@@ -98,7 +98,7 @@ def plot_resized_kernel(conv: SMPContinuousConv2d, path: Path, scales=(0.5, 1., 
     figure, axes = plt.subplots(1, len(scales), figsize=(3.2 * len(scales), 3.6), squeeze=False)
     for scale, axis in zip(scales, axes[0]):
         rows, cols = resize_geometry((in_size, in_size), conv.kernel_size, scale)
-        kernel = conv.bank(rows, cols)[channel, 0, :, 0, :].float().cpu().numpy()
+        kernel = conv.bank(rows, cols)[channel, 0, 0, :, 0, :].float().cpu().numpy()
         row_offsets, col_offsets = rows.offsets()[0].tolist(), cols.offsets()[0].tolist()
         limit = abs(kernel).max() or 1.
         extent = (col_offsets[0] - .5, col_offsets[-1] + .5, row_offsets[-1] + .5, row_offsets[0] - .5)

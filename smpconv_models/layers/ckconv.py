@@ -15,7 +15,9 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 
 from ..ops import causal_conv1d, conv2d_same
+from ..ops.resize import Scale, Size, resize_conv1d, resize_conv2d, resize_geometry
 from ..smp import SMPKernel, scaled_kernel_size
+from .continuous import sample_bank
 
 __all__ = ['CKConv', 'LargeSmallConv', 'TCNBlock', 'ResNetBlock', 'norm_layer_of', 'act_layer_of']
 
@@ -82,6 +84,20 @@ class CKConv(nn.Module):
         if self.ndim == 1:
             return causal_conv1d(x, self.kernel(), self.bias)
         return conv2d_same(x, self.kernel(), self.bias)
+
+    @torch.jit.unused
+    def resize(self, x: torch.Tensor, scale: Optional[Scale] = None, size: Optional[Size] = None) -> torch.Tensor:
+        """The convolution resizing x [B, C, N] (causal) or [B, C, H, W] by `scale` or to `size` as the continuous
+        layers do (`SMPContinuousConv1d`, `SMPContinuousConv2d`), the kernel's newest end on each output step's
+        centre in 1D: the full form of those layers, points per output channel and a value per input channel."""
+        axes = resize_geometry(x.shape[2:], self.kernel_size, scale, size, causal=self.ndim == 1)
+        if all((axis.in_size, axis.scale) == (axis.out_size, 1.) for axis in axes):
+            return self(x)
+        if self.points is None:
+            raise ValueError('a dense kernel cannot resize: only SMP kernels (kernel_type="smp") can')
+        bank = sample_bank(self.points, axes, self.kernel_gain)
+        y = resize_conv1d(x, bank, *axes) if self.ndim == 1 else resize_conv2d(x, bank, *axes)
+        return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, *([1] * self.ndim))
 
 
 class CausalConv1d(nn.Conv1d):

@@ -1,6 +1,6 @@
 """Continuous convolution layers: an SMP kernel applied at sub-pixel offsets resizes a feature map by any factor,
 chosen at run time (see `ops.resize` for the formula)."""
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -9,7 +9,25 @@ from ..ops.resize import AxisGeometry, Scale, Size, resize_conv1d, resize_conv2d
 from ..smp import SMPKernel
 from .imagenet import SMPConv2d
 
-__all__ = ['SMPContinuousConv2d', 'SMPContinuousConv1d']
+__all__ = ['SMPContinuousConv2d', 'SMPContinuousConv1d', 'sample_bank']
+
+
+def sample_bank(points: SMPKernel, axes: Sequence[AxisGeometry], gain: float = 1.) -> torch.Tensor:
+    """The kernels of `points` at the taps of every phase of `axes` ((rows, columns) or (steps,)): [F, I or 1, phases,
+    taps, ...], zero beyond the kernel's support, times `gain` and min(s, 1) per axis, which keeps the response
+    to smooth input that of scale 1."""
+    coordinates = [axis.coordinates().reshape(-1) for axis in axes]
+    if len(axes) == 2:  # the package's orientation: the first row is y = +1, so a row below the centre has y < 0
+        rows, cols = -coordinates[0], coordinates[1]
+        grid = torch.stack(torch.broadcast_tensors(cols[None, :], rows[:, None]))
+        support = axes[0].mask()[:, :, None, None] & axes[1].mask()[None, None]
+    else:
+        grid, support = coordinates[0][None], axes[0].mask()
+    kernel = points.sample_at(grid)
+    kernel = kernel.reshape(kernel.shape[0], -1, *support.shape)
+    for axis in axes:
+        gain *= min(axis.scale, 1.)
+    return kernel * (support.to(kernel) * gain)
 
 
 class SMPContinuousConv2d(SMPConv2d):
@@ -22,16 +40,8 @@ class SMPContinuousConv2d(SMPConv2d):
     """
 
     def bank(self, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
-        """The kernels [C, row phases, row taps, column phases, column taps] of a geometry, zero beyond the
-        kernel's support, times the gain that keeps the response to smooth input."""
-        # the package's orientation: the first row is y = +1, so a row below the centre has y < 0
-        y = -rows.coordinates()
-        x = cols.coordinates()
-        grid = torch.stack(torch.broadcast_tensors(x.reshape(1, 1, -1), y.reshape(1, -1, 1))).squeeze(1)
-        kernel = self.points.sample_at(grid).view(-1, rows.phases, rows.taps, cols.phases, cols.taps)
-        support = (rows.mask()[:, :, None, None] & cols.mask()[None, None]).to(kernel)
-        gain = self.kernel_gain * min(rows.scale, 1.) * min(cols.scale, 1.)
-        return kernel * (support * gain)
+        """The kernels [C, 1, row phases, row taps, column phases, column taps] of a geometry (`sample_bank`)."""
+        return sample_bank(self.points, (rows, cols), self.kernel_gain)
 
     def forward(self, x: torch.Tensor, scale: Optional[Scale] = None, size: Optional[Size] = None) -> torch.Tensor:
         """x [B, C, H, W] resized by `scale` (a number, or one per axis: the output is floor(H s_y) x floor(W s_x))
@@ -62,10 +72,8 @@ class SMPContinuousConv1d(nn.Module):
         self.causal = causal
 
     def bank(self, axis: AxisGeometry) -> torch.Tensor:
-        """The kernels [C, phases, taps] of a geometry, zero beyond the kernel's support, times the gain that keeps
-        the response to smooth input."""
-        kernel = self.points.sample_at(axis.coordinates().reshape(1, -1)).view(-1, axis.phases, axis.taps)
-        return kernel * (axis.mask().to(kernel) * min(axis.scale, 1.))
+        """The kernels [C, 1, phases, taps] of a geometry (`sample_bank`)."""
+        return sample_bank(self.points, (axis,))
 
     def forward(self, x: torch.Tensor, scale: Optional[float] = None, size: Optional[int] = None) -> torch.Tensor:
         """x [B, C, N] resampled by `scale` (the output has floor(N s) steps) or to `size` steps; neither: scale 1."""

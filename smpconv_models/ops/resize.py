@@ -12,6 +12,8 @@ per axis (a kernel of k taps keeps its footprint of k input pixels when upscalin
 pixels when downscaling, acting as a learned anti-aliasing filter), and g = min(s_y, 1) * min(s_x, 1), which
 keeps the response to smooth input that of s = 1.
 
+Depthwise (a bank of one input channel per output) or full (all of them), as F.conv2d's weights.
+
 Per axis, the taps of output i are the input pixels within R = (k - 1) / (2 min(s, 1)) of c(i), and where they
 fall relative to c(i) depends only on the fractional part of c(i), the output's phase. The kernel is sampled once
 per pair of phases (`AxisGeometry.offsets()`), and the convolution computes
@@ -166,22 +168,21 @@ def _padded(x: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> Tuple[to
 
 def _polyphase(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
                row_period: Tuple[int, int], col_period: Tuple[int, int]) -> torch.Tensor:
-    """One strided depthwise convolution per pair of phases, each computing the outputs of its pair."""
+    """One strided convolution per pair of phases, each computing the outputs of its pair."""
     (row_outputs, row_step), (col_outputs, col_step) = row_period, col_period
-    channels = x.shape[1]
+    groups = x.shape[1] // bank.shape[1]
     padding = (-rows.start[0], -cols.start[0])
     if row_outputs == col_outputs == 1 and min(padding) >= 0:  # one strided convolution, which pads x itself
-        out = F.conv2d(x, bank[:, 0, :, 0, :].unsqueeze(1), stride=(row_step, col_step), padding=padding,
-                       groups=channels)
+        out = F.conv2d(x, bank[:, :, 0, :, 0, :], stride=(row_step, col_step), padding=padding, groups=groups)
         if out.shape[2] >= rows.out_size and out.shape[3] >= cols.out_size:
             return out[:, :, :rows.out_size, :cols.out_size]
     padded, top, left = _padded(x, rows, cols)
-    y = x.new_empty((x.shape[0], channels, rows.out_size, cols.out_size))
+    y = x.new_empty((x.shape[0], bank.shape[0], rows.out_size, cols.out_size))
     for first_row in range(min(row_outputs, rows.out_size)):
         for first_col in range(min(col_outputs, cols.out_size)):
-            kernel = bank[:, rows.phase[first_row], :, cols.phase[first_col], :]
+            kernel = bank[:, :, rows.phase[first_row], :, cols.phase[first_col], :]
             part = padded[:, :, rows.start[first_row] + top:, cols.start[first_col] + left:]
-            out = F.conv2d(part, kernel[:, None], stride=(row_step, col_step), groups=channels)
+            out = F.conv2d(part, kernel, stride=(row_step, col_step), groups=groups)
             target = y[:, :, first_row::row_outputs, first_col::col_outputs]
             target.copy_(out[:, :, :target.shape[2], :target.shape[3]])
     return y
@@ -219,39 +220,49 @@ def _banded_plan(rows: AxisGeometry, cols: AxisGeometry) -> _BandedPlan:
 
 
 def _banded(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
-    """Per channel, output row and block of output columns, one matrix product: the input rows its taps read,
-    over the columns the block's taps reach, times the banded matrix that places each output column's kernel
-    taps at its input columns (zero elsewhere)."""
+    """Per group of channels, output row and block of output columns, one matrix product: the input rows its taps
+    read, over the columns the block's taps reach, times the banded matrix that places each output column's
+    kernel taps at its input columns (zero elsewhere)."""
     plan = _banded_plan(rows, cols)
     batch, channels = x.shape[:2]
+    out_channels, group_channels = bank.shape[:2]
+    groups = channels // group_channels
     index = functools.partial(torch.tensor, device=x.device)
     taps = F.pad(x, list(plan.padding)).index_select(2, index(plan.row_index))
     taps = taps.index_select(3, index(plan.column_index))
-    taps = taps.view(batch, channels, rows.out_size, rows.taps, plan.blocks, plan.window).permute(1, 2, 4, 0, 3, 5)
-    taps = taps.reshape(channels, rows.out_size, plan.blocks, batch, rows.taps * plan.window)
+    taps = taps.view(batch, groups, group_channels, rows.out_size, rows.taps, plan.blocks, plan.window)
+    taps = taps.permute(1, 3, 5, 0, 2, 4, 6).reshape(
+        groups, rows.out_size, plan.blocks, batch, group_channels * rows.taps * plan.window)
     placement = F.one_hot(index(plan.reach), plan.window).view(-1, cols.taps, plan.window)
     placement = (placement * index(plan.real).view(-1, 1, 1)).to(x.dtype)
     placement = placement.view(plan.blocks, plan.block, cols.taps, plan.window)
-    kernels = bank.index_select(1, index(rows.phase)).index_select(3, index(plan.column_phase))
-    kernels = kernels.view(channels, rows.out_size, rows.taps, plan.blocks, plan.block, cols.taps)
-    banded = torch.einsum('cimbjn,bjnv->cibmvj', kernels, placement)
-    banded = banded.reshape(channels, rows.out_size, plan.blocks, rows.taps * plan.window, plan.block)
-    y = torch.matmul(taps, banded)  # [C, H', blocks, B, J]
-    y = y.permute(3, 0, 1, 2, 4).reshape(batch, channels, rows.out_size, plan.blocks * plan.block)
+    kernels = bank.index_select(2, index(rows.phase)).index_select(4, index(plan.column_phase))
+    kernels = kernels.view(groups, out_channels // groups, group_channels, rows.out_size, rows.taps, plan.blocks,
+                           plan.block, cols.taps)
+    banded = torch.einsum('gocimbjn,bjnv->gibcmvoj', kernels, placement).reshape(
+        groups, rows.out_size, plan.blocks, group_channels * rows.taps * plan.window,
+        out_channels // groups * plan.block)
+    y = torch.matmul(taps, banded)  # [groups, H', blocks, B, group outputs x J]
+    y = y.view(groups, rows.out_size, plan.blocks, batch, out_channels // groups, plan.block)
+    y = y.permute(3, 0, 4, 1, 2, 5).reshape(batch, out_channels, rows.out_size, plan.blocks * plan.block)
     return y[..., :cols.out_size]
 
 
 def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
-    """The depthwise resizing convolution of x [B, C, H, W] with the kernels `bank` [C, row phases, row taps,
-    column phases, column taps] sampled at the phases' offsets (see the module docstring)."""
-    expected = (x.shape[1], rows.phases, rows.taps, cols.phases, cols.taps)
-    if tuple(bank.shape) != expected or tuple(x.shape[2:]) != (rows.in_size, cols.in_size):
-        raise ValueError(f'resize_conv2d takes x [B, C, {rows.in_size}, {cols.in_size}] and a bank {list(expected)} '
-                         f'for its geometry, got {tuple(x.shape)} and {tuple(bank.shape)}')
+    """The resizing convolution of x [B, C, H, W] with the kernels `bank` [O, C / groups, row phases, row taps,
+    column phases, column taps] sampled at the phases' offsets (see the module docstring): depthwise for a bank of
+    one input channel per output, full for one of all of them, as F.conv2d's weights."""
+    channels = x.shape[1]
+    shape = tuple(bank.shape)
+    if len(shape) != 6 or shape[2:] != (rows.phases, rows.taps, cols.phases, cols.taps) or channels % shape[1] or \
+            shape[0] % (channels // shape[1]) or tuple(x.shape[2:]) != (rows.in_size, cols.in_size):
+        raise ValueError(f'resize_conv2d takes x [B, C, {rows.in_size}, {cols.in_size}] and a bank [O, C / groups, '
+                         f'{rows.phases}, {rows.taps}, {cols.phases}, {cols.taps}] for its geometry, got '
+                         f'{tuple(x.shape)} and {shape}')
     dtype = compute_dtype(x, bank)
     x, bank = x.to(dtype), bank.to(dtype)
     if x.shape[0] == 0:
-        y = x.new_empty((0, x.shape[1], rows.out_size, cols.out_size))
+        y = x.new_empty((0, bank.shape[0], rows.out_size, cols.out_size))
     else:
         row_period, col_period = rows.period(), cols.period()
         if row_period is not None and col_period is not None and \
@@ -263,7 +274,7 @@ def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols:
 
 
 def resize_conv1d(x: torch.Tensor, bank: torch.Tensor, axis: AxisGeometry) -> torch.Tensor:
-    """The depthwise resizing convolution of a sequence x [B, C, N] with the kernels `bank` [C, phases, taps]: the
-    2D one on a single row."""
+    """The resizing convolution of a sequence x [B, C, N] with the kernels `bank` [O, C / groups, phases, taps]:
+    the 2D one on a single row."""
     row = axis_geometry(1, 1, 1., 1)
-    return resize_conv2d(x.unsqueeze(2), bank[:, None, None], row, axis).squeeze(2)
+    return resize_conv2d(x.unsqueeze(2), bank[:, :, None, None], row, axis).squeeze(2)
