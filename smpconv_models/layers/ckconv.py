@@ -91,7 +91,7 @@ class CKConv(nn.Module):
         layers do (`SMPContinuousConv1d`, `SMPContinuousConv2d`), the kernel's newest end on each output step's
         centre in 1D: the full form of those layers, points per output channel and a value per input channel."""
         axes = resize_geometry(x.shape[2:], self.kernel_size, scale, size, causal=self.ndim == 1)
-        if all((axis.in_size, axis.scale) == (axis.out_size, 1.) for axis in axes):
+        if all(axis.is_identity for axis in axes):
             return self(x)
         if self.points is None:
             raise ValueError('a dense kernel cannot resize: only SMP kernels (kernel_type="smp") can')

@@ -49,7 +49,7 @@ class SMPContinuousConv2d(SMPConv2d):
         if scale is None and size is None:
             return super().forward(x)
         rows, cols = resize_geometry(x.shape[-2:], self.kernel_size, scale, size)
-        if (rows.out_size, cols.out_size, rows.scale, cols.scale) == (rows.in_size, cols.in_size, 1., 1.):
+        if rows.is_identity and cols.is_identity:
             return super().forward(x)
         return resize_conv2d(x, self.bank(rows, cols), rows, cols)
 

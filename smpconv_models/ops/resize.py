@@ -1,5 +1,5 @@
-"""Depthwise convolution that resizes its input by any factor, with a kernel that is a continuous function
-("From Discrete to Continuous Convolution Layers", Shocher et al., arXiv:2006.11120).
+"""Convolution that resizes its input by any factor, with a kernel that is a continuous function ("From Discrete
+to Continuous Convolution Layers", Shocher et al., arXiv:2006.11120).
 
 For an input of H x W pixels and a scale s per axis (an output of H' = floor(H s) x W' pixels, or a given size,
 s = H'/H), the centre of output pixel i lies at input coordinate c(i) = (i + 1/2) / s - 1/2, the geometry of
@@ -22,7 +22,8 @@ per pair of phases (`AxisGeometry.offsets()`), and the convolution computes
 
 For a rational scale p/q the phases repeat every p outputs, q inputs further on: one strided convolution per
 pair of phases computes the outputs of that pair (`polyphase`). Otherwise every output has a phase of its own
-and each output row is one matrix product with a banded matrix of its columns' taps (`banded`). Both are exact; they differ in cost.
+and each output row is one matrix product with a banded matrix of its columns' taps (`banded`). Both are exact;
+they differ in cost.
 """
 import functools
 import math
@@ -62,13 +63,14 @@ class AxisGeometry(NamedTuple):
     start: Tuple[int, ...]  # per output
     causal: bool = False  # the taps reach from 2R before an output's centre to it, not R on either side
 
-    def support(self) -> Tuple[float, float]:
-        """The offsets (input position minus output centre) the kernel covers: [-R, R], or [-2R, 0] if causal."""
-        return (-2 * self.radius, 0.) if self.causal else (-self.radius, self.radius)
-
     @property
     def phases(self) -> int:
         return len(self.first_offsets)
+
+    @property
+    def is_identity(self) -> bool:
+        """Whether the axis keeps its size at scale 1: the plain convolution."""
+        return (self.out_size, self.scale) == (self.in_size, 1.)
 
     def period(self) -> Optional[Tuple[int, int]]:
         """(outputs, inputs) after which phases repeat, the outputs of a phase stepping that many inputs on; None
@@ -95,10 +97,16 @@ class AxisGeometry(NamedTuple):
 
     def mask(self) -> torch.Tensor:
         """bool [phases, taps]: the taps within the kernel's support."""
-        low, high = self.support()
+        low, high = _support(self.radius, self.causal)
         tolerance = _PHASE_TOLERANCE * max(self.radius, 1.)
         offsets = self.offsets()
         return (offsets >= low - tolerance) & (offsets <= high + tolerance)
+
+
+def _support(radius: float, causal: bool) -> Tuple[float, float]:
+    """The offsets (input position minus output centre) a kernel of half-width `radius` covers: [-R, R], or
+    [-2R, 0] if causal."""
+    return (-2 * radius, 0.) if causal else (-radius, radius)
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,7 +114,7 @@ def axis_geometry(in_size: int, out_size: int, scale: float, kernel_size: int, c
     """The taps of every output of an axis of `in_size` inputs resized by `scale` to `out_size` outputs, for a
     kernel of `kernel_size` taps at scale 1 (`causal`: each output sees the inputs up to its centre)."""
     radius = (kernel_size - 1) / (2 * min(scale, 1.)) if kernel_size > 1 else 0.
-    low, high = (-2 * radius, 0.) if causal else (-radius, radius)
+    low, high = _support(radius, causal)
     centres = [(i + 0.5) / scale - 0.5 for i in range(out_size)]
     start = tuple(math.ceil(c + low - _PHASE_TOLERANCE) for c in centres)
     first_offset = [u - c for u, c in zip(start, centres)]  # in [low, low + 1): it decides the phase
