@@ -296,6 +296,21 @@ def test_the_polyphase_and_banded_paths_agree(scale):
     torch.testing.assert_close(resize._banded(x, bank, rows, cols), polyphase, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('scale', [0.73, 0.5, 2., (1.37, 0.6)])
+@torch.no_grad()
+def test_the_fast_kernels_reference_is_the_layer(scale):
+    """`reference_taps`, the plain computation the fast kernels are tested against (a depthwise bank, the
+    geometry as index tensors), is the layer's convolution (float64: to rounding)."""
+    from smpconv_models.ops import resize
+    layer = _layer(3, 5, 6)
+    x = torch.randn(2, 3, 13, 11, dtype=torch.float64)
+    rows, cols = resize.resize_geometry(x.shape[-2:], layer.kernel_size, scale)
+    bank = layer.bank(rows, cols)
+    geometry = [torch.tensor(v) for v in (rows.start, rows.phase, cols.start, cols.phase)]
+    torch.testing.assert_close(resize.reference_taps(x, bank[:, 0], *geometry), layer(x, scale=scale),
+                               rtol=1e-12, atol=1e-12)
+
+
 @torch.no_grad()
 def test_compiles_in_one_graph():
     """A layer that resizes by a fixed scale compiles without graph breaks (a scale that changes between calls of

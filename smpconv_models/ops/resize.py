@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from .dispatch import compute_dtype, memory_format
 
-__all__ = ['AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d', 'resize_conv1d']
+__all__ = ['AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d', 'resize_conv1d', 'reference_taps',
+           'reference_grads']
 
 # fractional positions closer than this are one phase (float64 rounding of (i + 1/2) / s is far below it)
 _PHASE_TOLERANCE = 1e-9
@@ -286,3 +287,27 @@ def resize_conv1d(x: torch.Tensor, bank: torch.Tensor, axis: AxisGeometry) -> to
     the 2D one on a single row."""
     row = axis_geometry(1, 1, 1., 1)
     return resize_conv2d(x.unsqueeze(2), bank[:, :, None, None], row, axis).squeeze(2)
+
+
+# ---- the contract of the fast kernels (one filter per channel, the geometry as index tensors), for their tests ----
+
+def reference_taps(x: torch.Tensor, bank: torch.Tensor, row_start: torch.Tensor, row_phase: torch.Tensor,
+                   col_start: torch.Tensor, col_phase: torch.Tensor) -> torch.Tensor:
+    """y[b, c, i, j] = sum_{m, n} bank[c, row_phase[i], m, col_phase[j], n] x[b, c, row_start[i] + m,
+    col_start[j] + n] (zero outside x) for x [B, C, H, W] and a depthwise bank [C, Py, ky, Px, kx], every tap
+    gathered: what the fast kernels compute, plainly."""
+    height, width = x.shape[-2:]
+    rows = row_start[:, None] + torch.arange(bank.shape[2], device=x.device)  # [H', ky]
+    cols = col_start[:, None] + torch.arange(bank.shape[4], device=x.device)  # [W', kx]
+    inside = ((rows >= 0) & (rows < height))[:, :, None, None] & ((cols >= 0) & (cols < width))
+    taps = x[:, :, rows.clamp(0, height - 1)][..., cols.clamp(0, width - 1)]  # [B, C, H', ky, W', kx]
+    kernels = bank[:, row_phase][:, :, :, col_phase]  # [C, H', ky, W', kx]
+    return torch.einsum('bcimjn,cimjn->bcij', taps * inside, kernels)
+
+
+def reference_grads(grad_y: torch.Tensor, x: torch.Tensor, bank: torch.Tensor, *geometry: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of `reference_taps` in x and in the bank for the output gradient grad_y: the fast kernels'
+    grad_input and grad_bank."""
+    x, bank = x.detach().requires_grad_(), bank.detach().requires_grad_()
+    return torch.autograd.grad(reference_taps(x, bank, *geometry), (x, bank), grad_y)
