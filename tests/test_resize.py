@@ -290,9 +290,10 @@ def test_the_polyphase_and_banded_paths_agree(scale):
     layer = _layer(3, 5, 6)
     x = torch.randn(2, 3, 12, 14, dtype=torch.float64)
     rows, cols = resize.resize_geometry(x.shape[-2:], layer.kernel_size, scale)
-    assert rows.period() is not None and cols.period() is not None
+    plan = resize._polyphase_plan(rows, cols)
+    assert plan is not None
     bank = layer.bank(rows, cols)
-    polyphase = resize._polyphase(x, bank, rows, cols, rows.period(), cols.period())
+    polyphase = resize._polyphase(x, bank, rows, cols, plan)
     torch.testing.assert_close(resize._banded(x, bank, rows, cols), polyphase, rtol=1e-12, atol=1e-12)
 
 
@@ -309,6 +310,62 @@ def test_the_fast_kernels_reference_is_the_layer(scale):
     geometry = [torch.tensor(v) for v in (rows.start, rows.phase, cols.start, cols.phase)]
     torch.testing.assert_close(resize.reference_taps(x, bank[:, 0], *geometry), layer(x, scale=scale),
                                rtol=1e-12, atol=1e-12)
+
+
+def _operator_inputs(scale, depthwise: bool, size: Tuple[int, int] = (9, 10)):
+    """x, a random bank (depthwise, or full with 3 filters of 2 channels) and the operator's geometry arguments."""
+    from smpconv_models.ops import resize
+    x = torch.randn(2, 2, *size, dtype=torch.float64)
+    rows, cols = resize.resize_geometry(x.shape[-2:], (5, 3), scale)
+    bank = torch.randn(2 if depthwise else 3, 1 if depthwise else 2, rows.phases, rows.taps, cols.phases, cols.taps,
+                       dtype=torch.float64)
+    return x, bank, rows, cols, resize._geometry_args(rows, cols)
+
+
+@pytest.mark.parametrize('scale', [0.73, 0.5, (1.37, 2.)])
+@pytest.mark.parametrize('depthwise', [True, False])
+def test_the_operator_passes_pytorch_custom_op_checks(scale, depthwise):
+    """Fake tensors (torch.compile, export), autograd registration, schema, and the same results inside a
+    compiled graph, as PyTorch checks them, for the three passes."""
+    x, bank, _, _, (out_size, *geometry) = _operator_inputs(scale, depthwise)
+    grad_y = torch.randn(x.shape[0], bank.shape[0], *out_size, dtype=torch.float64)
+    ops = torch.ops.smpconv
+    torch.library.opcheck(ops.resize_conv2d, (x.requires_grad_(), bank.requires_grad_(), out_size, *geometry))
+    torch.library.opcheck(ops.resize_conv2d_grad_input, (grad_y, bank, list(x.shape[1:]), *geometry))
+    torch.library.opcheck(ops.resize_conv2d_grad_bank, (grad_y, x, list(bank.shape), *geometry))
+
+
+@pytest.mark.parametrize('depthwise', [True, False])
+def test_the_operator_has_exact_first_and_second_derivatives(depthwise):
+    from smpconv_models.ops.resize import resize_conv2d
+    x, bank, rows, cols, _ = _operator_inputs(0.73, depthwise, size=(5, 4))
+    args = (x.requires_grad_(), bank.requires_grad_())
+    resize = lambda x, bank: resize_conv2d(x, bank, rows, cols)
+    assert torch.autograd.gradcheck(resize, args, fast_mode=True)
+    assert torch.autograd.gradgradcheck(resize, args, fast_mode=True)  # e.g. gradient penalties
+
+
+def test_the_operator_counts_its_flops():
+    """2 x multiply-adds per pass: every output meets its taps of each input channel of its group."""
+    from smpconv_models.ops.resize import resize_conv2d
+    x, bank, rows, cols, _ = _operator_inputs(0.73, depthwise=False)
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        resize_conv2d(x.requires_grad_(), bank.requires_grad_(), rows, cols).sum().backward()
+    counts = {str(op): n for op, n in counter.get_flop_counts()['Global'].items()}
+    expected = 2 * 2 * 3 * 2 * rows.out_size * cols.out_size * rows.taps * cols.taps
+    assert counts == {f'smpconv.resize_conv2d{name}': expected for name in ('', '_grad_input', '_grad_bank')}
+
+
+def test_the_backend_can_be_forced_and_its_choice_is_recorded(monkeypatch):
+    from smpconv_models.ops import choices, clear_choices, resize
+    x, bank, rows, cols, _ = _operator_inputs(0.73, depthwise=True)
+    clear_choices()
+    resize.resize_conv2d(x, bank, rows, cols)
+    assert [key[0] for key in choices()] == ['resize.forward']
+    monkeypatch.setenv(resize.ENV_VAR, 'no-such-backend')
+    with pytest.raises(ValueError, match="unknown resizing convolution backend 'no-such-backend' in "
+                                         "SMPCONV_RESIZE_BACKEND"):
+        resize.resize_conv2d(x, bank, rows, cols)
 
 
 @torch.no_grad()

@@ -27,14 +27,15 @@ they differ in cost.
 """
 import functools
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import register_flop_formula
 
-from .dispatch import compute_dtype, memory_format
+from .dispatch import Backend, Operator, check_float, compute_dtype, memory_format, recording_graph, save_inputs
 
-__all__ = ['AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d', 'resize_conv1d', 'reference_taps',
+__all__ = ['ENV_VAR', 'BACKENDS', 'AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d', 'resize_conv1d', 'reference_taps',
            'reference_grads']
 
 # fractional positions closer than this are one phase (float64 rounding of (i + 1/2) / s is far below it)
@@ -45,6 +46,8 @@ _COLUMN_BLOCK = 8
 # phase pairs up to which one strided convolution per pair beats gathering the taps (each call costs a pass
 # over the input)
 _MAX_POLYPHASE_PAIRS = 16
+
+ENV_VAR = 'SMPCONV_RESIZE_BACKEND'
 
 Scale = Union[float, Sequence[float]]
 Size = Union[int, Sequence[int]]
@@ -57,6 +60,7 @@ class AxisGeometry(NamedTuple):
     in_size: int
     out_size: int
     scale: float
+    kernel_size: int  # taps at scale 1
     radius: float  # R, in input pixels: taps farther from an output's centre meet no kernel
     taps: int
     first_offsets: Tuple[float, ...]  # per phase: its first tap's input position minus its output's centre
@@ -123,7 +127,7 @@ def axis_geometry(in_size: int, out_size: int, scale: float, kernel_size: int, c
     phases = {}  # rounded first offset -> phase, in order of first appearance
     phase = tuple(phases.setdefault(round(f / _PHASE_TOLERANCE), len(phases)) for f in first_offset)
     first_offsets = tuple(first_offset[phase.index(p)] for p in range(len(phases)))
-    return AxisGeometry(in_size, out_size, scale, radius, taps, first_offsets, phase, start, causal)
+    return AxisGeometry(in_size, out_size, scale, kernel_size, radius, taps, first_offsets, phase, start, causal)
 
 
 def _per_axis(value, name: str, ndim: int) -> Tuple:
@@ -169,32 +173,91 @@ def _axis_pad(axis: AxisGeometry) -> Tuple[int, int]:
     return _pad(min(axis.start), max(axis.start) + axis.taps - 1, axis.in_size)
 
 
-def _padded(x: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> Tuple[torch.Tensor, int, int]:
-    """x zero-padded so that every tap reads inside it, and the padding before each axis."""
+class _Pair(NamedTuple):
+    """The outputs of one pair of phases, and where in the (padded) input their strided convolution starts."""
+    rows: slice
+    cols: slice
+    row_phase: int
+    col_phase: int
+    top: int
+    left: int
+
+
+class _PolyphasePlan(NamedTuple):
+    stride: Tuple[int, int]
+    padding: Tuple[int, int, int, int]  # F.pad's of the input: left, right, top, bottom
+    conv_padding: Tuple[int, int]  # the convolutions' own, where a single one pads x itself
+    pairs: Tuple[_Pair, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def _polyphase_plan(rows: AxisGeometry, cols: AxisGeometry) -> Optional[_PolyphasePlan]:
+    """The strided convolutions of a geometry whose phases repeat (rational scales) in few pairs, else None."""
+    row_period, col_period = rows.period(), cols.period()
+    if row_period is None or col_period is None or row_period[0] * col_period[0] > _MAX_POLYPHASE_PAIRS:
+        return None
+    (row_outputs, row_step), (col_outputs, col_step) = row_period, col_period
+    stride = (row_step, col_step)
+    if row_outputs == col_outputs == 1:  # one convolution, which pads x itself where it reaches out as far below
+        conv_padding = (-rows.start[0], -cols.start[0])
+        covered = [(n + 2 * p - taps) // step + 1 >= out for n, p, taps, step, out in zip(
+            (rows.in_size, cols.in_size), conv_padding, (rows.taps, cols.taps), stride, (rows.out_size, cols.out_size))]
+        if min(conv_padding) >= 0 and all(covered):
+            return _PolyphasePlan(stride, (0, 0, 0, 0), conv_padding,
+                                  (_Pair(slice(None), slice(None), rows.phase[0], cols.phase[0], 0, 0),))
     (top, bottom), (left, right) = _axis_pad(rows), _axis_pad(cols)
-    return F.pad(x, [left, right, top, bottom]), top, left
+    pairs = tuple(_Pair(slice(i, None, row_outputs), slice(j, None, col_outputs), rows.phase[i], cols.phase[j],
+                        rows.start[i] + top, cols.start[j] + left)
+                  for i in range(min(row_outputs, rows.out_size)) for j in range(min(col_outputs, cols.out_size)))
+    return _PolyphasePlan(stride, (left, right, top, bottom), (0, 0), pairs)
 
 
 def _polyphase(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
-               row_period: Tuple[int, int], col_period: Tuple[int, int]) -> torch.Tensor:
+               plan: _PolyphasePlan) -> torch.Tensor:
     """One strided convolution per pair of phases, each computing the outputs of its pair."""
-    (row_outputs, row_step), (col_outputs, col_step) = row_period, col_period
     groups = x.shape[1] // bank.shape[1]
-    padding = (-rows.start[0], -cols.start[0])
-    if row_outputs == col_outputs == 1 and min(padding) >= 0:  # one strided convolution, which pads x itself
-        out = F.conv2d(x, bank[:, :, 0, :, 0, :], stride=(row_step, col_step), padding=padding, groups=groups)
-        if out.shape[2] >= rows.out_size and out.shape[3] >= cols.out_size:
-            return out[:, :, :rows.out_size, :cols.out_size]
-    padded, top, left = _padded(x, rows, cols)
+    padded = F.pad(x, list(plan.padding)) if any(plan.padding) else x
     y = x.new_empty((x.shape[0], bank.shape[0], rows.out_size, cols.out_size))
-    for first_row in range(min(row_outputs, rows.out_size)):
-        for first_col in range(min(col_outputs, cols.out_size)):
-            kernel = bank[:, :, rows.phase[first_row], :, cols.phase[first_col], :]
-            part = padded[:, :, rows.start[first_row] + top:, cols.start[first_col] + left:]
-            out = F.conv2d(part, kernel, stride=(row_step, col_step), groups=groups)
-            target = y[:, :, first_row::row_outputs, first_col::col_outputs]
-            target.copy_(out[:, :, :target.shape[2], :target.shape[3]])
+    for pair in plan.pairs:
+        out = F.conv2d(padded[:, :, pair.top:, pair.left:], bank[:, :, pair.row_phase, :, pair.col_phase, :],
+                       stride=plan.stride, padding=plan.conv_padding, groups=groups)
+        target = y[:, :, pair.rows, pair.cols]
+        if len(plan.pairs) == 1:
+            return out[:, :, :target.shape[2], :target.shape[3]]
+        target.copy_(out[:, :, :target.shape[2], :target.shape[3]])
     return y
+
+
+def _polyphase_adjoint(grad_y: torch.Tensor, x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry,
+                       cols: AxisGeometry, plan: _PolyphasePlan, wanted: Tuple[bool, bool]
+                       ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The adjoints of `_polyphase` in x and in the bank, where `wanted`: PyTorch's convolution backward per pair.
+    The tensor whose adjoint is wanted is read only for its shape."""
+    groups = x.shape[1] // bank.shape[1]
+    padded = F.pad(x, list(plan.padding)) if wanted[1] and any(plan.padding) else x
+    if wanted[0] and any(plan.padding):
+        left, right, top, bottom = plan.padding
+        padded = x.new_empty((*x.shape[:2], x.shape[2] + top + bottom, x.shape[3] + left + right))
+    grad_padded = torch.zeros_like(padded) if wanted[0] else None
+    grad_bank = torch.zeros_like(bank) if wanted[1] else None
+    for pair in plan.pairs:
+        part = padded[:, :, pair.top:, pair.left:]
+        kernel = bank[:, :, pair.row_phase, :, pair.col_phase, :]
+        out_size = [(n + 2 * p - k) // step + 1 for n, p, k, step in
+                    zip(part.shape[2:], plan.conv_padding, kernel.shape[2:], plan.stride)]
+        grad_out = grad_y[:, :, pair.rows, pair.cols]
+        grad_out = F.pad(grad_out, [0, out_size[1] - grad_out.shape[3], 0, out_size[0] - grad_out.shape[2]])
+        grad_part, grad_kernel, _ = torch.ops.aten.convolution_backward(
+            grad_out, part, kernel, None, list(plan.stride), list(plan.conv_padding), [1, 1], False, [0, 0], groups,
+            [wanted[0], wanted[1], False])
+        if wanted[0]:
+            grad_padded[:, :, pair.top:, pair.left:] += grad_part
+        if wanted[1]:
+            grad_bank[:, :, pair.row_phase, :, pair.col_phase, :] += grad_kernel
+    if grad_padded is not None:
+        left, _, top, _ = plan.padding
+        grad_padded = grad_padded[:, :, top:top + rows.in_size, left:left + cols.in_size]
+    return grad_padded, grad_bank
 
 
 class _BandedPlan(NamedTuple):
@@ -228,39 +291,293 @@ def _banded_plan(rows: AxisGeometry, cols: AxisGeometry) -> _BandedPlan:
         tuple(reach), tuple(cols.phase[j] for j in columns), tuple(j < cols.out_size for j in range(blocks * block)))
 
 
-def _banded(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
-    """Per group of channels, output row and block of output columns, one matrix product: the input rows its taps
-    read, over the columns the block's taps reach, times the banded matrix that places each output column's
-    kernel taps at its input columns (zero elsewhere)."""
-    plan = _banded_plan(rows, cols)
-    batch, channels = x.shape[:2]
-    out_channels, group_channels = bank.shape[:2]
-    groups = channels // group_channels
-    index = functools.partial(torch.tensor, device=x.device)
-    taps = F.pad(x, list(plan.padding)).index_select(2, index(plan.row_index))
-    taps = taps.index_select(3, index(plan.column_index))
-    taps = taps.view(batch, groups, group_channels, rows.out_size, rows.taps, plan.blocks, plan.window)
-    taps = taps.permute(1, 3, 5, 0, 2, 4, 6).reshape(
-        groups, rows.out_size, plan.blocks, batch, group_channels * rows.taps * plan.window)
-    placement = F.one_hot(index(plan.reach), plan.window).view(-1, cols.taps, plan.window)
-    placement = (placement * index(plan.real).view(-1, 1, 1)).to(x.dtype)
-    placement = placement.view(plan.blocks, plan.block, cols.taps, plan.window)
-    kernels = bank.index_select(2, index(rows.phase)).index_select(4, index(plan.column_phase))
-    kernels = kernels.view(groups, out_channels // groups, group_channels, rows.out_size, rows.taps, plan.blocks,
-                           plan.block, cols.taps)
-    banded = torch.einsum('gocimbjn,bjnv->gibcmvoj', kernels, placement).reshape(
-        groups, rows.out_size, plan.blocks, group_channels * rows.taps * plan.window,
-        out_channels // groups * plan.block)
-    y = torch.matmul(taps, banded)  # [groups, H', blocks, B, group outputs x J]
-    y = y.view(groups, rows.out_size, plan.blocks, batch, out_channels // groups, plan.block)
-    y = y.permute(3, 0, 4, 1, 2, 5).reshape(batch, out_channels, rows.out_size, plan.blocks * plan.block)
-    return y[..., :cols.out_size]
+# The banded path computes, per group of channels, output row i and block b of output columns, one matrix product
+# y[g, i, b] = taps[g, i, b] @ banded[g, i, b]: taps [B, group channels x row taps x window] are the input rows
+# the row's taps read over the columns the block's taps reach, banded [.., group outputs x J] places each output
+# column's kernel taps at its input columns (zero elsewhere). Its adjoints are the two products transposed, each
+# scattered back where its factor was gathered from.
 
+def _banded_shapes(rows: AxisGeometry, plan: _BandedPlan, x_shape: Sequence[int], bank_shape: Sequence[int]):
+    """The taps' [B, G, group channels, H', row taps, blocks, window] and the outputs' [B, G, group outputs, H',
+    blocks, J]."""
+    batch, channels = x_shape[:2]
+    out_channels, group_channels = bank_shape[:2]
+    groups = channels // group_channels
+    return ((batch, groups, group_channels, rows.out_size, rows.taps, plan.blocks, plan.window),
+            (batch, groups, out_channels // groups, rows.out_size, plan.blocks, plan.block))
+
+
+def _index(values: Sequence, device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, device=device)
+
+
+def _placement(plan: _BandedPlan, cols: AxisGeometry, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[blocks, J, column taps, window]: 1 where an output column's tap reads a column of its block's window."""
+    placement = F.one_hot(_index(plan.reach, device), plan.window).view(-1, cols.taps, plan.window)
+    placement = placement * _index(plan.real, device).view(-1, 1, 1)
+    return placement.to(dtype).view(plan.blocks, plan.block, cols.taps, plan.window)
+
+
+def _banded_taps(x: torch.Tensor, rows: AxisGeometry, plan: _BandedPlan, taps_shape: Sequence[int]) -> torch.Tensor:
+    """[G, H', blocks, B, group channels x row taps x window]"""
+    taps = F.pad(x, list(plan.padding)).index_select(2, _index(plan.row_index, x.device))
+    taps = taps.index_select(3, _index(plan.column_index, x.device)).view(taps_shape)
+    return taps.permute(1, 3, 5, 0, 2, 4, 6).flatten(4)
+
+
+def _banded_taps_adjoint(grad_taps: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry, plan: _BandedPlan,
+                         taps_shape: Sequence[int]) -> torch.Tensor:
+    """The input x's gradient from its taps' (each input pixel: the sum over the taps that read it)."""
+    batch, groups, group_channels = taps_shape[:3]
+    left, right, top, bottom = plan.padding
+    grad = grad_taps.view(*(taps_shape[i] for i in (1, 3, 5, 0, 2, 4, 6))).permute(3, 0, 4, 1, 5, 2, 6)
+    grad = grad.reshape(batch, groups * group_channels, rows.out_size * rows.taps, plan.blocks * plan.window)
+    padded_size = (rows.in_size + top + bottom, cols.in_size + left + right)
+    grad = grad.new_zeros((*grad.shape[:3], padded_size[1])).index_add_(
+        3, _index(plan.column_index, grad.device), grad)
+    grad = grad.new_zeros((*grad.shape[:2], padded_size[0], padded_size[1])).index_add_(
+        2, _index(plan.row_index, grad.device), grad)
+    return grad[:, :, top:top + rows.in_size, left:left + cols.in_size]
+
+
+def _banded_matrix(bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry, plan: _BandedPlan,
+                   groups: int) -> torch.Tensor:
+    """[G, H', blocks, group channels x row taps x window, group outputs x J]"""
+    out_channels, group_channels = bank.shape[:2]
+    kernels = bank.index_select(2, _index(rows.phase, bank.device))
+    kernels = kernels.index_select(4, _index(plan.column_phase, bank.device)).view(
+        groups, out_channels // groups, group_channels, rows.out_size, rows.taps, plan.blocks, plan.block, cols.taps)
+    banded = torch.einsum('gocimbjn,bjnv->gibcmvoj', kernels, _placement(plan, cols, bank.device, bank.dtype))
+    return banded.reshape(groups, rows.out_size, plan.blocks, group_channels * rows.taps * plan.window,
+                          out_channels // groups * plan.block)
+
+
+def _banded_matrix_adjoint(grad_banded: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry, plan: _BandedPlan,
+                           bank_shape: Sequence[int]) -> torch.Tensor:
+    """The bank's gradient from its banded matrices' (each kernel tap: the sum over the places it was put)."""
+    out_channels, group_channels = bank_shape[:2]
+    groups = grad_banded.shape[0]
+    grad = grad_banded.view(groups, rows.out_size, plan.blocks, group_channels, rows.taps, plan.window,
+                            out_channels // groups, plan.block)
+    grad = torch.einsum('gibcmvoj,bjnv->gocimbjn', grad, _placement(plan, cols, grad.device, grad.dtype))
+    grad = grad.reshape(out_channels, group_channels, rows.out_size, rows.taps, plan.blocks * plan.block, cols.taps)
+    grad = grad.new_zeros((*grad.shape[:4], cols.phases, cols.taps)).index_add_(
+        4, _index(plan.column_phase, grad.device), grad)
+    return grad.new_zeros(bank_shape).index_add_(2, _index(rows.phase, grad.device), grad)
+
+
+def _banded(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
+    plan = _banded_plan(rows, cols)
+    taps_shape, out_shape = _banded_shapes(rows, plan, x.shape, bank.shape)
+    y = torch.matmul(_banded_taps(x, rows, plan, taps_shape), _banded_matrix(bank, rows, cols, plan, taps_shape[1]))
+    y = y.view(*(out_shape[i] for i in (1, 3, 4, 0, 2, 5))).permute(3, 0, 4, 1, 2, 5)
+    return y.reshape(x.shape[0], bank.shape[0], rows.out_size, plan.blocks * plan.block)[..., :cols.out_size]
+
+
+def _banded_grad_y(grad_y: torch.Tensor, cols: AxisGeometry, plan: _BandedPlan, out_shape: Sequence[int]
+                   ) -> torch.Tensor:
+    """grad_y as the products' outputs: [G, H', blocks, B, group outputs x J] (zero at the blocks' fillers)."""
+    grad_y = F.pad(grad_y, [0, plan.blocks * plan.block - cols.out_size]).reshape(out_shape)
+    return grad_y.permute(1, 3, 4, 0, 2, 5).flatten(4)
+
+
+def _banded_grad_input(grad_y: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
+                       in_channels: int) -> torch.Tensor:
+    plan = _banded_plan(rows, cols)
+    taps_shape, out_shape = _banded_shapes(rows, plan, (grad_y.shape[0], in_channels), bank.shape)
+    banded = _banded_matrix(bank, rows, cols, plan, taps_shape[1])
+    grad_taps = torch.matmul(_banded_grad_y(grad_y, cols, plan, out_shape), banded.transpose(-1, -2))
+    return _banded_taps_adjoint(grad_taps, rows, cols, plan, taps_shape)
+
+
+def _banded_grad_bank(grad_y: torch.Tensor, x: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
+                      bank_shape: Sequence[int]) -> torch.Tensor:
+    plan = _banded_plan(rows, cols)
+    taps_shape, out_shape = _banded_shapes(rows, plan, x.shape, bank_shape)
+    taps = _banded_taps(x, rows, plan, taps_shape)
+    grad_banded = torch.matmul(taps.transpose(-1, -2), _banded_grad_y(grad_y, cols, plan, out_shape))
+    return _banded_matrix_adjoint(grad_banded, rows, cols, plan, bank_shape)
+
+
+# ---- the backends -------------------------------------------------------------------------------------------
+
+def _torch_forward(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
+    """PyTorch's own operations: strided convolutions per pair of phases where they are few, else banded matrix
+    products."""
+    plan = _polyphase_plan(rows, cols)
+    return _banded(x, bank, rows, cols) if plan is None else _polyphase(x, bank, rows, cols, plan)
+
+
+def _torch_grad_input(grad_y: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
+                      in_channels: int) -> torch.Tensor:
+    plan = _polyphase_plan(rows, cols)
+    if plan is None:
+        return _banded_grad_input(grad_y, bank, rows, cols, in_channels)
+    x_shape = (grad_y.shape[0], in_channels, rows.in_size, cols.in_size)
+    return _polyphase_adjoint(grad_y, grad_y.new_empty(x_shape), bank, rows, cols, plan, (True, False))[0]
+
+
+def _torch_grad_bank(grad_y: torch.Tensor, x: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
+                     bank_shape: Sequence[int]) -> torch.Tensor:
+    plan = _polyphase_plan(rows, cols)
+    if plan is None:
+        return _banded_grad_bank(grad_y, x, rows, cols, bank_shape)
+    return _polyphase_adjoint(grad_y, x, x.new_empty(bank_shape), rows, cols, plan, (False, True))[1]
+
+
+BACKENDS: Dict[str, Backend] = {
+    'torch': Backend({'resize.forward': _torch_forward, 'resize.grad_input': _torch_grad_input,
+                      'resize.grad_bank': _torch_grad_bank}),
+}
+
+RESIZE = Operator('resizing convolution', ENV_VAR, BACKENDS)
+
+
+def _compute(pass_: str, *args, batched: int, bank_shape: Sequence[int], rows: AxisGeometry,
+             cols: AxisGeometry) -> torch.Tensor:
+    """Pass `pass_` on its backend: chosen by the dispatcher for a depthwise bank, PyTorch's for a full one (the
+    fast kernels are depthwise)."""
+    if bank_shape[1] != 1 or bank_shape[0] != args[batched - 1].shape[1]:
+        return BACKENDS['torch'].passes[pass_](*args)
+    signature = (tuple(bank_shape),) + tuple(tuple(axis[:4]) + (axis.causal,) for axis in (rows, cols))
+    return RESIZE.compute(pass_, *args, batched=batched, signature=signature)
+
+
+# ---- the operator: its geometry travels as axis_geometry's arguments, per axis -------------------------------
+
+def _geometry_args(rows: AxisGeometry, cols: AxisGeometry) -> Tuple[List[int], List[float], List[int], List[bool]]:
+    """The output sizes, scales, kernel sizes and causality of the two axes: with the input's size, all that
+    `axis_geometry` takes."""
+    return ([rows.out_size, cols.out_size], [rows.scale, cols.scale], [rows.kernel_size, cols.kernel_size],
+            [rows.causal, cols.causal])
+
+
+def _axes(in_size: Sequence[int], out_size: List[int], scale: List[float], kernel_size: List[int],
+          causal: List[bool]) -> Tuple[AxisGeometry, AxisGeometry]:
+    rows, cols = (axis_geometry(*args) for args in zip(in_size, out_size, scale, kernel_size, causal))
+    return rows, cols
+
+
+@torch.library.custom_op('smpconv::resize_conv2d', mutates_args=())
+def _forward(x: torch.Tensor, bank: torch.Tensor, out_size: List[int], scale: List[float], kernel_size: List[int],
+             causal: List[bool]) -> torch.Tensor:
+    rows, cols = _axes(x.shape[-2:], out_size, scale, kernel_size, causal)
+    if x.shape[0] == 0:
+        y = x.new_empty((0, bank.shape[0], *out_size))
+    else:
+        y = _compute('resize.forward', x, bank, rows, cols, batched=1, bank_shape=bank.shape, rows=rows, cols=cols)
+    return y.contiguous(memory_format=memory_format(x))  # in x's layout, whichever backend ran
+
+
+@_forward.register_fake
+def _(x, bank, out_size, scale, kernel_size, causal):
+    return x.new_empty((x.shape[0], bank.shape[0], *out_size)).contiguous(memory_format=memory_format(x))
+
+
+@torch.library.custom_op('smpconv::resize_conv2d_grad_input', mutates_args=())
+def _grad_input(grad_y: torch.Tensor, bank: torch.Tensor, in_shape: List[int], scale: List[float],
+                kernel_size: List[int], causal: List[bool]) -> torch.Tensor:
+    """in_shape: x's [C, H, W]."""
+    rows, cols = _axes(in_shape[1:], list(grad_y.shape[-2:]), scale, kernel_size, causal)
+    if grad_y.shape[0] == 0:
+        grad_x = grad_y.new_zeros((0, *in_shape))
+    else:
+        grad_x = _compute('resize.grad_input', grad_y, bank, rows, cols, in_shape[0], batched=1,
+                          bank_shape=bank.shape, rows=rows, cols=cols)
+    return grad_x.contiguous(memory_format=memory_format(grad_y))
+
+
+@_grad_input.register_fake
+def _(grad_y, bank, in_shape, scale, kernel_size, causal):
+    return grad_y.new_empty((grad_y.shape[0], *in_shape)).contiguous(memory_format=memory_format(grad_y))
+
+
+@torch.library.custom_op('smpconv::resize_conv2d_grad_bank', mutates_args=())
+def _grad_bank(grad_y: torch.Tensor, x: torch.Tensor, bank_shape: List[int], scale: List[float],
+               kernel_size: List[int], causal: List[bool]) -> torch.Tensor:
+    rows, cols = _axes(x.shape[-2:], list(grad_y.shape[-2:]), scale, kernel_size, causal)
+    if x.shape[0] == 0:
+        return x.new_zeros(bank_shape)
+    return _compute('resize.grad_bank', grad_y, x, rows, cols, bank_shape, batched=2, bank_shape=bank_shape,
+                    rows=rows, cols=cols).contiguous()
+
+
+@_grad_bank.register_fake
+def _(grad_y, x, bank_shape, scale, kernel_size, causal):
+    return x.new_empty(bank_shape)
+
+
+# Every pass is linear in each of its tensors, and each partial map is another pass: <dy, forward(x, bank)> =
+# <grad_input(dy, bank), x> = <grad_bank(dy, x), bank>.
+
+def _backward(ctx, grad_y):
+    x, bank = ctx.saved_tensors
+    _, scale, kernel_size, causal = ctx.args
+    grad_x = grad_bank = None
+    if ctx.needs_input_grad[0]:
+        grad_x = _grad_input(grad_y, bank, list(x.shape[1:]), scale, kernel_size, causal)
+    if ctx.needs_input_grad[1]:
+        grad_bank = _grad_bank(grad_y, x, list(bank.shape), scale, kernel_size, causal)
+    return grad_x, grad_bank, None, None, None, None
+
+
+def _grad_input_backward(ctx, grad_grad_x):
+    grad_y, bank = ctx.saved_tensors
+    _, scale, kernel_size, causal = ctx.args
+    out_size = list(grad_y.shape[-2:])
+    grad_grad_y = grad_bank = None
+    if ctx.needs_input_grad[0]:
+        grad_grad_y = _forward(grad_grad_x, bank, out_size, scale, kernel_size, causal)
+    if ctx.needs_input_grad[1]:
+        grad_bank = _grad_bank(grad_y, grad_grad_x, list(bank.shape), scale, kernel_size, causal)
+    return grad_grad_y, grad_bank, None, None, None, None
+
+
+def _grad_bank_backward(ctx, grad_grad_bank):
+    grad_y, x = ctx.saved_tensors
+    _, scale, kernel_size, causal = ctx.args
+    grad_grad_y = grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_grad_y = _forward(x, grad_grad_bank, list(grad_y.shape[-2:]), scale, kernel_size, causal)
+    if ctx.needs_input_grad[1]:
+        grad_x = _grad_input(grad_y, grad_grad_bank, list(x.shape[1:]), scale, kernel_size, causal)
+    return grad_grad_y, grad_x, None, None, None, None
+
+
+_forward.register_autograd(_backward, setup_context=save_inputs)
+_grad_input.register_autograd(_grad_input_backward, setup_context=save_inputs)
+_grad_bank.register_autograd(_grad_bank_backward, setup_context=save_inputs)
+
+
+def _flops(batch: int, bank_shape: Sequence[int], out_size: Sequence[int]) -> int:
+    """Multiply-adds x2 of a pass: every output (or, for the gradients, every output's term) meets its taps of
+    every input channel of its group."""
+    return 2 * batch * math.prod(bank_shape[:2]) * math.prod(out_size) * bank_shape[3] * bank_shape[5]
+
+
+@register_flop_formula(torch.ops.smpconv.resize_conv2d)
+def _forward_flops(x_shape, bank_shape, out_size, *args, out_shape=None, **kwargs) -> int:
+    return _flops(x_shape[0], bank_shape, out_size)
+
+
+@register_flop_formula(torch.ops.smpconv.resize_conv2d_grad_input)
+def _grad_input_flops(grad_y_shape, bank_shape, *args, out_shape=None, **kwargs) -> int:
+    return _flops(grad_y_shape[0], bank_shape, grad_y_shape[-2:])
+
+
+@register_flop_formula(torch.ops.smpconv.resize_conv2d_grad_bank)
+def _grad_bank_flops(grad_y_shape, x_shape, bank_shape, *args, out_shape=None, **kwargs) -> int:
+    return _flops(grad_y_shape[0], bank_shape, grad_y_shape[-2:])
+
+
+# ---- the function -----------------------------------------------------------------------------------------
 
 def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
     """The resizing convolution of x [B, C, H, W] with the kernels `bank` [O, C / groups, row phases, row taps,
     column phases, column taps] sampled at the phases' offsets (see the module docstring): depthwise for a bank of
-    one input channel per output, full for one of all of them, as F.conv2d's weights."""
+    one input channel per output, full for one of all of them, as F.conv2d's weights. The output is in x's
+    memory layout, and F.conv2d's dtype under autocast."""
+    check_float('resize_conv2d', x=x, bank=bank)
     channels = x.shape[1]
     shape = tuple(bank.shape)
     if len(shape) != 6 or shape[2:] != (rows.phases, rows.taps, cols.phases, cols.taps) or channels % shape[1] or \
@@ -270,16 +587,9 @@ def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols:
                          f'{tuple(x.shape)} and {shape}')
     dtype = compute_dtype(x, bank)
     x, bank = x.to(dtype), bank.to(dtype)
-    if x.shape[0] == 0:
-        y = x.new_empty((0, bank.shape[0], rows.out_size, cols.out_size))
-    else:
-        row_period, col_period = rows.period(), cols.period()
-        if row_period is not None and col_period is not None and \
-                row_period[0] * col_period[0] <= _MAX_POLYPHASE_PAIRS:
-            y = _polyphase(x, bank, rows, cols, row_period, col_period)
-        else:
-            y = _banded(x, bank, rows, cols)
-    return y.contiguous(memory_format=memory_format(x))  # in x's layout, as depthwise_conv2d's output
+    if recording_graph():  # PyTorch's own operations, which run without this package
+        return _torch_forward(x, bank, rows, cols).contiguous(memory_format=memory_format(x))
+    return _forward(x, bank, *_geometry_args(rows, cols))
 
 
 def resize_conv1d(x: torch.Tensor, bank: torch.Tensor, axis: AxisGeometry) -> torch.Tensor:
