@@ -57,14 +57,14 @@ if triton is not None:
     # (benchmarks/triton_codegen.py, tests/test_triton_codegen.py).
     RESIZE_CONFIGS = [
         triton.Config({'BLOCK_B': 4, 'BLOCK_I': 8, 'BLOCK_J': 32}, num_warps=4),
-        triton.Config({'BLOCK_B': 1, 'BLOCK_I': 16, 'BLOCK_J': 32}, num_warps=4),
+        triton.Config({'BLOCK_B': 1, 'BLOCK_I': 32, 'BLOCK_J': 32}, num_warps=8),
         triton.Config({'BLOCK_B': 8, 'BLOCK_I': 8, 'BLOCK_J': 32}, num_warps=8),
         triton.Config({'BLOCK_B': 2, 'BLOCK_I': 16, 'BLOCK_J': 64}, num_warps=8),
     ]
     # the batch is a loop inside each program: BLOCK_B is the width of its steps
     GRAD_BANK_CONFIGS = [
         triton.Config({'BLOCK_B': 4, 'BLOCK_I': 8, 'BLOCK_J': 32}, num_warps=4),
-        triton.Config({'BLOCK_B': 2, 'BLOCK_I': 16, 'BLOCK_J': 32}, num_warps=4),
+        triton.Config({'BLOCK_B': 2, 'BLOCK_I': 16, 'BLOCK_J': 32}, num_warps=8),
         triton.Config({'BLOCK_B': 8, 'BLOCK_I': 8, 'BLOCK_J': 32}, num_warps=8),
     ]
 
@@ -128,15 +128,16 @@ if triton is not None:
         row_count = tl.load(row_count_ptr + u, mask=u_ok, other=0)
         col_first = tl.load(col_first_ptr + v, mask=v_ok, other=0)
         col_count = tl.load(col_count_ptr + v, mask=v_ok, other=0)
+        row_steps, col_steps = tl.max(row_count, axis=0), tl.max(col_count, axis=0)
         planes = grad_y_ptr + (image.to(tl.int64) * stride_gb + channel * stride_gc)[:, None, None]
         acc = tl.zeros((BLOCK_B, BLOCK_I, BLOCK_J), dtype=ACC)
-        for a in range(tl.max(row_count, axis=0)):
+        for a in range(row_steps):
             i_ok = a < row_count
             i = row_first + a
             top, row_kernel = _taps(row_start_ptr, row_phase_ptr, i, i_ok, stride_kp)
             row_kernel += channel * stride_kc + (u - top) * stride_km  # tap u - top of output row i
             rows = planes + (i.to(tl.int64) * stride_gh)[None, :, None]
-            for b in range(tl.max(col_count, axis=0)):
+            for b in range(col_steps):
                 j_ok = b < col_count
                 j = col_first + b
                 left, col_kernel = _taps(col_start_ptr, col_phase_ptr, j, j_ok, stride_kq)
