@@ -20,7 +20,8 @@ share each bank value loaded.
   added with `tl.atomic_add` into a float32 (float64) result at the outputs' phases. At an arbitrary scale every
   output has a phase of its own, so each bank entry receives exactly one addition: deterministic. Outputs that
   share a phase (rational scales, where the polyphase path of `resize.py` is the natural backend) add in an
-  unspecified order: results vary run to run by float32 rounding, as with PyTorch's own atomic reductions.
+  unspecified order: results vary run to run by float32 rounding, as with PyTorch's own atomic reductions, and
+  contend (at s = 1/2 all outputs of a channel add into its ky x kx entries); the dispatcher's timing decides.
 
 Tensors are read through their strides (channels_last without a copy) with 64-bit offsets; tap counts are
 runtime arguments, so a new scale compiles nothing new. Block sizes are autotuned over `RESIZE_CONFIGS` (forward,
