@@ -129,6 +129,24 @@ def test_empty_batch():
     assert grad_bank.shape == bank.shape and not grad_bank.any()
 
 
+@needs_kernels
+@pytest.mark.parametrize('scale', [0.73, (1.37, 2.)])
+def test_the_layer_on_the_triton_backend(scale):
+    """SMPContinuousConv2d through the operator with the 'triton' backend forced: its output and gradients (input,
+    points) are the 'torch' backend's (float64: to rounding)."""
+    import smpconv_models
+    from smpconv_models.ops import use_backend
+    layer = smpconv_models.SMPContinuousConv2d(3, 5, 6, device=DEVICE, dtype=torch.float64)
+    x = torch.randn(2, 3, 9, 11, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    results = {}
+    for backend in ('torch', 'triton'):
+        with use_backend(backend):
+            y = layer(x, scale=scale)
+            results[backend] = (y, *torch.autograd.grad((y * y.cos()).sum(), (x, *layer.parameters())))
+    for got, expected in zip(results['triton'], results['torch']):
+        torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
 def test_available():
     x = torch.zeros(1, 1, 2, 2)
     assert triton_resize.available(x) == INTERPRETED

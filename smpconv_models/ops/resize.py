@@ -26,6 +26,7 @@ and each output row is one matrix product with a banded matrix of its columns' t
 they differ in cost.
 """
 import functools
+import importlib
 import math
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -425,9 +426,38 @@ def _torch_grad_bank(grad_y: torch.Tensor, x: torch.Tensor, rows: AxisGeometry, 
     return _polyphase_adjoint(grad_y, x, x.new_empty(bank_shape), rows, cols, plan, (False, True))[1]
 
 
+@functools.lru_cache(maxsize=256)
+def _index_tensors(rows: AxisGeometry, cols: AxisGeometry, device: torch.device) -> Tuple[torch.Tensor, ...]:
+    """row_start, row_phase, col_start, col_phase as the fast kernels take them (on the device, once)."""
+    return tuple(torch.tensor(values, device=device) for values in (rows.start, rows.phase, cols.start, cols.phase))
+
+
+def _depthwise_kernels(module: str) -> Backend:
+    """The backend of a module of fast depthwise kernels (`available`, `forward`, `grad_input`, `grad_bank`, as
+    `reference_taps` states them: the bank without its input-channel axis, the geometry as index tensors),
+    imported on first use (Triton takes seconds to import, a C++ extension to compile)."""
+    def kernels():
+        return importlib.import_module(f'.{module}', __package__)
+
+    def forward(x, bank, rows, cols):
+        return kernels().forward(x, bank[:, 0], *_index_tensors(rows, cols, x.device))
+
+    def grad_input(grad_y, bank, rows, cols, in_channels):
+        return kernels().grad_input(grad_y, bank[:, 0], *_index_tensors(rows, cols, grad_y.device), rows.in_size,
+                                    cols.in_size)
+
+    def grad_bank(grad_y, x, rows, cols, bank_shape):
+        shape = (bank_shape[0], *bank_shape[2:])
+        return kernels().grad_bank(grad_y, x, *_index_tensors(rows, cols, x.device), shape).unsqueeze(1)
+
+    return Backend({'resize.forward': forward, 'resize.grad_input': grad_input, 'resize.grad_bank': grad_bank},
+                   lambda x: kernels().available(x))
+
+
 BACKENDS: Dict[str, Backend] = {
     'torch': Backend({'resize.forward': _torch_forward, 'resize.grad_input': _torch_grad_input,
                       'resize.grad_bank': _torch_grad_bank}),
+    'triton': _depthwise_kernels('triton_resize'),
 }
 
 RESIZE = Operator('resizing convolution', ENV_VAR, BACKENDS)

@@ -155,7 +155,7 @@ else:
 GRAD_WEIGHT_BLOCK_N = 32
 
 
-def _launch(tuned, kernel, config, grid, *args, **constants) -> None:
+def launch(tuned, kernel, config, grid, *args, **constants) -> None:
     """The autotuned kernel, or `config`'s (Triton's interpreter, which cannot autotune, runs the first config)."""
     if config is None and not INTERPRETED:
         tuned[grid](*args, **constants)
@@ -187,7 +187,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, config: Optional['triton.Conf
 
     def grid(meta):
         return channels, triton.cdiv(rows, meta['BLOCK_M']), triton.cdiv(width, meta['BLOCK_N'])
-    _launch(_forward_tuned, _forward_kernel, config, grid, x, weight, y, rows, height, width,
+    launch(_forward_tuned, _forward_kernel, config, grid, x, weight, y, rows, height, width,
             *x.stride(), *y.stride(), KH=kh, KW=kw, PRECISION=_precision(x))
     return y.to(dtype)
 
@@ -204,7 +204,7 @@ def grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size,
     bands = 2 * triton.cdiv(kw // 2, GRAD_WEIGHT_BLOCK_N) + 1
     # every program writes the KW partial sums of its tile: all of them, whichever config autotuning tries
     partials = torch.empty((channels * kh, tiles, bands, kw), device=x.device, dtype=torch.float32)
-    _launch(_grad_weight_tuned, _grad_weight_kernel, config, lambda meta: (channels * kh, tiles, bands),
+    launch(_grad_weight_tuned, _grad_weight_kernel, config, lambda meta: (channels * kh, tiles, bands),
             grad_y, x, partials, batch * height, height, width, *grad_y.stride(), *x.stride(), KH=kh, KW=kw,
             PRECISION=_precision(x), BLOCK_N=GRAD_WEIGHT_BLOCK_N)
     return partials.sum((1, 2)).view(channels, kh, kw).to(dtype)

@@ -32,7 +32,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from .dispatch import memory_format
-from .triton_kernels import INTERPRETED, _launch
+from .triton_kernels import INTERPRETED, launch
 
 try:
     import triton
@@ -229,7 +229,7 @@ def forward(x: torch.Tensor, bank: torch.Tensor, row_start: torch.Tensor, row_ph
                     memory_format=memory_format(x))
     if y.numel():
         grid = _grid(lambda meta: channels * triton.cdiv(batch, meta['BLOCK_B']), out_height, out_width)
-        _launch(_forward_tuned, _forward_kernel, config, grid,
+        launch(_forward_tuned, _forward_kernel, config, grid,
                 x, bank, y, row_start.contiguous(), row_phase.contiguous(), col_start.contiguous(),
                 col_phase.contiguous(), batch, height, width, out_height, out_width, bank.shape[2], bank.shape[4],
                 *x.stride(), *bank.stride(), *y.stride(), ACC=_accumulator(x.dtype))
@@ -247,7 +247,7 @@ def grad_input(grad_y: torch.Tensor, bank: torch.Tensor, row_start: torch.Tensor
     if grad_x.numel():
         row_start, col_start = row_start.contiguous(), col_start.contiguous()
         grid = _grid(lambda meta: channels * triton.cdiv(batch, meta['BLOCK_B']), in_height, in_width)
-        _launch(_grad_input_tuned, _grad_input_kernel, config, grid,
+        launch(_grad_input_tuned, _grad_input_kernel, config, grid,
                 grad_y, bank, grad_x, row_start, row_phase.contiguous(), col_start, col_phase.contiguous(),
                 *_reaching_outputs(row_start, bank.shape[2], in_height),
                 *_reaching_outputs(col_start, bank.shape[4], in_width), batch, in_height, in_width,
@@ -266,7 +266,7 @@ def grad_bank(grad_y: torch.Tensor, x: torch.Tensor, row_start: torch.Tensor, ro
                        dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
     if grad_y.numel():
         grid = _grid(lambda meta: channels, out_height, out_width)
-        _launch(_grad_bank_tuned, _grad_bank_kernel, config, grid,
+        launch(_grad_bank_tuned, _grad_bank_kernel, config, grid,
                 grad_y, x, grad, row_start.contiguous(), row_phase.contiguous(), col_start.contiguous(),
                 col_phase.contiguous(), batch, height, width, out_height, out_width, grad.shape[2], grad.shape[4],
                 *grad_y.stride(), *x.stride(), *grad.stride(), ACC=_accumulator(x.dtype))
