@@ -100,6 +100,8 @@ class SMPContinuousConv2d(SMPConv2d):
         return self._resize_in_python(x, scale, size)
 
     def _same(self, x: torch.Tensor) -> torch.Tensor:
+        """The 'same' convolution at scale 1 (depthwise: `SMPConv2d.forward`, which TorchScript cannot call through
+        super())."""
         if self.depthwise:
             return depthwise_conv2d(x, self.kernel(self.touched_window(x)))
         return conv2d_same(x, self.kernel())
@@ -112,7 +114,7 @@ class SMPContinuousConv2d(SMPConv2d):
         return resize(x, self.kernel_at, axes, self.kernel_gain)
 
     def extra_repr(self) -> str:
-        return 'depthwise' if self.depthwise else f'full, out_channels={self.points.weights.shape[0]}'
+        return '' if self.depthwise else f'out_channels={self.points.weights.shape[0]} (full)'
 
 
 class SMPContinuousConv1d(nn.Module):
