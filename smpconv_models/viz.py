@@ -9,12 +9,14 @@ summed |kernel| of every stage, its receptive field (figure 5).
 Needs matplotlib (`pip install 'smpconv-models[viz]'`).
 """
 import argparse
+import copy
 import sys
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .factory import create_from_checkpoint, create_model
 from .runs import latest_run, run_model_args
@@ -22,7 +24,8 @@ from .layers.continuous import SMPContinuousConv2d
 from .layers.imagenet import SMPConv2d
 from .ops.resize import resize_geometry
 
-__all__ = ['plot_points', 'plot_receptive_fields', 'plot_resized_kernel', 'smp_layers']
+__all__ = ['plot_points', 'plot_receptive_fields', 'plot_resized_kernel', 'plot_alignment', 'bright_pixel_responses',
+           'centroid', 'smp_layers']
 
 
 def _pyplot():
@@ -109,6 +112,61 @@ def plot_resized_kernel(conv: SMPContinuousConv2d, path: Path, scales=(0.5, 1., 
     figure.suptitle(f'one kernel of {conv.points.num_points} points ({conv.kernel_size[0]} taps at scale 1)')
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def centroid(response: torch.Tensor) -> Tuple[float, float]:
+    """The (row, column) centroid of a response map [H, W], in its pixels."""
+    weight = response / response.sum()
+    rows, cols = (torch.arange(n, dtype=response.dtype, device=response.device) for n in response.shape)
+    return float((weight.sum(1) * rows).sum()), float((weight.sum(0) * cols).sum())
+
+
+@torch.no_grad()
+def bright_pixel_responses(conv: SMPContinuousConv2d, position: int, depth: int, in_size: int,
+                           strided_kernel: int = 3) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+    """The responses [H, W] to one bright pixel at (position, position) of an in_size x in_size image after each of
+    `depth` halvings: (a chain of stride-2 box convolutions of `strided_kernel` taps with padding k // 2, the
+    depthwise layer `conv` at scale 1/2, its channel 0), in float64."""
+    conv = copy.deepcopy(conv).to(torch.float64)
+    image = torch.zeros(1, conv.points.weights.shape[0], in_size, in_size, dtype=torch.float64)
+    image[..., position, position] = 1.
+    box = torch.ones(1, 1, strided_kernel, strided_kernel, dtype=torch.float64)
+    strided, continuous, responses = image[:, :1], image, []
+    for _ in range(depth):
+        strided = F.conv2d(strided, box, stride=2, padding=strided_kernel // 2)
+        continuous = conv(continuous, scale=0.5)
+        responses.append((strided[0, 0], continuous[0, 0]))
+    return responses
+
+
+@torch.no_grad()
+def plot_alignment(conv: SMPContinuousConv2d, path: Path, position: int = 21, depth: int = 3, in_size: int = 64,
+                   strided_kernel: int = 3, window: int = 3) -> Path:
+    """Where a bright pixel lands after each of `depth` halvings (`bright_pixel_responses`): the strided chain's and
+    the continuous layer's responses, `window` pixels around where interpolation puts the pixel (+), and each
+    response's centroid (x), with its distance from there in output pixels."""
+    plt = _pyplot()
+    responses = bright_pixel_responses(conv, position, depth, in_size, strided_kernel)
+    figure, axes = plt.subplots(2, depth, figsize=(2.3 * depth, 4.9), squeeze=False)
+    for halvings, pair in enumerate(responses, 1):
+        expected = (position + 0.5) / 2 ** halvings - 0.5
+        centre = round(expected)
+        for name, response, axis in zip((f'stride 2, {strided_kernel}x{strided_kernel}', 'continuous, s = 1/2'),
+                                        pair, axes[:, halvings - 1]):
+            low, high = max(centre - window, 0), min(centre + window, response.shape[0] - 1)
+            crop = response[low:high + 1, low:high + 1].float().numpy()
+            axis.imshow(crop, cmap='Greys', vmin=min(crop.min(), 0.), extent=(low - .5, high + .5, high + .5, low - .5))
+            row, col = centroid(response)
+            axis.plot(expected, expected, marker='+', color='tab:blue', markersize=14, mew=2)
+            axis.plot(col, row, marker='x', color='tab:red', markersize=9, mew=2)
+            axis.set_title(f'{name}\n{halvings} halving{"s" if halvings > 1 else ""}: {row - expected:+.3f} px',
+                           fontsize=8)
+            axis.tick_params(labelsize=7)
+    figure.suptitle(f'a bright pixel at {position}: interpolation puts it at +, the response at x', fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
     plt.close(figure)
     return path
 

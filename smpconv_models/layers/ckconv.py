@@ -15,9 +15,9 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 
 from ..ops import causal_conv1d, conv2d_same
-from ..ops.resize import Scale, Size, resize_conv1d, resize_conv2d, resize_geometry
-from ..smp import SMPKernel, scaled_kernel_size
-from .continuous import sample_bank
+from ..ops.resize import Scale, Size, resize_geometry
+from ..smp import scaled_kernel_size
+from .continuous import full_points, resize
 
 __all__ = ['CKConv', 'LargeSmallConv', 'TCNBlock', 'ResNetBlock', 'norm_layer_of', 'act_layer_of']
 
@@ -50,10 +50,8 @@ class CKConv(nn.Module):
             raise ValueError(f"'same' 2D convolution needs an odd kernel size, got {kernel_size}")
         self.ndim = ndim
         if kernel_type == 'smp':
-            self.points = SMPKernel(
-                out_chs, num_points, kernel_size, ndim=ndim, in_per_filter=in_chs, shared_positions=False,
-                normalize=True, position_std=position_std, position_init='newest' if ndim == 1 else 'centre',
-                init_radius=radius, radius_range=RADIUS_RANGE, **dd)
+            self.points = full_points(in_chs, out_chs, kernel_size, num_points, ndim, causal=ndim == 1, radius=radius,
+                                      position_std=position_std, radius_range=RADIUS_RANGE, **dd)
             self.weight = None
         elif kernel_type == 'dense':
             self.points = None
@@ -89,14 +87,13 @@ class CKConv(nn.Module):
     def resize(self, x: torch.Tensor, scale: Optional[Scale] = None, size: Optional[Size] = None) -> torch.Tensor:
         """The convolution resizing x [B, C, N] (causal) or [B, C, H, W] by `scale` or to `size` as the continuous
         layers do (`SMPContinuousConv1d`, `SMPContinuousConv2d`), the kernel's newest end on each output step's
-        centre in 1D: the full form of those layers, points per output channel and a value per input channel."""
+        centre in 1D: their full form (`out_channels`), plus the bias."""
         axes = resize_geometry(x.shape[2:], self.kernel_size, scale, size, causal=self.ndim == 1)
         if all(axis.is_identity for axis in axes):
             return self(x)
         if self.points is None:
             raise ValueError('a dense kernel cannot resize: only SMP kernels (kernel_type="smp") can')
-        bank = sample_bank(self.points, axes, self.kernel_gain)
-        y = resize_conv1d(x, bank, *axes) if self.ndim == 1 else resize_conv2d(x, bank, *axes)
+        y = resize(x, self.points.sample_at, axes, self.kernel_gain)
         return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, *([1] * self.ndim))
 
 

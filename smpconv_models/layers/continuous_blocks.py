@@ -1,5 +1,5 @@
 """Network blocks built on the continuous (resizing) SMP convolution."""
-from typing import Optional, Type
+from typing import Type
 
 import torch
 import torch.nn as nn
@@ -39,9 +39,7 @@ class ContinuousConvNormAct(nn.Module):
         self.conv = SMPContinuousConv2d(channels, kernel_size, num_points, **dd)
         self.bn = BatchNormAct2d(channels, apply_act=apply_act, act_layer=act_layer, **dd)
         self.register_parameter('bias', None)  # the folded batch norm's shift
-        self.scale: Optional[Scale] = None
-        self.size: Optional[Size] = None
-        self.resize_by(scale)
+        self.resize_by(scale)  # sets self.scale and self.size (None), unannotated: TorchScript types them by value
         if inference_mode:
             self._fold(torch.ones(channels, **dd), torch.zeros(channels, **dd))
 

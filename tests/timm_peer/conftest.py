@@ -16,8 +16,6 @@ import smpconv_models  # noqa: E402,F401  registers the models
 
 MODEL_FILTER = 'smpconv*'
 MODEL_MODULES = ['smpconvnet', 'resnet_cifar']  # timm's registry names a model's module by its file name
-# models whose continuous resizing layers compute their geometry in Python, which TorchScript cannot compile
-NOT_SCRIPTABLE = {'smpconv_nano_cc'}
 _TIMM_MARKERS = ('base', 'forward', 'backward', 'cfg', 'cfg_nonstd', 'torchscript', 'features', 'fxforward',
                  'fxbackward')
 
@@ -59,8 +57,6 @@ def pytest_collection_modifyitems(config, items):
         params = getattr(item, 'callspec', None)
         model_name = params.params.get('model_name') if params else None
         ours = isinstance(model_name, str) and model_name in _ours([model_name])
-        if ours and model_name in NOT_SCRIPTABLE and 'torchscript' in item.originalname:
-            ours = False
         (selected if ours else deselected).append(item)
     config.hook.pytest_deselected(items=deselected)
     items[:] = selected
