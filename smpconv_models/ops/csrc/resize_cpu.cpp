@@ -4,25 +4,34 @@
 //                                          * x[b, c, row_start[i] + m, col_start[j] + n]      (x = 0 outside)
 //
 // Layout: tap rows. The tap rows of an input plane, taps[h][j kx + n] = x[h][col_start[j] + n] (zero outside x),
-// put the kx taps of every output column side by side, L = W' kx values per input row; the kernel rows of a row
-// phase p, kernel[m][j kx + n] = bank[c, p, m, col_phase[j], n], have the same layout (they are the bank itself
-// where every column has a phase of its own). Output row i is then the sum over m of element-wise products of
-// the kernel's row m with the tap row row_start[i] + m, each column's kx-long segment summed: every pass is made
-// of one contiguous loop, `multiply_add`, which the compiler vectorises, with no bounds checks (rows outside x
-// are skipped, columns outside it are zeros of the tap rows).
+// put the kx taps of every output column side by side, W' kx values per input row; the kernel rows of a row phase
+// p, kernel[m][j kx + n] = bank[c, p, m, col_phase[j], n], have the same layout (they are the bank itself where
+// every column has a phase of its own). Every pass is then a sum of products of such rows, `sum_products`, a
+// contiguous loop the compiler vectorises, summing a tile of positions in registers, with no bounds checks (rows
+// outside x are left out of the sums, columns outside it are zeros of the tap rows):
+//   forward     per output row i: sum over m of kernel[m] * taps[row_start[i] + m], then each column's kx taps
+//               summed;
+//   grad_input  per input row h: sum over the (i, m) that read it of kernel[m] * grad_y[i] (spread over the taps),
+//               then added to the input row where the taps lie (the adjoint of the gather);
+//   grad_bank   per kernel row (i, m): sum over the batch of grad_y[b, i] (spread) * taps_b[row_start[i] + m].
 //
 // Parallel over channels, the batch looped inside: a channel's kernel rows are made once and stay in cache over
-// the batch, no two threads write the same element (grad_input scatters within its channel's planes), and the
-// batch is summed in one order (grad_bank): results do not depend on the number of threads.
-// Accumulation in float for bfloat16 (at::opmath_type), in the input's dtype otherwise.
+// the batch, no two threads write the same element, and every sum runs in one order: results do not depend on the
+// number of threads. Accumulation in float for bfloat16 (at::opmath_type), in the input's dtype otherwise.
 
-#include <torch/extension.h>
-
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <numeric>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -31,6 +40,12 @@ using at::Tensor;
 
 // multiply-adds per parallel task at least: fewer cost more to schedule than they save
 constexpr int64_t kMinTaskWork = 1 << 16;
+// bytes of a `Lanes` vector: one AVX-512 register, two AVX2 ones
+constexpr int64_t kVectorBytes = 64;
+// vectors of positions `sum_products` sums in registers at once (4 AVX-512 or 8 AVX2 registers)
+constexpr int kTileVectors = 4;
+// samples whose tap rows grad_bank holds at once: each kernel row's sums are loaded and stored once per block
+constexpr int64_t kBatchBlock = 8;
 
 // The taps of one output along one axis: taps `first` to `last` (exclusive) of those from `start` on lie inside
 // the input; `phase` picks its kernel.
@@ -43,6 +58,7 @@ struct Axis {
   int64_t in_size, taps, phases;
   std::vector<OutputTaps> outputs;
   bool phase_per_output;  // output j has phase j (an arbitrary scale): the bank's columns are the kernel rows'
+  int64_t pad_before, pad_after;  // the zeros the outputs' taps reach before and after the input
 
   int64_t out_size() const { return static_cast<int64_t>(outputs.size()); }
 };
@@ -57,86 +73,69 @@ Axis make_axis(const Tensor& start, const Tensor& phase, int64_t in_size, int64_
   const Tensor starts = start.contiguous(), phases_of = phase.contiguous();
   const int64_t* s = starts.data_ptr<int64_t>();
   const int64_t* p = phases_of.data_ptr<int64_t>();
-  Axis axis{in_size, taps, phases, std::vector<OutputTaps>(start.numel()), phases == start.numel()};
+  Axis axis{in_size, taps, phases, std::vector<OutputTaps>(start.numel()), phases == start.numel(), 0, 0};
   for (int64_t i = 0; i < start.numel(); ++i) {
-    axis.phase_per_output = axis.phase_per_output && p[i] == i;
     TORCH_CHECK(p[i] >= 0 && p[i] < phases, "resize_cpu: ", name, "_phase[", i, "] = ", p[i], " is not one of the ",
                 phases, " phases of the bank");
     const int64_t first = std::clamp<int64_t>(-s[i], 0, taps);
     const int64_t last = std::clamp<int64_t>(in_size - s[i], first, taps);
     axis.outputs[i] = {s[i], first, last, p[i]};
+    axis.phase_per_output = axis.phase_per_output && p[i] == i;
+    axis.pad_before = std::max(axis.pad_before, -s[i]);
+    axis.pad_after = std::max(axis.pad_after, s[i] + taps - in_size);
   }
   return axis;
 }
 
-// out[t] += a[t] * b[t]: every pass's inner loop.
+// The acc_t lanes of one vector, a GCC / Clang vector extension: the compiler maps it onto the CPU's registers.
 template <typename acc_t>
-inline void multiply_add(const acc_t* __restrict a, const acc_t* __restrict b, acc_t* __restrict out, int64_t n) {
-  for (int64_t t = 0; t < n; ++t) out[t] += a[t] * b[t];
-}
+struct Lanes {
+  static constexpr int64_t kCount = kVectorBytes / sizeof(acc_t);
+  typedef acc_t Vector __attribute__((vector_size(kVectorBytes)));
 
-// The tap rows [in_rows][W' kx] of one input plane [in_rows][cols.in_size].
-template <typename scalar_t, typename acc_t>
-void gather_tap_rows(const scalar_t* plane, int64_t in_rows, const Axis& cols, acc_t* taps) {
-  const int64_t width = cols.out_size() * cols.taps;
-  for (int64_t h = 0; h < in_rows; ++h) {
-    const scalar_t* row = plane + h * cols.in_size;
-    acc_t* out = taps + h * width;
-    for (const OutputTaps& col : cols.outputs) {
-      for (int64_t n = 0; n < cols.taps; ++n)
-        out[n] = n >= col.first && n < col.last ? static_cast<acc_t>(row[col.start + n]) : acc_t(0);
-      out += cols.taps;
-    }
+  static Vector load(const acc_t* from) {
+    Vector v;
+    std::memcpy(&v, from, sizeof v);
+    return v;
   }
-}
+  static void store(acc_t* to, Vector v) { std::memcpy(to, &v, sizeof v); }
+};
 
-// The adjoint of `gather_tap_rows`: plane [in_rows][cols.in_size] += the columns' taps, where they lie.
+// A zeroed buffer of `size` elements that is read or written a vector at a time: a vector's slack after them.
 template <typename acc_t>
-void scatter_tap_rows(const acc_t* taps, int64_t in_rows, const Axis& cols, acc_t* plane) {
-  const int64_t width = cols.out_size() * cols.taps;
-  for (int64_t h = 0; h < in_rows; ++h) {
-    const acc_t* in = taps + h * width;
-    acc_t* row = plane + h * cols.in_size;
-    for (const OutputTaps& col : cols.outputs) {
-      for (int64_t n = col.first; n < col.last; ++n) row[col.start + n] += in[n];
-      in += cols.taps;
-    }
-  }
+std::vector<acc_t> with_slack(int64_t size) {
+  return std::vector<acc_t>(size + Lanes<acc_t>::kCount);
 }
 
-// The kernel rows [ky][W' kx] of every row phase of one channel: the bank's own memory where every column has a
-// phase of its own and the bank is in the accumulation dtype, else gathered once per channel into `buffer`.
-template <typename scalar_t, typename acc_t>
-const acc_t* kernel_rows(const scalar_t* bank, const Axis& rows, const Axis& cols, std::vector<acc_t>& buffer) {
-  if constexpr (std::is_same_v<scalar_t, acc_t>) {
-    if (cols.phase_per_output) return bank;
-  }
-  const int64_t phase_size = cols.phases * cols.taps;  // the bank's elements per row tap
-  buffer.resize(rows.phases * rows.taps * cols.out_size() * cols.taps);
-  acc_t* out = buffer.data();
-  for (int64_t r = 0; r < rows.phases * rows.taps; ++r) {
-    for (const OutputTaps& col : cols.outputs) {
-      const scalar_t* kernel = bank + r * phase_size + col.phase * cols.taps;
-      for (int64_t n = 0; n < cols.taps; ++n) out[n] = static_cast<acc_t>(kernel[n]);
-      out += cols.taps;
-    }
-  }
-  return buffer.data();
+// Two rows of a pass's operands.
+template <typename acc_t>
+struct RowPair {
+  const acc_t* a;
+  const acc_t* b;
+};
+
+// out[t] += sum over the pairs of a[t] b[t] for the kVectors vectors of positions from t0 on, summed in registers.
+template <typename acc_t, int kVectors>
+inline void sum_products_block(const std::vector<RowPair<acc_t>>& pairs, int64_t t0, acc_t* out) {
+  using L = Lanes<acc_t>;
+  typename L::Vector sums[kVectors];
+  for (int k = 0; k < kVectors; ++k) sums[k] = L::load(out + t0 + k * L::kCount);
+  for (const RowPair<acc_t>& pair : pairs)
+    for (int k = 0; k < kVectors; ++k)
+      sums[k] += L::load(pair.a + t0 + k * L::kCount) * L::load(pair.b + t0 + k * L::kCount);
+  for (int k = 0; k < kVectors; ++k) L::store(out + t0 + k * L::kCount, sums[k]);
 }
 
-// The adjoint of `kernel_rows` into a zeroed bank: each column's taps added to its phase's.
-template <typename scalar_t, typename acc_t>
-void scatter_kernel_rows(const acc_t* kernel, const Axis& rows, const Axis& cols, scalar_t* bank) {
-  const int64_t phase_size = cols.phases * cols.taps;
-  std::vector<acc_t> sums(phase_size);
-  for (int64_t r = 0; r < rows.phases * rows.taps; ++r) {
-    std::fill(sums.begin(), sums.end(), acc_t(0));
-    for (const OutputTaps& col : cols.outputs) {
-      for (int64_t n = 0; n < cols.taps; ++n) sums[col.phase * cols.taps + n] += kernel[n];
-      kernel += cols.taps;
-    }
-    std::transform(sums.begin(), sums.end(), bank + r * phase_size, [](acc_t v) { return static_cast<scalar_t>(v); });
-  }
+// out[t] += sum over the pairs of a[t] b[t] for t < width: every pass's inner loop.
+template <typename acc_t>
+void sum_products(const std::vector<RowPair<acc_t>>& pairs, int64_t width, acc_t* out) {
+  constexpr int64_t lanes = Lanes<acc_t>::kCount;
+  int64_t t0 = 0;
+  for (; t0 + kTileVectors * lanes <= width; t0 += kTileVectors * lanes)
+    sum_products_block<acc_t, kTileVectors>(pairs, t0, out);
+  for (; t0 + lanes <= width; t0 += lanes) sum_products_block<acc_t, 1>(pairs, t0, out);
+  for (const RowPair<acc_t>& pair : pairs)
+    for (int64_t t = t0; t < width; ++t) out[t] += pair.a[t] * pair.b[t];
 }
 
 // The sizes every pass shares, and the channels each parallel task takes.
@@ -144,17 +143,120 @@ struct Problem {
   int64_t batch, channels;
   Axis rows, cols;
 
-  int64_t width() const { return cols.out_size() * cols.taps; }
+  int64_t width() const { return cols.out_size() * cols.taps; }  // of a tap row
   int64_t in_plane() const { return rows.in_size * cols.in_size; }
   int64_t out_plane() const { return rows.out_size() * cols.out_size(); }
   int64_t bank_channel() const { return rows.phases * rows.taps * cols.phases * cols.taps; }
   int64_t kernel_size() const { return rows.taps * width(); }  // one row phase's kernel rows
+  int64_t padded_width() const { return cols.pad_before + cols.in_size + cols.pad_after; }
 
   int64_t grain() const {
     const int64_t work = std::max<int64_t>(1, batch * rows.out_size() * rows.taps * width());
     return std::max<int64_t>(1, kMinTaskWork / work);
   }
 };
+
+// The tap rows [in_rows][W' kx] of one input plane, through `padded_row` (zeros around the input's row, and a
+// vector's slack after them). Each column's taps are copied a vector at a time, the next column overwriting the
+// excess: `taps` needs a vector's slack after the rows.
+template <typename scalar_t, typename acc_t>
+void gather_tap_rows(const Problem& p, const scalar_t* plane, acc_t* padded_row, acc_t* taps) {
+  using L = Lanes<acc_t>;
+  acc_t* row = padded_row + p.cols.pad_before;
+  for (int64_t h = 0; h < p.rows.in_size; ++h) {
+    std::transform(plane + h * p.cols.in_size, plane + (h + 1) * p.cols.in_size, row,
+                   [](scalar_t v) { return static_cast<acc_t>(v); });
+    for (const OutputTaps& col : p.cols.outputs) {
+      for (int64_t n = 0; n < p.cols.taps; n += L::kCount) L::store(taps + n, L::load(row + col.start + n));
+      taps += p.cols.taps;
+    }
+  }
+}
+
+// The adjoint of `gather_tap_rows` for one tap row: out (a row of the input) = the columns' taps added where they
+// lie, through `padded_row`; tap by tap, as the columns' taps overlap.
+template <typename acc_t, typename scalar_t>
+void scatter_tap_row(const Problem& p, const acc_t* taps, acc_t* padded_row, scalar_t* out) {
+  std::fill_n(padded_row, p.padded_width(), acc_t(0));
+  acc_t* row = padded_row + p.cols.pad_before;
+  for (int64_t n = 0; n < p.cols.taps; ++n) {
+    const acc_t* tap = taps + n;
+    for (const OutputTaps& col : p.cols.outputs) {
+      row[col.start + n] += *tap;
+      tap += p.cols.taps;
+    }
+  }
+  std::transform(row, row + p.cols.in_size, out, [](acc_t v) { return static_cast<scalar_t>(v); });
+}
+
+// Each output row of a plane's gradient [H'][W'], repeated over its columns' taps: [H'][W' kx], the tap-row
+// layout, written a vector at a time as the tap rows are (`spread` needs a vector's slack).
+template <typename scalar_t, typename acc_t>
+void spread_rows(const Problem& p, const scalar_t* grad, acc_t* spread) {
+  using L = Lanes<acc_t>;
+  for (int64_t j = 0; j < p.out_plane(); ++j, spread += p.cols.taps) {
+    const typename L::Vector value = typename L::Vector{} + static_cast<acc_t>(grad[j]);
+    for (int64_t n = 0; n < p.cols.taps; n += L::kCount) L::store(spread + n, value);
+  }
+}
+
+// The kernel rows [row phases][ky][W' kx] of one channel: the bank's own memory where every column has a phase of
+// its own and the bank is in the accumulation dtype, else gathered into `buffer`.
+template <typename scalar_t, typename acc_t>
+const acc_t* kernel_rows(const Problem& p, const scalar_t* bank, std::vector<acc_t>& buffer) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (p.cols.phase_per_output) return bank;
+  }
+  const int64_t phase_size = p.cols.phases * p.cols.taps;  // the bank's elements per row tap
+  buffer.resize(p.rows.phases * p.kernel_size());
+  acc_t* out = buffer.data();
+  for (int64_t r = 0; r < p.rows.phases * p.rows.taps; ++r) {
+    for (const OutputTaps& col : p.cols.outputs) {
+      std::transform(bank + r * phase_size + col.phase * p.cols.taps, bank + r * phase_size + (col.phase + 1) *
+                     p.cols.taps, out, [](scalar_t v) { return static_cast<acc_t>(v); });
+      out += p.cols.taps;
+    }
+  }
+  return buffer.data();
+}
+
+// Where grad_bank sums the kernel rows of one channel, zeroed: the bank gradient's own memory where `kernel_rows`
+// reads the bank's, else `buffer`.
+template <typename scalar_t, typename acc_t>
+acc_t* kernel_row_sums(const Problem& p, scalar_t* grad_bank, std::vector<acc_t>& buffer) {
+  buffer.resize(p.rows.phases * p.kernel_size());
+  acc_t* sums = buffer.data();
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (p.cols.phase_per_output) sums = grad_bank;
+  }
+  std::fill_n(sums, p.rows.phases * p.kernel_size(), acc_t(0));
+  return sums;
+}
+
+// The adjoint of `kernel_rows`: one channel's bank, each column's taps added to its phase's.
+template <typename scalar_t, typename acc_t>
+void scatter_kernel_rows(const Problem& p, const acc_t* kernel, scalar_t* bank) {
+  const int64_t phase_size = p.cols.phases * p.cols.taps;
+  std::vector<acc_t> sums(phase_size);
+  for (int64_t r = 0; r < p.rows.phases * p.rows.taps; ++r) {
+    std::fill(sums.begin(), sums.end(), acc_t(0));
+    for (const OutputTaps& col : p.cols.outputs) {
+      for (int64_t n = 0; n < p.cols.taps; ++n) sums[col.phase * p.cols.taps + n] += kernel[n];
+      kernel += p.cols.taps;
+    }
+    std::transform(sums.begin(), sums.end(), bank + r * phase_size, [](acc_t v) { return static_cast<scalar_t>(v); });
+  }
+}
+
+// Per input row, the (output row, row tap) pairs that read it, in output order: grad_input sums them per row.
+std::vector<std::vector<std::pair<int64_t, int64_t>>> row_readers(const Axis& rows) {
+  std::vector<std::vector<std::pair<int64_t, int64_t>>> readers(rows.in_size);
+  for (int64_t i = 0; i < rows.out_size(); ++i) {
+    const OutputTaps& row = rows.outputs[i];
+    for (int64_t m = row.first; m < row.last; ++m) readers[row.start + m].emplace_back(i, m);
+  }
+  return readers;
+}
 
 void check_planes(const Tensor& planes, const char* name) {
   TORCH_CHECK(planes.dim() == 4 && planes.is_cpu(), "resize_cpu: ", name, " must be a [B, C, H, W] CPU tensor, got ",
@@ -175,88 +277,97 @@ Problem make_problem(const Tensor& planes, const Tensor& other, at::IntArrayRef 
           make_axis(col_start, col_phase, in_cols, bank_shape[4], bank_shape[3], "col")};
 }
 
+// y: per plane and output row, the kernel's rows times the tap rows they meet, each column's taps summed.
 template <typename scalar_t>
 void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* bank, scalar_t* y) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> kernel_buffer, taps(p.rows.in_size * p.width()), sums(p.width());
+    std::vector<acc_t> kernel_buffer, padded_row(with_slack<acc_t>(p.padded_width())), taps(with_slack<acc_t>(p.rows.in_size * p.width())),
+        sums(p.width());
+    std::vector<RowPair<acc_t>> pairs;
     for (int64_t c = begin; c < end; ++c) {
-      const acc_t* kernel = kernel_rows(bank + c * p.bank_channel(), p.rows, p.cols, kernel_buffer);
+      const acc_t* kernel = kernel_rows(p, bank + c * p.bank_channel(), kernel_buffer);
       for (int64_t b = 0; b < p.batch; ++b) {
         const int64_t plane = b * p.channels + c;
-        gather_tap_rows(x + plane * p.in_plane(), p.rows.in_size, p.cols, taps.data());
+        gather_tap_rows(p, x + plane * p.in_plane(), padded_row.data(), taps.data());
         scalar_t* out = y + plane * p.out_plane();
         for (const OutputTaps& row : p.rows.outputs) {
-          const acc_t* rows = kernel + row.phase * p.kernel_size();
-          std::fill(sums.begin(), sums.end(), acc_t(0));
+          pairs.clear();
           for (int64_t m = row.first; m < row.last; ++m)
-            multiply_add(rows + m * p.width(), taps.data() + (row.start + m) * p.width(), sums.data(), p.width());
-          const acc_t* segment = sums.data();
-          for (int64_t j = 0; j < p.cols.out_size(); ++j, segment += p.cols.taps) {
-            acc_t sum = 0;
-            for (int64_t n = 0; n < p.cols.taps; ++n) sum += segment[n];
-            *out++ = static_cast<scalar_t>(sum);
-          }
+            pairs.push_back({kernel + row.phase * p.kernel_size() + m * p.width(),
+                             taps.data() + (row.start + m) * p.width()});
+          std::fill(sums.begin(), sums.end(), acc_t(0));
+          sum_products(pairs, p.width(), sums.data());
+          for (const acc_t* segment = sums.data(); segment < sums.data() + p.width(); segment += p.cols.taps)
+            *out++ = static_cast<scalar_t>(std::accumulate(segment, segment + p.cols.taps, acc_t(0)));
         }
       }
     }
   });
 }
 
-// Each output row's gradient, repeated over its columns' taps: the tap-row layout of grad_y.
-template <typename scalar_t, typename acc_t>
-void spread_row(const scalar_t* grad_row, int64_t out_cols, int64_t taps, acc_t* spread) {
-  for (int64_t j = 0; j < out_cols; ++j, spread += taps) std::fill(spread, spread + taps, static_cast<acc_t>(grad_row[j]));
-}
-
+// grad_x: per plane and input row, the kernel rows that met it times the gradients of their outputs (a sum, not
+// a scatter), its tap row then added where its taps lie.
 template <typename scalar_t>
 void grad_input_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t* bank, scalar_t* grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
+  const auto readers = row_readers(p.rows);
   at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> kernel_buffer, taps(p.rows.in_size * p.width()), spread(p.width()), plane_sums(p.in_plane());
+    std::vector<acc_t> kernel_buffer, padded_row(p.padded_width()), spread(with_slack<acc_t>(p.rows.out_size() * p.width())),
+        sums(p.width());
+    std::vector<RowPair<acc_t>> pairs;
     for (int64_t c = begin; c < end; ++c) {
-      const acc_t* kernel = kernel_rows(bank + c * p.bank_channel(), p.rows, p.cols, kernel_buffer);
+      const acc_t* kernel = kernel_rows(p, bank + c * p.bank_channel(), kernel_buffer);
       for (int64_t b = 0; b < p.batch; ++b) {
         const int64_t plane = b * p.channels + c;
-        std::fill(taps.begin(), taps.end(), acc_t(0));
-        const scalar_t* grad_row = grad_y + plane * p.out_plane();
-        for (const OutputTaps& row : p.rows.outputs) {
-          spread_row(grad_row, p.cols.out_size(), p.cols.taps, spread.data());
-          grad_row += p.cols.out_size();
-          const acc_t* rows = kernel + row.phase * p.kernel_size();
-          for (int64_t m = row.first; m < row.last; ++m)
-            multiply_add(rows + m * p.width(), spread.data(), taps.data() + (row.start + m) * p.width(), p.width());
+        spread_rows(p, grad_y + plane * p.out_plane(), spread.data());
+        for (int64_t h = 0; h < p.rows.in_size; ++h) {
+          pairs.clear();
+          for (const auto& [i, m] : readers[h])
+            pairs.push_back({kernel + p.rows.outputs[i].phase * p.kernel_size() + m * p.width(),
+                             spread.data() + i * p.width()});
+          std::fill(sums.begin(), sums.end(), acc_t(0));
+          sum_products(pairs, p.width(), sums.data());
+          scatter_tap_row(p, sums.data(), padded_row.data(), grad_x + plane * p.in_plane() + h * p.cols.in_size);
         }
-        std::fill(plane_sums.begin(), plane_sums.end(), acc_t(0));
-        scatter_tap_rows(taps.data(), p.rows.in_size, p.cols, plane_sums.data());
-        std::transform(plane_sums.begin(), plane_sums.end(), grad_x + plane * p.in_plane(),
-                       [](acc_t v) { return static_cast<scalar_t>(v); });
       }
     }
   });
 }
 
+// grad_bank: per channel and kernel row, the gradients of the outputs it made times the tap rows it met, summed
+// over the batch in order, blocks of samples at a time.
 template <typename scalar_t>
 void grad_bank_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t* x, scalar_t* grad_bank) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> taps(p.rows.in_size * p.width()), spread(p.width()),
-        kernel(p.rows.phases * p.kernel_size());
+    const int64_t block = std::min(kBatchBlock, p.batch);
+    const int64_t taps_size = p.rows.in_size * p.width(), spread_size = p.rows.out_size() * p.width();
+    std::vector<acc_t> padded_row(with_slack<acc_t>(p.padded_width())),
+        taps(with_slack<acc_t>(block * taps_size)), spread(with_slack<acc_t>(block * spread_size)), kernel_buffer;
+    std::vector<RowPair<acc_t>> pairs;
     for (int64_t c = begin; c < end; ++c) {
-      std::fill(kernel.begin(), kernel.end(), acc_t(0));
-      for (int64_t b = 0; b < p.batch; ++b) {
-        const int64_t plane = b * p.channels + c;
-        gather_tap_rows(x + plane * p.in_plane(), p.rows.in_size, p.cols, taps.data());
-        const scalar_t* grad_row = grad_y + plane * p.out_plane();
-        for (const OutputTaps& row : p.rows.outputs) {
-          spread_row(grad_row, p.cols.out_size(), p.cols.taps, spread.data());
-          grad_row += p.cols.out_size();
-          acc_t* rows = kernel.data() + row.phase * p.kernel_size();
-          for (int64_t m = row.first; m < row.last; ++m)
-            multiply_add(spread.data(), taps.data() + (row.start + m) * p.width(), rows + m * p.width(), p.width());
+      scalar_t* channel_grad = grad_bank + c * p.bank_channel();
+      acc_t* kernel = kernel_row_sums(p, channel_grad, kernel_buffer);
+      for (int64_t b0 = 0; b0 < p.batch; b0 += block) {
+        const int64_t samples = std::min(block, p.batch - b0);
+        for (int64_t s = 0; s < samples; ++s) {
+          const int64_t plane = (b0 + s) * p.channels + c;
+          gather_tap_rows(p, x + plane * p.in_plane(), padded_row.data(), taps.data() + s * taps_size);
+          spread_rows(p, grad_y + plane * p.out_plane(), spread.data() + s * spread_size);
+        }
+        for (int64_t i = 0; i < p.rows.out_size(); ++i) {
+          const OutputTaps& row = p.rows.outputs[i];
+          for (int64_t m = row.first; m < row.last; ++m) {
+            pairs.clear();
+            for (int64_t s = 0; s < samples; ++s)
+              pairs.push_back({spread.data() + s * spread_size + i * p.width(),
+                               taps.data() + s * taps_size + (row.start + m) * p.width()});
+            sum_products(pairs, p.width(), kernel + row.phase * p.kernel_size() + m * p.width());
+          }
         }
       }
-      scatter_kernel_rows(kernel.data(), p.rows, p.cols, grad_bank + c * p.bank_channel());
+      if (kernel == kernel_buffer.data()) scatter_kernel_rows(p, kernel, channel_grad);
     }
   });
 }
