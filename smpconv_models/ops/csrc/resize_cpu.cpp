@@ -282,8 +282,8 @@ template <typename scalar_t>
 void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* bank, scalar_t* y) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> kernel_buffer, padded_row(with_slack<acc_t>(p.padded_width())), taps(with_slack<acc_t>(p.rows.in_size * p.width())),
-        sums(p.width());
+    std::vector<acc_t> kernel_buffer, padded_row(with_slack<acc_t>(p.padded_width())),
+        taps(with_slack<acc_t>(p.rows.in_size * p.width())), sums(p.width());
     std::vector<RowPair<acc_t>> pairs;
     for (int64_t c = begin; c < end; ++c) {
       const acc_t* kernel = kernel_rows(p, bank + c * p.bank_channel(), kernel_buffer);
@@ -313,8 +313,8 @@ void grad_input_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t*
   using acc_t = at::opmath_type<scalar_t>;
   const auto readers = row_readers(p.rows);
   at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> kernel_buffer, padded_row(p.padded_width()), spread(with_slack<acc_t>(p.rows.out_size() * p.width())),
-        sums(p.width());
+    std::vector<acc_t> kernel_buffer, padded_row(p.padded_width()),
+        spread(with_slack<acc_t>(p.rows.out_size() * p.width())), sums(p.width());
     std::vector<RowPair<acc_t>> pairs;
     for (int64_t c = begin; c < end; ++c) {
       const acc_t* kernel = kernel_rows(p, bank + c * p.bank_channel(), kernel_buffer);
