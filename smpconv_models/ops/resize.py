@@ -145,6 +145,9 @@ def resize_geometry(in_size: Sequence[int], kernel_size: Sequence[int], scale: O
                     size: Optional[Size] = None, causal: bool = False) -> Tuple[AxisGeometry, ...]:
     """The geometry of every axis of an input of `in_size` ([H, W] or [N]) resized by `scale` (the output
     floor(n s) per axis, as F.interpolate sizes it) or to `size` (then s = n' / n); neither: scale 1."""
+    # plain ints: a compiled graph specialises on the input's size (each new size compiles anew) rather than
+    # carrying the geometry's Python loops symbolically, which takes minutes
+    in_size = [int(n) for n in in_size]
     ndim = len(in_size)
     if scale is not None and size is not None:
         raise ValueError(f'give scale or size, not both (got scale={scale!r}, size={size!r})')
@@ -161,7 +164,7 @@ def resize_geometry(in_size: Sequence[int], kernel_size: Sequence[int], scale: O
         if min(sizes) < 1:
             raise ValueError(f'scale {scale!r} makes an output of {" x ".join(map(str, sizes))} from '
                              f'{" x ".join(map(str, in_size))}: at least 1 per axis is needed')
-    return tuple(axis_geometry(int(n), m, float(s), int(k), causal)
+    return tuple(axis_geometry(n, m, float(s), int(k), causal)
                  for n, m, s, k in zip(in_size, sizes, scales, kernel_size))
 
 
@@ -457,6 +460,7 @@ def _depthwise_kernels(module: str) -> Backend:
 BACKENDS: Dict[str, Backend] = {
     'torch': Backend({'resize.forward': _torch_forward, 'resize.grad_input': _torch_grad_input,
                       'resize.grad_bank': _torch_grad_bank}),
+    'cpp': _depthwise_kernels('resize_cpu'),
     'triton': _depthwise_kernels('triton_resize'),
 }
 
