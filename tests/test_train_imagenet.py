@@ -271,7 +271,8 @@ def test_scale_augmentation_and_input_size_resolve_once():
     assert config.model.model_kwargs['img_size'] == 32 and config.recorded['model_kwargs']['img_size'] == 32
     assert resolved('--model', 'smpconv_nano_cc', '--input-size', '3', '32', '48').model.model_kwargs['img_size'] \
         == [32, 48]
-    assert resolved('--model', 'smpconv_nano_cc', '--model-kwargs', 'img_size=40').model.model_kwargs == {'img_size': 40}
+    given = resolved('--model', 'smpconv_nano_cc', '--model-kwargs', 'img_size=40')
+    assert given.model.model_kwargs == {'img_size': 40}
     assert 'img_size' not in resolved('--model', 'smpconv_nano').model.model_kwargs  # strided: maps follow the input
     with pytest.raises(ConfigError, match=r'^--scale-augmentation takes factors 0 < MIN <= MAX, got \(2.0, 0.5\)$'):
         resolved('--scale-augmentation', '2', '0.5')

@@ -189,5 +189,5 @@ def create_trainer(config: TrainingConfig, accelerator: Accelerator,
     return Trainer(
         config, accelerator, prepared, accelerator.unwrap_model(prepared, keep_torch_compile=False), ema, optimizer,
         scheduler, mixup, create_batch_scale(config.augment, config.data), create_loss(config.mixup.smoothing, mixup),
-        train_loader, val_loader, batches_per_epoch, num_epochs, num_classes, len(train_set), len(val_set), checkpointer,
-        progress)
+        train_loader, val_loader, batches_per_epoch, num_epochs, num_classes, len(train_set), len(val_set),
+        checkpointer, progress)
