@@ -150,7 +150,7 @@ class SMPConvStem(nn.Sequential):
         return self[0] if self.resize_input else self[-1]
 
     def _resized_size(self) -> Tuple[int, int]:
-        """The size the resizing layer gives any input: the image's of `img_size`, or the first stage's map."""
+        """The size the resizing layer gives every input: `img_size` (the image), or the first stage's map."""
         return self.built_size if self.resize_input else self.grid_size
 
     def _resizer_input(self, size: int) -> int:
