@@ -1,5 +1,8 @@
 """SMPConvNet with continuous SMP downsampling (downsample='smp', smpconv_nano_cc): timm's model API, the deploy
-form, and resize factors that keep every stage at its trained map size for any input size."""
+form, and resize factors that keep every stage at its trained map size for any input size; smpconv_nano_ci (the
+image resized first) and smpconv_nano_gradual (maps shrinking by 2^(1/2) between groups)."""
+import re
+
 import pytest
 import timm
 import torch
@@ -162,3 +165,116 @@ def test_state_dict_round_trip(tmp_path):
     loaded.load_state_dict(load_file(tmp_path / 'model.safetensors'))
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+
+
+# smpconv_nano_ci: a continuous layer resizes the image itself before the stem
+
+def stem_input_sizes(model: torch.nn.Module, height: int, width: int) -> tuple:
+    """The size of the map the stem's first strided convolution receives for an image of height x width."""
+    seen = []
+    handle = model.stem[1].register_forward_pre_hook(lambda module, args: seen.append(tuple(args[0].shape[-2:])))
+    map_sizes(model, height, width)
+    handle.remove()
+    return seen[0]
+
+
+@pytest.mark.parametrize('size', [48, 64, 96, 128, 192, (96, 192)])
+def test_input_resizing_stem_gives_every_layer_the_trained_scale(size):
+    height, width = (size, size) if isinstance(size, int) else size
+    dynamic = create('smpconv_nano_ci', img_size=64, dynamic_img_size=True)
+    assert isinstance(dynamic.stem[0], ContinuousConvNormAct) and dynamic.stem[0].conv.points.kernel_size == (5, 5)
+    assert stem_input_sizes(dynamic, height, width) == (64, 64)
+    assert map_sizes(dynamic, height, width) == TRAINED_MAPS
+    fixed = create('smpconv_nano_ci', img_size=64)
+    fixed.set_input_size(img_size=(height, width))
+    assert fixed.stem[0].scale == (64 / height, 64 / width) and fixed.stem[-1].scale == 0.5
+    assert stem_input_sizes(fixed, height, width) == (64, 64)
+    x = torch.randn(2, 3, height, width)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed(x), dynamic(x), rtol=1e-6, atol=1e-6)
+
+
+def test_input_resizing_stem_keeps_the_layer_names_of_the_stem():
+    ci, cc = create('smpconv_nano_ci'), create()
+    # the image's resizing layer comes first, on its 3 channels; the stem's layers follow, one index on
+    shifted = {re.sub(r'^stem\.(\d)', lambda m: f'stem.{int(m[1]) + 1}', k) for k in cc.state_dict()}
+    assert set(ci.state_dict()) - shifted == {f'stem.0.{k}' for k in ci.stem[0].state_dict()}
+    assert ci.stem[0].conv.points.weights.shape[0] == 3 and ci.pretrained_cfg['first_conv'] == 'stem.1.conv'
+    with torch.no_grad():
+        assert map_sizes(ci, 64, 96) == [(16, 24), (8, 12), (4, 6), (2, 3)]  # built for 224: scale 1, maps follow
+    with pytest.raises(ValueError, match=r"^resize_input needs downsample='smp'"):
+        timm.create_model('smpconv_nano', resize_input=True)
+
+
+def test_input_resizing_stem_too_small_image_is_a_one_line_error():
+    model = create('smpconv_nano_ci', img_size=64)
+    with pytest.raises(ValueError, match=r'^a 20 x 24 image is smaller than this network accepts, set up for 64 x 64 '
+                                         r'images: at least 31 x 31'):
+        model(torch.randn(1, 3, 20, 24))
+    assert map_sizes(model, 31, 31)[-1] == (1, 1)
+
+
+# smpconv_nano_gradual: maps shrink by 2^(1/2) between 7 groups
+
+GRADUAL_CHANNELS = [32, 45, 64, 91, 128, 181, 256]
+GRADUAL_MAPS_64 = [(16, 16), (11, 11), (8, 8), (5, 5), (4, 4), (2, 2), (2, 2)]  # floor(16 * 2^(-i/2))
+GRADUAL_MAPS_224 = [(56, 56), (39, 39), (28, 28), (19, 19), (14, 14), (9, 9), (7, 7)]
+
+
+def test_gradual_groups_shrink_by_the_square_root_of_two():
+    model = create('smpconv_nano_gradual')
+    assert [info['num_chs'] for info in model.feature_info] == GRADUAL_CHANNELS
+    assert [info['reduction'] for info in model.feature_info] == [4, 5.66, 8, 11.31, 16, 22.63, 32]
+    with torch.no_grad():
+        final, maps = model.forward_intermediates(torch.randn(2, 3, 224, 224))
+    assert [tuple(m.shape[1:]) for m in maps] == [(c, *hw) for c, hw in zip(GRADUAL_CHANNELS, GRADUAL_MAPS_224)]
+    assert final.shape == (2, 256, 7, 7)
+    # the continuous transitions resize by 2^(-1/2) where flooring gives the map, by the factor to it elsewhere
+    scales = [stage.downsample[1].scale for stage in model.stages[1:]]
+    assert scales == pytest.approx([2 ** -0.5, 28 / 39, 2 ** -0.5, 14 / 19, 2 ** -0.5, 7 / 9], rel=1e-15)
+    assert all(isinstance(stage.downsample[1], ContinuousConvNormAct) for stage in model.stages[1:])
+
+
+@pytest.mark.parametrize('size', [48, 64, 128, (96, 192)])
+def test_gradual_groups_keep_their_trained_maps(size):
+    height, width = (size, size) if isinstance(size, int) else size
+    dynamic = create('smpconv_nano_gradual', img_size=64, dynamic_img_size=True)
+    assert map_sizes(dynamic, height, width) == GRADUAL_MAPS_64
+    fixed = create('smpconv_nano_gradual', img_size=64)
+    fixed.set_input_size(img_size=(height, width))
+    assert map_sizes(fixed, height, width) == GRADUAL_MAPS_64
+
+
+def test_gradual_features_only():
+    features = timm.create_model('smpconv_nano_gradual', features_only=True, img_size=64).eval()
+    assert features.feature_info.channels() == GRADUAL_CHANNELS
+    with torch.no_grad():
+        maps = features(torch.randn(2, 3, 64, 64))
+    assert [tuple(m.shape) for m in maps] == [(2, c, *hw) for c, hw in zip(GRADUAL_CHANNELS, GRADUAL_MAPS_64)]
+    some = timm.create_model('smpconv_nano_gradual', features_only=True, out_indices=(1, 3), img_size=64).eval()
+    assert some.feature_info.reduction() == [5.66, 11.31]
+    with torch.no_grad():
+        assert [tuple(m.shape) for m in some(torch.randn(1, 3, 64, 64))] == [(1, 45, 11, 11), (1, 91, 5, 5)]
+
+
+def test_stage_scale_needs_continuous_layers():
+    with pytest.raises(ValueError, match=r"^stage_scale 0.7 needs downsample='smp'"):
+        timm.create_model('smpconv_nano', stage_scale=0.7)
+    # smpconv_nano_cc's transitions halve, exactly as before stage_scale
+    assert all(stage.downsample[1].scale == 0.5 for stage in create(img_size=(48, 80)).stages[1:])
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('name', ['smpconv_nano_ci', 'smpconv_nano_gradual'])
+@pytest.mark.parametrize('dynamic', [False, True])
+def test_new_variants_reparameterize(name, dynamic):
+    trained = random_batchnorm_statistics(create(name, img_size=64, dynamic_img_size=dynamic))
+    fused = reparameterize_model(trained)
+    assert [n for n, m in fused.named_modules() if isinstance(m, torch.nn.BatchNorm2d)] == ['norm']
+    for size in (64, 96):
+        trained.set_input_size(img_size=size)
+        fused.set_input_size(img_size=size)
+        x = torch.randn(2, 3, size, size)
+        # float32: folding a batch norm multiplies its scale into the kernel before the sum instead of after, a
+        # rounding of ~1e-7 relative per layer; over ~20 layers on outputs of order 1, the test of smpconv_nano_cc
+        torch.testing.assert_close(fused(x), trained(x), rtol=0, atol=2e-5)

@@ -1,5 +1,6 @@
 """train_imagenet.py end to end: the quickstart, two processes against one, a killed run resumed, bad input."""
 import csv
+import json
 import shutil
 import signal
 import subprocess
@@ -20,13 +21,15 @@ import smpconv_models  # noqa: F401
 from smpconv_models.datasets import FashionMNISTSubset
 from smpconv_models.ops import ENV_VAR, choices, clear_choices, dispatch
 from smpconv_models.ops.depthwise import BACKENDS
-from smpconv_models.training import (create_eval_loader, evaluate, load_training_state, parse_args,
+from smpconv_models.training import (ConfigError, create_eval_loader, evaluate, load_training_state, parse_args,
                                      resolve_training_config)
+from smpconv_models.training.data import RandomBatchScale
 
 ROOT = Path(__file__).parent.parent
 SCRIPT = str(ROOT / 'train_imagenet.py')
 sys.path.insert(0, str(ROOT))
 import train_imagenet  # noqa: E402
+import validate  # noqa: E402
 
 # small and fast: 32x32 inputs, a batch of 8 (125 steps per epoch)
 FAST = ['--input-size', '3', '32', '32', '--global-batch-size', '8']
@@ -244,3 +247,56 @@ def test_bad_input_fails_before_training(tmp_path, capsys):
     _fails_before_training([*base, '--dataset', '', '--data-dir', str(tmp_path / 'one_split')], capsys,
                            "has no folder for the split 'validation' (looked for validation, val, valid, eval")
     assert not list(tmp_path.glob('*/summary.csv'))[1:]  # only the deliberate one-update run wrote one
+
+
+def test_batch_scale_is_seeded_and_in_range():
+    scale = RandomBatchScale((0.75, 3.), seed=0)
+    sizes = [scale.size(64, 64, epoch, index) for epoch in range(3) for index in range(20)]
+    # 64 px x [0.75, 3] in 16 px steps: 48 to 192
+    assert all(48 <= height <= 192 and height % 16 == 0 and height == width for height, width in sizes)
+    assert len(set(sizes)) >= 6
+    assert sizes == [RandomBatchScale((0.75, 3.), seed=0).size(64, 64, e, i) for e in range(3) for i in range(20)]
+    assert sizes != [RandomBatchScale((0.75, 3.), seed=1).size(64, 64, e, i) for e in range(3) for i in range(20)]
+    x = torch.rand(2, 3, 64, 64)
+    assert tuple(scale(x, 0, 0).shape) == (2, 3, *scale.size(64, 64, 0, 0))
+
+
+def test_scale_augmentation_and_input_size_resolve_once():
+    def resolved(*argv):
+        return resolve_training_config(vars(parse_args([*FAST, *argv])), world_size=1)
+
+    config = resolved('--model', 'smpconv_nano_cc', '--scale-augmentation', '0.5', '2')
+    assert config.augment.scale_augmentation == (0.5, 2.)
+    # a model that adapts to the input size is built for the training size, and the run records it
+    assert config.model.model_kwargs['img_size'] == 32 and config.recorded['model_kwargs']['img_size'] == 32
+    assert resolved('--model', 'smpconv_nano_cc', '--input-size', '3', '32', '48').model.model_kwargs['img_size'] \
+        == [32, 48]
+    given = resolved('--model', 'smpconv_nano_cc', '--model-kwargs', 'img_size=40')
+    assert given.model.model_kwargs == {'img_size': 40}
+    assert 'img_size' not in resolved('--model', 'smpconv_nano').model.model_kwargs  # strided: maps follow the input
+    with pytest.raises(ConfigError, match=r'^--scale-augmentation takes factors 0 < MIN <= MAX, got \(2.0, 0.5\)$'):
+        resolved('--scale-augmentation', '2', '0.5')
+
+
+@pytest.mark.slow
+def test_adaptive_run_evaluates_at_any_size_from_its_record(tmp_path):
+    """A run of smpconv_nano_cc with scale augmentation; validate.py then needs no model arguments at other sizes."""
+    args = [*FAST, '--model', 'smpconv_nano_cc', '--model-kwargs', 'kernel_sizes=(15, 7, 3, 3)',
+            'dynamic_img_size=True', '--scale-augmentation', '0.5', '2', '--epochs', '1', '--warmup-epochs', '0',
+            '--max-updates', '4', '--output', str(tmp_path), '--experiment', 'cc']
+    assert train_imagenet.main(args) == 0
+    run_dir = tmp_path / 'cc'
+    config = yaml.safe_load((run_dir / 'config.yaml').read_text())
+    assert config['model_kwargs'] == {'kernel_sizes': [15, 7, 3, 3], 'dynamic_img_size': True, 'img_size': 32}
+    assert config['scale_augmentation'] == [0.5, 2.0]
+
+    def top1(size, *model_kwargs):
+        results = tmp_path / 'results.json'
+        assert validate.main(['--config', str(run_dir / 'config.yaml'), '--checkpoint',
+                              str(run_dir / 'model_ema.safetensors'), '--input-size', '3', str(size), str(size),
+                              '--results-file', str(results), *model_kwargs]) == 0
+        return json.loads(results.read_text())['top1']
+
+    assert top1(32) == pytest.approx(float(read_summary(run_dir)[-1]['eval_ema_top1']))
+    # the recorded size and dynamic_img_size: what the run's weights give, as with the arguments spelled out
+    assert top1(64) == top1(64, '--model-kwargs', 'img_size=32', 'dynamic_img_size=True')

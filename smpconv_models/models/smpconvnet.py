@@ -29,6 +29,7 @@ from ..layers.continuous_blocks import ContinuousConvNormAct
 from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock
 from ..official import to_package_layout
 from ..ops import recording_graph
+from ..ops.resize import Scale
 from ..smp import SMPKernel, points_for_kernel
 from .base import SMPConvModel, paper_cfg
 
@@ -40,13 +41,14 @@ ImageSize = Union[int, Sequence[int]]
 # k output pixels, so at 1/2 it reads 9 input pixels per axis, an anti-aliasing filter that covers the band a
 # halving folds over (the 3x3 stride-2 convolution it replaces reads 3 and aliases); k = 3 would read only 5.
 # 9 points: as many values per channel as that 3x3 kernel had weights, so the capacity of the layer is kept.
+# The layer that resizes the image itself (resize_input) is the same, on the image's channels.
 RESIZE_KERNEL_SIZE = 5
 RESIZE_POINTS = 9
 
 
 class SMPConvStage(nn.Module):
-    """Optional downsampling transition ('conv' or 'smp', see `SMPConvNet`), then `depth` pairs of large-kernel and
-    FFN blocks."""
+    """Optional downsampling transition ('conv' or 'smp', see `SMPConvNet`) resizing by `downsample_scale`, then
+    `depth` pairs of large-kernel and FFN blocks."""
 
     def __init__(
             self,
@@ -56,6 +58,7 @@ class SMPConvStage(nn.Module):
             kernel_size: int,
             num_points: int,
             downsample: Optional[str] = 'conv',
+            downsample_scale: Scale = 0.5,
             ffn_ratio: float = 4.,
             dw_ratio: float = 1.,
             small_kernel_size: Optional[int] = 5,
@@ -71,7 +74,7 @@ class SMPConvStage(nn.Module):
         if downsample is not None:
             self.downsample = nn.Sequential(
                 FusableConvNormAct(in_chs, out_chs, 1, **layer_kwargs),
-                _halving_layer(out_chs, downsample, **layer_kwargs),
+                _resizing_layer(out_chs, downsample, downsample_scale, **layer_kwargs),
             )
         else:
             self.downsample = nn.Identity()
@@ -107,33 +110,52 @@ class SMPConvStage(nn.Module):
 class SMPConvStem(nn.Sequential):
     """3x3 stride-2 conv, 3x3 depthwise, 1x1, depthwise halving layer: RepLKNet's stem, to 1/4 resolution.
 
-    A continuous halving layer (downsample='smp') resizes by the factor, per axis, that gives images of the set
-    input size the map that `img_size` gives at 1/2, the size the stages are built for: by 1/2 for `img_size`
-    itself, by 1/4 for images twice as large; with `dynamic_img_size`, to that size from any image.
+    With continuous layers (downsample='smp') one of them resizes by the factor, per axis, that gives images of the
+    set input size the maps of `img_size`, the size the stages are built for: the halving layer (by 1/2 for
+    `img_size` itself, by 1/4 for images twice as large) or, with `resize_input`, a layer on the image's channels
+    before all others, so that every later layer sees the scale it was trained at. With `dynamic_img_size`, it
+    resizes to that size from any image.
     """
 
     def __init__(self, in_chans: int, out_chs: int, downsample: str = 'conv', img_size: ImageSize = 224,
-                 dynamic_img_size: bool = False, **kwargs):
-        if dynamic_img_size and downsample != 'smp':
-            raise ValueError("dynamic_img_size needs downsample='smp': strided convolutions cannot resize a map to a "
-                             "given size")
+                 dynamic_img_size: bool = False, resize_input: bool = False, **kwargs):
+        for flag, value in (('dynamic_img_size', dynamic_img_size), ('resize_input', resize_input)):
+            if value and downsample != 'smp':
+                raise ValueError(f"{flag} needs downsample='smp': strided convolutions cannot resize a map to a "
+                                 "given size")
+        input_layers = [_resizing_layer(in_chans, 'smp', 1., apply_act=False, **kwargs)] if resize_input else []
         super().__init__(
+            *input_layers,
             FusableConvNormAct(in_chans, out_chs, 3, stride=2, **kwargs),
             FusableConvNormAct(out_chs, out_chs, 3, groups=out_chs, **kwargs),
             FusableConvNormAct(out_chs, out_chs, 1, **kwargs),
-            _halving_layer(out_chs, downsample, **kwargs),
+            _resizing_layer(out_chs, downsample, 0.5, **kwargs),
         )
-        self.img_size = _image_size(img_size)
-        # the map size a continuous halving layer keeps: img_size's at 1/2, floor(H / 2) as it sizes its outputs
+        self.resize_input = resize_input
+        self.built_size = _image_size(img_size)
+        # the map size the first stage is built for: img_size's at 1/2, floor(H / 2) as the layers size their outputs
         # (None: strided convolutions, whose maps follow the input)
-        self.grid_size = tuple(_stem_input(n) // 2 for n in self.img_size) if downsample == 'smp' else None
+        self.grid_size = tuple(_stem_input(n) // 2 for n in self.built_size) if downsample == 'smp' else None
         self.dynamic_img_size = dynamic_img_size
         self.set_input_size(img_size)
 
     @property
     def fixed_factor(self) -> bool:
-        """Whether the halving layer resizes by a set factor (so that small images can leave a stage no pixel)."""
+        """Whether the stem resizes by a set factor (so that small images can leave a stage no pixel)."""
         return self.grid_size is not None and not self.dynamic_img_size
+
+    @property
+    def resizer(self) -> nn.Module:
+        """The layer whose factor follows the input size."""
+        return self[0] if self.resize_input else self[-1]
+
+    def _resized_size(self) -> Tuple[int, int]:
+        """The size the resizing layer gives every input: `img_size` (the image), or the first stage's map."""
+        return self.built_size if self.resize_input else self.grid_size
+
+    def _resizer_input(self, size: int) -> int:
+        """The resizing layer's input size along an axis, for images of `size`."""
+        return size if self.resize_input else _stem_input(size)
 
     @torch.jit.ignore
     def set_input_size(self, img_size: ImageSize) -> None:
@@ -141,9 +163,17 @@ class SMPConvStem(nn.Sequential):
         if self.grid_size is None:
             return
         if self.dynamic_img_size:
-            self[-1].resize_to(self.grid_size)
+            self.resizer.resize_to(self._resized_size())
         else:
-            self[-1].resize_by(tuple(_factor(_stem_input(n), m) for n, m in zip(self.img_size, self.grid_size)))
+            self.resizer.resize_by(tuple(_factor(self._resizer_input(n), m)
+                                         for n, m in zip(self.img_size, self._resized_size())))
+
+    def map_size(self, size: int, axis: int) -> int:
+        """The size along `axis` of the stem's output for images of `size`, at the set factor."""
+        scale = _axis_scale(self.resizer.scale, axis)
+        if self.resize_input:
+            return _stem_input(math.floor(size * scale)) // 2
+        return math.floor(_stem_input(size) * scale)
 
 
 class SMPConvNet(SMPConvModel):
@@ -174,6 +204,8 @@ class SMPConvNet(SMPConvModel):
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
             downsample: str = 'conv',
+            stage_scale: float = 0.5,
+            resize_input: bool = False,
             img_size: ImageSize = 224,
             dynamic_img_size: bool = False,
             inference_mode: bool = False,
@@ -200,6 +232,10 @@ class SMPConvNet(SMPConvModel):
             drop_rate: Head pre-classifier dropout rate.
             drop_path_rate: Stochastic depth rate, reached linearly at the last block pair.
             downsample: Depthwise halving layers: 'conv', 3x3 stride-2 convolutions; 'smp', continuous SMP ones.
+            stage_scale: The factor each stage transition resizes its maps by (downsample='smp' for any but 1/2;
+                see `_transition_scales`).
+            resize_input: Resize the image itself to the maps of `img_size`, before the stem's first layer, with a
+                continuous layer on its channels (downsample='smp'), instead of the stem's halving layer.
             img_size: The input size the stages are built for (trained at; default the pretrained config's).
             dynamic_img_size: Give every input the stage maps of `img_size` (downsample='smp').
             inference_mode: Build the re-parameterised form (`timm.models.reparameterize_model`), to load
@@ -213,17 +249,20 @@ class SMPConvNet(SMPConvModel):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         folding = dict(inference_mode=inference_mode, **dd)
-        self.stem = SMPConvStem(in_chans, dims[0], downsample, img_size, dynamic_img_size, **folding)
+        self.stem = SMPConvStem(in_chans, dims[0], downsample, img_size, dynamic_img_size, resize_input, **folding)
+        if stage_scale != 0.5 and downsample != 'smp':
+            raise ValueError(f"stage_scale {stage_scale} needs downsample='smp': strided convolutions only halve")
+        scales = _transition_scales(self.stem.grid_size, stage_scale, len(depths))
 
         dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         stage_args = dict(ffn_ratio=ffn_ratio, dw_ratio=dw_ratio, small_kernel_size=small_kernel_size,
                           kernel_type=kernel_type, **folding)
         self.stages = nn.Sequential(*[
             SMPConvStage(dims[max(i - 1, 0)], dims[i], depths[i], kernel_sizes[i], num_points[i],
-                         downsample if i else None, drop_path_rates=dp_rates[i], **stage_args)
+                         downsample if i else None, scales[i], drop_path_rates=dp_rates[i], **stage_args)
             for i in range(len(depths))
         ])
-        self.feature_info = [dict(num_chs=dim, reduction=4 * 2 ** i, module=f'stages.{i}')
+        self.feature_info = [dict(num_chs=dim, reduction=_reduction(stage_scale, i), module=f'stages.{i}')
                              for i, dim in enumerate(dims)]
         self.num_features = dims[-1]
 
@@ -252,6 +291,12 @@ class SMPConvNet(SMPConvModel):
             s.grad_checkpointing = enable
 
     @property
+    def adapts_to_input_size(self) -> bool:
+        """Whether the stages see the maps of the size the network is built for (`img_size`) from images of other
+        sizes (downsample='smp'); strided convolutions' maps follow the input."""
+        return self.stem.grid_size is not None
+
+    @property
     def dynamic_img_size(self) -> bool:
         """Whether every input gets the stage maps of the size the network was built for (timm's attribute)."""
         return self.stem.dynamic_img_size
@@ -271,15 +316,16 @@ class SMPConvNet(SMPConvModel):
     @torch.jit.unused
     def _check_image_size(self, height: int, width: int) -> None:
         """A one-line error for images whose maps the set resize factors would empty before the last stage."""
-        halvings = 2 ** (len(self.stages) - 1)
 
-        def last_map(n: int, scale: float) -> int:
-            return math.floor(_stem_input(n) * scale) // halvings
+        def last_map(n: int, axis: int) -> int:
+            n = self.stem.map_size(n, axis)
+            for stage in self.stages[1:]:
+                n = math.floor(n * _axis_scale(stage.downsample[-1].scale, axis))
+            return n
 
-        scales = self.stem[-1].scale
-        if min(last_map(n, s) for n, s in zip((height, width), scales)) >= 1:
+        if min(last_map(n, axis) for axis, n in enumerate((height, width))) >= 1:
             return
-        smallest = [next(n for n in range(1, 1 << 30) if last_map(n, s) >= 1) for s in scales]
+        smallest = [next(n for n in range(1, 1 << 30) if last_map(n, axis) >= 1) for axis in range(2)]
         size = self.stem.img_size
         raise ValueError(f'a {height} x {width} image is smaller than this network accepts, set up for {size[0]} x '
                          f'{size[1]} images: at least {smallest[0]} x {smallest[1]} (or use set_input_size or '
@@ -313,15 +359,47 @@ def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
 torch.fx.wrap('_cpu_layout')  # FX graphs keep the device test, not the layout of the device they were traced on
 
 
-def _halving_layer(channels: int, downsample: str, **kwargs) -> nn.Module:
-    """The depthwise layer that halves a map: a 3x3 stride-2 convolution, or a continuous SMP one resizing by 1/2
-    (a factor the network may change, see `SMPConvNet.set_input_size`)."""
+def _resizing_layer(channels: int, downsample: str, scale: Scale, **kwargs) -> nn.Module:
+    """The depthwise layer that resizes a map by `scale`: a continuous SMP one (a factor the network may change, see
+    `SMPConvNet.set_input_size`), or a 3x3 stride-2 convolution, which only halves."""
     if downsample == 'smp':
-        return ContinuousConvNormAct(channels, RESIZE_KERNEL_SIZE, RESIZE_POINTS, scale=0.5, **kwargs)
+        return ContinuousConvNormAct(channels, RESIZE_KERNEL_SIZE, RESIZE_POINTS, scale=scale, **kwargs)
     if downsample == 'conv':
         return FusableConvNormAct(channels, channels, 3, stride=2, groups=channels, **kwargs)
     raise ValueError(f"downsample takes 'conv' (strided convolutions) or 'smp' (continuous SMP layers), "
                      f"got {downsample!r}")
+
+
+def _transition_scales(grid_size: Optional[Tuple[int, int]], stage_scale: float, num_stages: int) -> List[Scale]:
+    """The factor each stage's transition resizes by (stage 0 has none): the maps of the stages are
+    floor(grid * stage_scale^i) per axis, of the first stage's `grid_size` (None: strided convolutions, 1/2).
+
+    A transition resizes by `stage_scale` itself where that gives its map (always at 1/2: floor(floor(n / 2) / 2)
+    = floor(n / 4)), else by the factor to it: repeated flooring would lose a pixel at every non-integer step
+    (16 x 2^(-1/2) x 2^(-1/2) = 11.3 x 0.71 = 7.8, where the grid's 8 x 8 is the map size wanted).
+    """
+    if grid_size is None:
+        return [stage_scale] * num_stages
+
+    def axis_scales(grid: int) -> List[float]:
+        sizes = [max(1, math.floor(grid * stage_scale ** i + 1e-9)) for i in range(num_stages)]
+        return [stage_scale] + [stage_scale if math.floor(n * stage_scale) == m else _factor(n, m)
+                                for n, m in zip(sizes, sizes[1:])]
+
+    return [scale_y if scale_y == scale_x else (scale_y, scale_x)
+            for scale_y, scale_x in zip(*(axis_scales(grid) for grid in grid_size))]
+
+
+def _reduction(stage_scale: float, stage: int) -> Union[int, float]:
+    """The nominal reduction of a stage's maps: 4 after the stem, over stage_scale per transition (an integer at
+    1/2, as timm's feature_info has it)."""
+    reduction = 4 / stage_scale ** stage
+    return round(reduction) if abs(reduction - round(reduction)) < 1e-9 else round(reduction, 2)
+
+
+def _axis_scale(scale: Scale, axis: int) -> float:
+    """A layer's factor along `axis`, given as one number or one per axis."""
+    return scale if isinstance(scale, (int, float)) else scale[axis]
 
 
 def _stem_input(size: int) -> int:
@@ -403,7 +481,7 @@ def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConv
         return build_model_with_cfg(
             SMPConvNet, variant, pretrained,
             pretrained_filter_fn=partial(checkpoint_filter_fn, strict=strict),
-            feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
+            feature_cfg=dict(out_indices=tuple(range(len(kwargs['depths']))), flatten_sequential=True),
             **kwargs,
         )
     except SafetensorError as e:
@@ -420,7 +498,7 @@ def _create_smpconv(variant: str, pretrained: bool = False, **kwargs) -> SMPConv
 def _cfg(**kwargs) -> Dict[str, Any]:
     return paper_cfg(
         num_classes=1000, input_size=(3, 224, 224), pool_size=(7, 7), crop_pct=0.875, interpolation='bicubic',
-        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, first_conv='stem.0.conv', **kwargs)
+        mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD, **{'first_conv': 'stem.0.conv', **kwargs})
 
 
 # the authors' ImageNet-1k EMA weights, converted by `python -m smpconv_models.convert`; the mobile variants
@@ -428,6 +506,8 @@ def _cfg(**kwargs) -> Dict[str, Any]:
 default_cfgs = generate_default_cfgs({
     'smpconv_nano': _cfg(),
     'smpconv_nano_cc': _cfg(),
+    'smpconv_nano_ci': _cfg(first_conv='stem.1.conv'),
+    'smpconv_nano_gradual': _cfg(),
     'smpconv_t.in1k': _cfg(hf_hub_id=f'{HUB_ORG}/smpconv_t.in1k'),
     'smpconv_b.in1k': _cfg(hf_hub_id=f'{HUB_ORG}/smpconv_b.in1k'),
     'smpconv_mobile31': _cfg(),
@@ -450,6 +530,23 @@ def smpconv_nano_cc(pretrained: bool = False, **kwargs) -> SMPConvNet:
     """smpconv_nano with continuous SMP downsampling layers: any input size, the trained map sizes."""
     model_args = dict(_NANO_ARGS, downsample='smp')
     return _create_smpconv('smpconv_nano_cc', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def smpconv_nano_ci(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """smpconv_nano_cc whose stem resizes the image itself first: every layer sees the scale it was trained at."""
+    model_args = dict(_NANO_ARGS, downsample='smp', resize_input=True)
+    return _create_smpconv('smpconv_nano_ci', pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def smpconv_nano_gradual(pretrained: bool = False, **kwargs) -> SMPConvNet:
+    """smpconv_nano_cc with maps that shrink by 2^(1/2) between 7 groups of blocks instead of by 2 between 4
+    stages, the channels growing by about 2^(1/2): a network only continuous resizing layers allow."""
+    model_args = dict(
+        depths=(1,) * 7, dims=(32, 45, 64, 91, 128, 181, 256), kernel_sizes=(31, 31, 29, 29, 27, 19, 13),
+        points_divisor=8, ffn_ratio=2., downsample='smp', stage_scale=2 ** -0.5)
+    return _create_smpconv('smpconv_nano_gradual', pretrained=pretrained, **dict(model_args, **kwargs))
 
 
 @register_model

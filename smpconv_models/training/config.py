@@ -164,6 +164,10 @@ def build_parser(default_config: Optional[Path] = None) -> argparse.ArgumentPars
                        help='area range of the random resized crop')
     group.add_argument('--ratio', type=float, nargs=2, default=[3. / 4., 4. / 3.],
                        help='aspect ratio range of the random resized crop')
+    group.add_argument('--scale-augmentation', type=float, nargs=2, default=None, metavar=('MIN', 'MAX'),
+                       help='train each batch at a random input size: --input-size times a factor drawn '
+                            'log-uniformly from [MIN, MAX] (for a model that adapts to it: '
+                            '--model-kwargs dynamic_img_size=True); unset: at --input-size')
     group.add_argument('--hflip', type=float, default=0.,
                        help="probability of a horizontal flip (the authors' code trains without)")
     group.add_argument('--vflip', type=float, default=0., help='probability of a vertical flip')

@@ -1,11 +1,14 @@
 """Training and evaluation data: timm's datasets and transforms, loaders sharded across processes."""
+import math
 import os
 import random
+from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.data import create_dataset, create_transform, resolve_data_config
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset, Subset
 
@@ -15,7 +18,8 @@ from .config import BUNDLED_DATASET, ConfigError
 from .settings import AugmentSettings, DataSettings, SplitSettings
 
 __all__ = ['create_datasets', 'create_eval_dataset', 'num_classes_of', 'resolve_image_config',
-           'SeededAugmentation', 'create_train_loader', 'create_eval_loader', 'set_epoch']
+           'SeededAugmentation', 'RandomBatchScale', 'create_batch_scale', 'create_train_loader', 'create_eval_loader',
+           'set_epoch']
 
 
 # the split folder names timm's dataset factory looks for
@@ -148,6 +152,40 @@ class SeededAugmentation(Dataset):
         finally:
             random.setstate(python_state)
             np.random.set_state(numpy_state)
+
+
+@dataclass(frozen=True)
+class RandomBatchScale:
+    """Resizes each training batch by a factor drawn log-uniformly from `factors` (scale augmentation at the
+    layer: a model that adapts to the input size learns every scale of its stem).
+
+    The factor depends on (seed, epoch, batch index) alone: every process resizes its part of a batch alike, and
+    a resumed run draws what the uninterrupted one did. Whole batches, as tensors: a batch needs one size.
+    Sizes are rounded to a multiple of `multiple` pixels: the continuous layers then resize by factors of short
+    period (16 px steps of a 64 px model: 4/m at its stem), which their polyphase path computes as a few strided
+    convolutions; an arbitrary factor takes the banded path, several times slower (docs/resizing.md, Speed).
+    """
+    factors: Tuple[float, float]
+    seed: int
+    multiple: int = 16
+
+    def size(self, height: int, width: int, epoch: int, index: int) -> Tuple[int, int]:
+        """The size batch `index` of `epoch` is trained at, for images of `height` x `width`."""
+        low, high = (math.log(f) for f in self.factors)
+        factor = math.exp(np.random.default_rng([self.seed, epoch, index]).uniform(low, high))
+        return tuple(max(self.multiple, self.multiple * round(n * factor / self.multiple)) for n in (height, width))
+
+    def __call__(self, x: torch.Tensor, epoch: int, index: int) -> torch.Tensor:
+        size = self.size(x.shape[-2], x.shape[-1], epoch, index)
+        if size == tuple(x.shape[-2:]):
+            return x
+        # antialiased: a smaller batch is what the images resized from their originals would look like
+        return F.interpolate(x, size=size, mode='bilinear', align_corners=False, antialias=True)
+
+
+def create_batch_scale(augment: AugmentSettings, data: DataSettings) -> Optional[RandomBatchScale]:
+    """The resizing of training batches that --scale-augmentation asks for, None without."""
+    return None if augment.scale_augmentation is None else RandomBatchScale(augment.scale_augmentation, data.seed)
 
 
 def _loader_kwargs(data: DataSettings, device: torch.device, dataset: Dataset) -> Dict[str, Any]:

@@ -59,8 +59,11 @@ def train_one_epoch(
         ema=None,
         mixup=None,
         on_recovery: Optional[Callable[[], None]] = None,
+        batch_scale: Optional[Callable[[torch.Tensor, int, int], torch.Tensor]] = None,
 ) -> Dict[str, float]:
     """Train from `progress.batches_done` to the end of the epoch (or `loop.max_updates`), updating `progress`.
+
+    `batch_scale(x, epoch, index)` resizes each batch (scale augmentation, see `RandomBatchScale`).
 
     After every optimizer update: the radius projection, the per-update learning rate schedule and the
     EMA update; every `loop.recovery_interval` updates, `on_recovery()` (which saves a training state).
@@ -80,6 +83,8 @@ def train_one_epoch(
         x, y = x.to(accelerator.device), y.to(accelerator.device)
         if mixup is not None:
             x, y = mixup(x, y)
+        if batch_scale is not None:
+            x = batch_scale(x, progress.epoch, progress.batches_done)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         # the update closes each group of `accum` batches, or the shorter group that ends the epoch

@@ -8,6 +8,9 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
 
+import torch
+
+from ..factory import create_model
 from .config import NOT_CONFIGURABLE, ConfigError, plain
 
 __all__ = ['DeviceSettings', 'DataSettings', 'SplitSettings', 'AugmentSettings', 'MixupSettings', 'OptimizerSettings',
@@ -96,6 +99,11 @@ class AugmentSettings:
     remode: str
     recount: int
     input_dropout: float
+    scale_augmentation: Optional[Tuple[float, float]]  # the range of a batch's resize factor
+
+    def __post_init__(self):
+        if self.scale_augmentation is not None and not 0 < self.scale_augmentation[0] <= self.scale_augmentation[1]:
+            raise ConfigError(f'--scale-augmentation takes factors 0 < MIN <= MAX, got {self.scale_augmentation}')
 
 
 @dataclass(frozen=True)
@@ -278,21 +286,46 @@ def scaled_lr(lr_base: float, lr_base_size: int, global_batch_size: int, lr_base
     return lr_base * (math.sqrt(ratio) if lr_base_scale == 'sqrt' else ratio)
 
 
+def adapts_to_input_size(model_name: str, model_kwargs: Mapping[str, Any]) -> bool:
+    """Whether the model resizes its maps to those of the size it is built for (`img_size`, downsample='smp'),
+    found by building it on the meta device: no memory, no random draws."""
+    try:
+        with torch.device('meta'):
+            model = create_model(model_name, **model_kwargs)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    return getattr(model, 'adapts_to_input_size', False)
+
+
+def training_model_kwargs(flags: Flags) -> Dict[str, Any]:
+    """The model arguments of a run: --model-kwargs, with `img_size` the training input size for a model that
+    adapts to the input size, so that the run records the size its stages are trained for (evaluating it at
+    other sizes resizes to it)."""
+    model_kwargs = dict(flags['model_kwargs'])
+    if flags['input_size'] is None or 'img_size' in model_kwargs or \
+            not adapts_to_input_size(flags['model'], model_kwargs):
+        return model_kwargs
+    height, width = flags['input_size'][1:]
+    return {**model_kwargs, 'img_size': height if height == width else [height, width]}
+
+
 def resolve_training_config(flags: Flags, world_size: int) -> TrainingConfig:
     """The training flags' configuration on `world_size` processes: the batches settled over the processes, the
-    learning rate scaled to the global batch unless --lr sets it."""
+    learning rate scaled to the global batch unless --lr sets it, the training input size given to a model that
+    adapts to it (`training_model_kwargs`)."""
     loop, mixup = _pick(LoopSettings, flags), _pick(MixupSettings, flags)
     batch = resolve_batch(flags['batch_size'], flags['global_batch_size'], flags['validation_batch_size'],
                           world_size, loop.grad_accum_steps, mixup.enabled)
     lr = flags['lr'] if flags['lr'] is not None else scaled_lr(
         flags['lr_base'], flags['lr_base_size'], batch.global_batch_size, flags['lr_base_scale'])
     # the values the run used, as the flags that repeat it
-    used = dict(flags, batch_size=batch.batch_size, global_batch_size=batch.global_batch_size, lr=lr)
+    used = dict(flags, batch_size=batch.batch_size, global_batch_size=batch.global_batch_size, lr=lr,
+                model_kwargs=training_model_kwargs(flags))
     recorded: Dict[str, Any] = {k: plain(v) for k, v in used.items() if k not in NOT_CONFIGURABLE}
     return TrainingConfig(
         data=_pick(DataSettings, flags), splits=_pick(SplitSettings, flags), augment=_pick(AugmentSettings, flags),
         mixup=mixup, batch=batch, optimizer=_pick(OptimizerSettings, flags, lr=lr),
-        schedule=_pick(ScheduleSettings, flags), loop=loop, model=_pick(ModelSettings, flags),
+        schedule=_pick(ScheduleSettings, flags), loop=loop, model=_pick(ModelSettings, used),
         model_training=_pick(ModelTrainingSettings, flags), ema=_pick(EmaSettings, flags),
         run=_pick(RunSettings, flags), recorded=MappingProxyType(recorded))
 

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 from ..factory import create_model
 from .checkpoint import Checkpointer, collect_training_state, remove_leftovers, restore_training_state
 from .config import ConfigError
-from .data import (create_datasets, create_eval_loader, create_train_loader, num_classes_of, resolve_image_config,
-                   set_epoch)
+from .data import (RandomBatchScale, create_batch_scale, create_datasets, create_eval_loader, create_train_loader,
+                   num_classes_of, resolve_image_config, set_epoch)
 from .distributed import sync_batchnorm
 from .engine import Progress, evaluate, train_one_epoch
 from .optim import create_loss, create_mixup, create_optimizer, create_scheduler
@@ -37,6 +37,7 @@ class Trainer:
     optimizer: Any
     scheduler: Any
     mixup: Optional[Mixup]
+    batch_scale: Optional[RandomBatchScale]
     loss_fn: nn.Module
     train_loader: DataLoader
     val_loader: DataLoader
@@ -79,7 +80,7 @@ class Trainer:
         metrics = train_one_epoch(
             self.model, loader, self.batches_per_epoch, self.optimizer, self.scheduler, self.loss_fn,
             self.accelerator, progress, config.loop, config.model.channels_last, ema=self.ema, mixup=self.mixup,
-            on_recovery=self.save_recovery)
+            on_recovery=self.save_recovery, batch_scale=self.batch_scale)
         if progress.batches_done == self.batches_per_epoch:
             progress.epoch, progress.batches_done = epoch + 1, 0
         return metrics
@@ -187,5 +188,6 @@ def create_trainer(config: TrainingConfig, accelerator: Accelerator,
     prepared, optimizer = accelerator.prepare(model, optimizer)
     return Trainer(
         config, accelerator, prepared, accelerator.unwrap_model(prepared, keep_torch_compile=False), ema, optimizer,
-        scheduler, mixup, create_loss(config.mixup.smoothing, mixup), train_loader, val_loader, batches_per_epoch,
-        num_epochs, num_classes, len(train_set), len(val_set), checkpointer, progress)
+        scheduler, mixup, create_batch_scale(config.augment, config.data), create_loss(config.mixup.smoothing, mixup),
+        train_loader, val_loader, batches_per_epoch, num_epochs, num_classes, len(train_set), len(val_set),
+        checkpointer, progress)
