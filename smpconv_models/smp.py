@@ -80,6 +80,7 @@ def smp_kernel(
         normalize: bool = False,
         grid: Optional[torch.Tensor] = None,
         window: Optional[List[int]] = None,
+        node_gain: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Sample the SMP function on a `kernel_size` grid (or only its central `window`).
 
@@ -91,6 +92,8 @@ def smp_kernel(
         normalize: divide by the number of points covering each node, as the paper's eq. (1) does.
         grid: [d, *kernel_size] node coordinates to use instead of the exact linspace grid.
         window: d odd sizes <= kernel_size: sample only the central nodes of the grid.
+        node_gain: [*kernel_size] factors of the nodes' values (zero: a node outside the kernel's support), applied
+            to the points' interpolation weights, a P-th of the kernel's size.
 
     Returns:
         Dense kernel of shape [*weights.shape[:-1], *window] (window defaults to kernel_size).
@@ -117,6 +120,8 @@ def smp_kernel(
         # |N(x)| has no gradient: it only counts the points whose support covers each node.
         coverage = (interp > 0).sum(dim=-ndim - 1, keepdim=True).to(interp.dtype)
         interp = interp * (1. / (coverage + 1e-6))
+    if node_gain is not None:
+        interp = interp * node_gain
     num_points = positions.shape[-2]
     interp = interp.flatten(-ndim)  # [..., P, K]
     if positions.dim() == 2:
@@ -258,16 +263,19 @@ class SMPKernel(nn.Module):
             return self._inference_kernel(size, grid, window)
         return self._sample(size, grid, window)
 
-    def sample_at(self, grid: torch.Tensor) -> torch.Tensor:
+    def sample_at(self, grid: torch.Tensor, node_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The kernel [F, (I,) *grid.shape[1:]] at the points `grid` [d, ...] of the plane (or line): any points,
-        the nodes of a grid or not."""
-        return self._sample(list(grid.shape[1:]), grid.to(self.positions), None)
+        the nodes of a grid or not; each node's value times `node_gain` [...] if given."""
+        if node_gain is not None:
+            node_gain = node_gain.to(self.positions)
+        return self._sample(list(grid.shape[1:]), grid.to(self.positions), None, node_gain)
 
-    def _sample(self, size: List[int], grid: Optional[torch.Tensor], window: Optional[List[int]]) -> torch.Tensor:
+    def _sample(self, size: List[int], grid: Optional[torch.Tensor], window: Optional[List[int]],
+                node_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)
         return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid,
-                          window=window)
+                          window=window, node_gain=node_gain)
 
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:

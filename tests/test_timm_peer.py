@@ -21,7 +21,7 @@ from smpconv_models import convert
 from official_checkpoints import add_to_hub_cache, save_official_checkpoint
 
 MODELS = {'smpconv_t', 'smpconv_b', 'smpconv_mobile31', 'smpconv_mobile51', 'smpconv_nano', 'smpconv_nano_cc',
-          'smpconv_resnet_cifar10'}
+          'smpconv_nano_ci', 'smpconv_nano_gradual', 'smpconv_resnet_cifar10'}
 PRETRAINED = {'smpconv_t', 'smpconv_b'}
 PRETRAINED_TESTS = {'test_model_load_pretrained', 'test_model_features_pretrained'}
 # Every generic test that applies to a CNN classifier.

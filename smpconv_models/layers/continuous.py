@@ -36,7 +36,7 @@ def full_points(in_channels: int, out_channels: int, kernel_size: int, num_point
                      device=device, dtype=dtype)
 
 
-def sample_bank(kernel_at: Callable[[torch.Tensor], torch.Tensor], axes: Sequence[AxisGeometry],
+def sample_bank(kernel_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], axes: Sequence[AxisGeometry],
                 gain: float = 1.) -> torch.Tensor:
     """The kernels `kernel_at` (`SMPKernel.sample_at`) gives at the taps of every phase of `axes` ((rows, columns)
     or (steps,)): [F, I or 1, phases, taps, ...], zero beyond the kernel's support, times `gain` and min(s, 1) per
@@ -48,14 +48,14 @@ def sample_bank(kernel_at: Callable[[torch.Tensor], torch.Tensor], axes: Sequenc
         support = axes[0].mask()[:, :, None, None] & axes[1].mask()[None, None]
     else:
         grid, support = coordinates[0][None], axes[0].mask()
-    kernel = kernel_at(grid)
-    kernel = kernel.reshape(kernel.shape[0], -1, *support.shape)
     for axis in axes:
         gain *= min(axis.scale, 1.)
-    return kernel * (support.to(kernel) * gain)
+    # on the nodes, before the points' values multiply them: a filter count's fewer products than on the kernel
+    kernel = kernel_at(grid, (support.to(grid) * gain).reshape(grid.shape[1:]))
+    return kernel.reshape(kernel.shape[0], -1, *support.shape)
 
 
-def resize(x: torch.Tensor, kernel_at: Callable[[torch.Tensor], torch.Tensor], axes: Sequence[AxisGeometry],
+def resize(x: torch.Tensor, kernel_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], axes: Sequence[AxisGeometry],
            gain: float = 1.) -> torch.Tensor:
     """x [B, C, N] or [B, C, H, W] resized as `axes` say with the kernel `kernel_at` gives (`sample_bank`):
     depthwise or full, as the kernel's shape."""
@@ -83,10 +83,10 @@ class SMPContinuousConv2d(SMPConv2d):
                                       device=device, dtype=dtype)
 
     @torch.jit.export
-    def kernel_at(self, grid: torch.Tensor) -> torch.Tensor:
-        """The kernel [F, (I,) ...] at any points `grid` [2, ...] of [-1, 1]^2 (compiled with a scripted layer, whose
-        resize, a Python call, samples through it)."""
-        return self.points.sample_at(grid)
+    def kernel_at(self, grid: torch.Tensor, node_gain: torch.Tensor) -> torch.Tensor:
+        """The kernel [F, (I,) ...] at any points `grid` [2, ...] of [-1, 1]^2, times `node_gain` [...] (compiled
+        with a scripted layer, whose resize, a Python call, samples through it)."""
+        return self.points.sample_at(grid, node_gain)
 
     def bank(self, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
         """The kernels [O, C or 1, row phases, row taps, column phases, column taps] of a geometry (`sample_bank`)."""
@@ -141,10 +141,10 @@ class SMPContinuousConv1d(nn.Module):
         self.causal = causal
 
     @torch.jit.export
-    def kernel_at(self, grid: torch.Tensor) -> torch.Tensor:
-        """The kernel [F, (I,) ...] at any points `grid` [1, ...] of [-1, 1] (compiled with a scripted layer, whose
-        resize, a Python call, samples through it)."""
-        return self.points.sample_at(grid)
+    def kernel_at(self, grid: torch.Tensor, node_gain: torch.Tensor) -> torch.Tensor:
+        """The kernel [F, (I,) ...] at any points `grid` [1, ...] of [-1, 1], times `node_gain` [...] (compiled with
+        a scripted layer, whose resize, a Python call, samples through it)."""
+        return self.points.sample_at(grid, node_gain)
 
     def bank(self, axis: AxisGeometry) -> torch.Tensor:
         """The kernels [O, C or 1, phases, taps] of a geometry (`sample_bank`)."""

@@ -116,6 +116,7 @@ class SMPConvStem(nn.Sequential):
     before all others, so that every later layer sees the scale it was trained at. With `dynamic_img_size`, it
     resizes to that size from any image.
     """
+    __jit_unused_properties__ = ['resizer']  # a module, which TorchScript cannot type: used only outside forward
 
     def __init__(self, in_chans: int, out_chs: int, downsample: str = 'conv', img_size: ImageSize = 224,
                  dynamic_img_size: bool = False, resize_input: bool = False, **kwargs):
