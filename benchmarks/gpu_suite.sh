@@ -18,3 +18,10 @@ python benchmarks/inference.py --device cuda --dtype bfloat16 --layouts channels
 python -m pytest tests/triton_suite -q -p no:cacheprovider 2>&1 | tee "$out/triton_suite.txt"
 python benchmarks/dwconv.py --device cuda --dtype bfloat16 --batch-size 64 --layouts nchw channels_last \
     --min-seconds 0.1 --output "$out/dwconv_cuda.json" 2>&1 | tee "$out/dwconv_cuda.md"
+
+# Continuous resizing (issue 18): the Triton kernels against float64 on the GPU, then the layer at s = 1/2 and
+# 0.73 against PyTorch's dense stride-2 convolution on smpconv_t's downsampling layers (the dispatcher times
+# the 'torch' and 'triton' backends and keeps the faster).
+python -m pytest tests/test_resize_triton.py -q -p no:cacheprovider 2>&1 | tee "$out/resize_triton.txt"
+python benchmarks/resize.py --device cuda --batch-size 64 --min-seconds 0.2 --output "$out/resize_cuda.json" \
+    2>&1 | tee "$out/resize_cuda.md"
