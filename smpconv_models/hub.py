@@ -32,7 +32,7 @@ _CITATION = '''@inproceedings{kim2023smpconv,
 
 
 # the operators of the layers: dense and depthwise convolutions, the classifier
-LAYER_OPS = ('aten.convolution', 'smpconv.depthwise_conv2d', 'aten.addmm')
+LAYER_OPS = ('aten.convolution', 'smpconv.depthwise_conv2d', 'smpconv.resize_conv2d', 'aten.addmm')
 
 
 def count_macs(model: nn.Module, input_size: Tuple[int, ...]) -> Dict[str, int]:
