@@ -94,6 +94,7 @@ def test_sequence_quickstart_shortened(tmp_path):
 @pytest.mark.slow
 def test_resumed_run_keeps_its_depthwise_backends(tmp_path, monkeypatch):
     """Backends round differently: a resumed run computes with the ones its run chose, without timing anew."""
+    clear_choices()  # the choices of earlier tests in this process (other operators') are not this run's
     recipe = [*FAST, '--warmup-epochs', '0', '--output', str(tmp_path)]
     assert train_imagenet.main([*recipe, '--epochs', '1', '--experiment', 'run']) == 0
     saved = load_training_state(tmp_path / 'run' / 'last.pth')['depthwise_backends']
