@@ -5,16 +5,19 @@ An operator is declared once, as an `Operator`: its name, the environment variab
 its backends, each a `Backend` with a function for every pass, by the pass's name (unique over all operators:
 it keys `choices()`), and whether it runs on an input; optionally, how to cut a smaller problem for screening
 (default: the first sample of the batch). Its custom ops compute each pass with `operator.compute`, and register
-their fake tensors, derivatives and FLOP formulas with torch.library. The continuous resizing convolution, say:
+their fake tensors, derivatives and FLOP formulas with torch.library. The continuous resizing convolution
+(`resize.py`), say:
 
     RESIZE = Operator('resizing convolution', 'SMPCONV_RESIZE_BACKEND', {
-        'torch': Backend({'resize.forward': _torch_forward, 'resize.grad_weight': _torch_grad_weight}),
-        'fft': Backend({'resize.forward': _fft_forward, 'resize.grad_weight': _fft_grad_weight}),
+        'torch': Backend({'resize.forward': _torch_forward, 'resize.grad_input': ..., 'resize.grad_bank': ...}),
+        'cpp': _depthwise_kernels('resize_cpu'),  # a Backend whose `supports` says where it runs
+        'triton': _depthwise_kernels('triton_resize'),
     })
 
-    @torch.library.custom_op('smpconv::resize_conv', mutates_args=())
-    def _forward(x: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
-        return RESIZE.compute('resize.forward', x, weight, scale, signature=(*weight.shape, scale))
+    @torch.library.custom_op('smpconv::resize_conv2d', mutates_args=())
+    def _forward(x: torch.Tensor, bank: torch.Tensor, out_size: List[int], ...) -> torch.Tensor:
+        ...
+        return RESIZE.compute('resize.forward', x, bank, rows, cols, signature=...)
 
 The choice is made per pass, device, dtype, layout, input shape and signature (what else decides the cost: the
 kernel's size, say), by timing the backends of the operator that support the input and keeping the fastest; it
@@ -23,7 +26,7 @@ runs on a smaller problem first (one sample of the batch, or a few channels of a
 within 4x of the best run on the whole (once, and once more where two are close). PyTorch's own convolutions
 are always among the candidates, so a choice is never slower than PyTorch. A backend can be forced for one
 operator with its environment variable (SMPCONV_DWCONV_BACKEND for the depthwise convolution,
-SMPCONV_CONV_BACKEND for the long one) or, in code, for all of them with `use_backend(name)`: every operator
+SMPCONV_CONV_BACKEND for the long one, SMPCONV_RESIZE_BACKEND for the resizing one) or, in code, for all of them with `use_backend(name)`: every operator
 that has a backend of that name uses it, the others choose as usual.
 
 Backends round differently, so two processes that choose differently compute results that differ in the last

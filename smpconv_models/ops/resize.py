@@ -24,6 +24,14 @@ For a rational scale p/q the phases repeat every p outputs, q inputs further on:
 pair of phases computes the outputs of that pair (`polyphase`). Otherwise every output has a phase of its own
 and each output row is one matrix product with a banded matrix of its columns' taps (`banded`). Both are exact;
 they differ in cost.
+
+`resize_conv2d` is the operator `smpconv::resize_conv2d` (with its passes `resize_conv2d_grad_input` and
+`resize_conv2d_grad_bank`): fake tensors, FLOP counts, first and second derivatives (each pass is linear in each
+of its tensors, and its partial maps are the other passes). Its backends (`BACKENDS`, chosen per shape by the
+dispatcher, forced with SMPCONV_RESIZE_BACKEND): 'torch', the two paths above, with their adjoints written out;
+'cpp' (`resize_cpu`, CPUs) and 'triton' (`triton_resize`, GPUs), fast kernels of the depthwise form whose
+contract `reference_taps` states plainly. A full bank always runs on 'torch'. FX, torch.export and ONNX record
+the 'torch' path's PyTorch operations, which run without this package.
 """
 import functools
 import importlib
