@@ -453,3 +453,17 @@ def test_keep_freed_memory_for_reuse(mode, user_env, expected):
     result = subprocess.run([sys.executable, '-c', MALLOC_PROBE, mode], env=env, capture_output=True, text=True,
                             check=True)
     assert result.stdout.split()[-2:] == expected.split()
+
+
+def test_a_state_from_before_img_size_was_recorded_is_the_same_recipe():
+    """Runs give a model that adapts to the input size their input size as img_size; a state saved before, without
+    it, resumes (the same network at that size) unless its input size or dynamic_img_size say otherwise."""
+    from smpconv_models.training.checkpoint import _as_recorded_now
+    kernels = {'kernel_sizes': [15, 7, 3, 3]}
+    config = {'model': 'smpconv_nano_cc', 'model_kwargs': {**kernels, 'img_size': 64}, 'input_size': [3, 64, 64]}
+    before = {**config, 'model_kwargs': kernels}
+    assert _as_recorded_now(before, config)['model_kwargs'] == config['model_kwargs']
+    other_size = {**before, 'input_size': [3, 32, 32]}
+    dynamic = {**before, 'model_kwargs': {**kernels, 'dynamic_img_size': True}}
+    for saved in (other_size, dynamic, config):
+        assert _as_recorded_now(saved, config) is saved

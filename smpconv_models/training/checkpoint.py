@@ -31,6 +31,7 @@ from ..ops import choices, restore_choices
 from .config import ConfigError, plain
 from .distributed import rng_state, set_rng_state
 from .engine import Progress
+from .settings import recorded_img_size
 
 __all__ = ['Checkpointer', 'remove_leftovers', 'latest_training_state', 'load_training_state', 'collect_training_state',
            'restore_training_state']
@@ -217,6 +218,18 @@ def collect_training_state(model: nn.Module, ema, optimizer, scaler, progress: P
         rng=gather_object([rng_state()]), depthwise_backends=gather_object([choices()]), config=dict(config))
 
 
+def _as_recorded_now(saved: Mapping[str, Any], config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A saved recipe as runs record it since they give a model that adapts to the input size its training input
+    size as `img_size`: a run from before built it without, which at that size and a fixed resize factor (no
+    dynamic_img_size) is the same network."""
+    then, now = dict(saved.get('model_kwargs') or {}), dict(config['model_kwargs'] or {})
+    if 'img_size' in then or 'img_size' not in now or then.get('dynamic_img_size') or \
+            saved.get('input_size') is None or plain(saved['input_size']) != plain(config['input_size']) or \
+            plain(now['img_size']) != plain(recorded_img_size(config['input_size'])):
+        return saved
+    return {**saved, 'model_kwargs': {**then, 'img_size': now['img_size']}}
+
+
 def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, ema, scaler,
                            checkpointer: Checkpointer, config: Mapping[str, Any], rank: int,
                            world_size: int) -> Progress:
@@ -224,7 +237,7 @@ def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, e
     refused."""
     if state['model_name'] != config['model']:
         raise ConfigError(f"the training state is from {state['model_name']}, this run trains {config['model']}")
-    saved = state['config']
+    saved = _as_recorded_now(state['config'], config)
     keys = _RECIPE_KEYS + (('batch_size',) if state['batches_done'] else ())  # mid-epoch: the same batches
     # tuples and lists alike: a config file holds lists, a --model-kwargs value may be a tuple
     differ = [f'{k}: {saved.get(k)!r} then, {config[k]!r} now' for k in keys

@@ -6,7 +6,7 @@ and a field are one name. Lists become tuples and mappings read-only views: a pi
 import math
 from dataclasses import dataclass, fields
 from types import MappingProxyType
-from typing import Any, Dict, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 import torch
 
@@ -305,8 +305,13 @@ def training_model_kwargs(flags: Flags) -> Dict[str, Any]:
     if flags['input_size'] is None or 'img_size' in model_kwargs or \
             not adapts_to_input_size(flags['model'], model_kwargs):
         return model_kwargs
-    height, width = flags['input_size'][1:]
-    return {**model_kwargs, 'img_size': height if height == width else [height, width]}
+    return {**model_kwargs, 'img_size': recorded_img_size(flags['input_size'])}
+
+
+def recorded_img_size(input_size: Sequence[int]) -> Union[int, List[int]]:
+    """The `img_size` a run gives a model that adapts to the input size: its training input size [C, H, W]."""
+    height, width = input_size[1:]
+    return height if height == width else [height, width]
 
 
 def resolve_training_config(flags: Flags, world_size: int) -> TrainingConfig:
