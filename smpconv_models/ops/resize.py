@@ -224,32 +224,35 @@ def _polyphase_plan(rows: AxisGeometry, cols: AxisGeometry) -> Optional[_Polypha
     return _PolyphasePlan(stride, (left, right, top, bottom), (0, 0), pairs)
 
 
+def _padded_input(x: torch.Tensor, plan: _PolyphasePlan) -> torch.Tensor:
+    """x with the zeros its pairs' convolutions read beyond it (none where one convolution pads x itself)."""
+    return F.pad(x, list(plan.padding)) if any(plan.padding) else x
+
+
 def _polyphase(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
                plan: _PolyphasePlan) -> torch.Tensor:
     """One strided convolution per pair of phases, each computing the outputs of its pair."""
     groups = x.shape[1] // bank.shape[1]
-    padded = F.pad(x, list(plan.padding)) if any(plan.padding) else x
+    padded = _padded_input(x, plan)
+
+    def convolution(pair: _Pair) -> torch.Tensor:
+        return F.conv2d(padded[:, :, pair.top:, pair.left:], bank[:, :, pair.row_phase, :, pair.col_phase, :],
+                        stride=plan.stride, padding=plan.conv_padding, groups=groups)
+
+    if len(plan.pairs) == 1:
+        return convolution(plan.pairs[0])[:, :, :rows.out_size, :cols.out_size]
     y = x.new_empty((x.shape[0], bank.shape[0], rows.out_size, cols.out_size))
     for pair in plan.pairs:
-        out = F.conv2d(padded[:, :, pair.top:, pair.left:], bank[:, :, pair.row_phase, :, pair.col_phase, :],
-                       stride=plan.stride, padding=plan.conv_padding, groups=groups)
         target = y[:, :, pair.rows, pair.cols]
-        if len(plan.pairs) == 1:
-            return out[:, :, :target.shape[2], :target.shape[3]]
-        target.copy_(out[:, :, :target.shape[2], :target.shape[3]])
+        target.copy_(convolution(pair)[:, :, :target.shape[2], :target.shape[3]])
     return y
 
 
-def _polyphase_adjoint(grad_y: torch.Tensor, x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry,
-                       cols: AxisGeometry, plan: _PolyphasePlan, wanted: Tuple[bool, bool]
-                       ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
-    """The adjoints of `_polyphase` in x and in the bank, where `wanted`: PyTorch's convolution backward per pair.
-    The tensor whose adjoint is wanted is read only for its shape."""
-    groups = x.shape[1] // bank.shape[1]
-    padded = F.pad(x, list(plan.padding)) if wanted[1] and any(plan.padding) else x
-    if wanted[0] and any(plan.padding):
-        left, right, top, bottom = plan.padding
-        padded = x.new_empty((*x.shape[:2], x.shape[2] + top + bottom, x.shape[3] + left + right))
+def _polyphase_adjoint(grad_y: torch.Tensor, padded: torch.Tensor, bank: torch.Tensor, plan: _PolyphasePlan,
+                       wanted: Tuple[bool, bool]) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The adjoints of `_polyphase` in its padded input and in the bank, where `wanted`: PyTorch's convolution
+    backward per pair. The tensor whose adjoint is wanted is read only for its shape."""
+    groups = padded.shape[1] // bank.shape[1]
     grad_padded = torch.zeros_like(padded) if wanted[0] else None
     grad_bank = torch.zeros_like(bank) if wanted[1] else None
     for pair in plan.pairs:
@@ -266,9 +269,6 @@ def _polyphase_adjoint(grad_y: torch.Tensor, x: torch.Tensor, bank: torch.Tensor
             grad_padded[:, :, pair.top:, pair.left:] += grad_part
         if wanted[1]:
             grad_bank[:, :, pair.row_phase, :, pair.col_phase, :] += grad_kernel
-    if grad_padded is not None:
-        left, _, top, _ = plan.padding
-        grad_padded = grad_padded[:, :, top:top + rows.in_size, left:left + cols.in_size]
     return grad_padded, grad_bank
 
 
@@ -425,8 +425,10 @@ def _torch_grad_input(grad_y: torch.Tensor, bank: torch.Tensor, rows: AxisGeomet
     plan = _polyphase_plan(rows, cols)
     if plan is None:
         return _banded_grad_input(grad_y, bank, rows, cols, in_channels)
-    x_shape = (grad_y.shape[0], in_channels, rows.in_size, cols.in_size)
-    return _polyphase_adjoint(grad_y, grad_y.new_empty(x_shape), bank, rows, cols, plan, (True, False))[0]
+    left, right, top, bottom = plan.padding
+    padded_shape = (grad_y.shape[0], in_channels, rows.in_size + top + bottom, cols.in_size + left + right)
+    grad_padded = _polyphase_adjoint(grad_y, grad_y.new_empty(padded_shape), bank, plan, (True, False))[0]
+    return grad_padded[:, :, top:top + rows.in_size, left:left + cols.in_size]
 
 
 def _torch_grad_bank(grad_y: torch.Tensor, x: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry,
@@ -434,7 +436,7 @@ def _torch_grad_bank(grad_y: torch.Tensor, x: torch.Tensor, rows: AxisGeometry, 
     plan = _polyphase_plan(rows, cols)
     if plan is None:
         return _banded_grad_bank(grad_y, x, rows, cols, bank_shape)
-    return _polyphase_adjoint(grad_y, x, x.new_empty(bank_shape), rows, cols, plan, (False, True))[1]
+    return _polyphase_adjoint(grad_y, _padded_input(x, plan), x.new_empty(bank_shape), plan, (False, True))[1]
 
 
 @functools.lru_cache(maxsize=256)
@@ -475,10 +477,11 @@ BACKENDS: Dict[str, Backend] = {
 RESIZE = Operator('resizing convolution', ENV_VAR, BACKENDS)
 
 
-def _compute(pass_: str, *args, batched: int, bank_shape: Sequence[int], rows: AxisGeometry,
-             cols: AxisGeometry) -> torch.Tensor:
-    """Pass `pass_` on its backend: chosen by the dispatcher for a depthwise bank, PyTorch's for a full one (the
-    fast kernels are depthwise)."""
+def _compute(pass_: str, first: torch.Tensor, second: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry, *rest,
+             batched: int, bank_shape: Sequence[int]) -> torch.Tensor:
+    """Pass `pass_` on (first, second, rows, cols, *rest), on its backend: chosen by the dispatcher for a depthwise
+    bank, PyTorch's for a full one (the fast kernels are depthwise)."""
+    args = (first, second, rows, cols, *rest)
     if bank_shape[1] != 1 or bank_shape[0] != args[batched - 1].shape[1]:
         return BACKENDS['torch'].passes[pass_](*args)
     signature = (tuple(bank_shape),) + tuple(tuple(axis[:4]) + (axis.causal,) for axis in (rows, cols))
@@ -507,7 +510,7 @@ def _forward(x: torch.Tensor, bank: torch.Tensor, out_size: List[int], scale: Li
     if x.shape[0] == 0:
         y = x.new_empty((0, bank.shape[0], *out_size))
     else:
-        y = _compute('resize.forward', x, bank, rows, cols, batched=1, bank_shape=bank.shape, rows=rows, cols=cols)
+        y = _compute('resize.forward', x, bank, rows, cols, batched=1, bank_shape=bank.shape)
     return y.contiguous(memory_format=memory_format(x))  # in x's layout, whichever backend ran
 
 
@@ -525,7 +528,7 @@ def _grad_input(grad_y: torch.Tensor, bank: torch.Tensor, in_shape: List[int], s
         grad_x = grad_y.new_zeros((0, *in_shape))
     else:
         grad_x = _compute('resize.grad_input', grad_y, bank, rows, cols, in_shape[0], batched=1,
-                          bank_shape=bank.shape, rows=rows, cols=cols)
+                          bank_shape=bank.shape)
     return grad_x.contiguous(memory_format=memory_format(grad_y))
 
 
@@ -540,8 +543,8 @@ def _grad_bank(grad_y: torch.Tensor, x: torch.Tensor, bank_shape: List[int], sca
     rows, cols = _axes(x.shape[-2:], list(grad_y.shape[-2:]), scale, kernel_size, causal)
     if x.shape[0] == 0:
         return x.new_zeros(bank_shape)
-    return _compute('resize.grad_bank', grad_y, x, rows, cols, bank_shape, batched=2, bank_shape=bank_shape,
-                    rows=rows, cols=cols).contiguous()
+    return _compute('resize.grad_bank', grad_y, x, rows, cols, bank_shape, batched=2,
+                    bank_shape=bank_shape).contiguous()
 
 
 @_grad_bank.register_fake
