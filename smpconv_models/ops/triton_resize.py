@@ -70,6 +70,16 @@ if triton is not None:
     ]
 
     @triton.jit
+    def _image_tile(batch, BLOCK_B: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr):
+        """This program's channel, block of images, and tile of rows and columns: the grid's first axis runs over
+        channels x blocks of images."""
+        batch_blocks = tl.cdiv(batch, BLOCK_B)
+        channel = (tl.program_id(0) // batch_blocks).to(tl.int64)
+        image = (tl.program_id(0) % batch_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
+        rows = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
+        return channel, image, rows, tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
+
+    @triton.jit
     def _taps(start_ptr, phase_ptr, output, valid, stride_phase):
         """The first input each output's taps read, and its phase's offset in the bank."""
         start = tl.load(start_ptr + output, mask=valid, other=0)
@@ -84,11 +94,7 @@ if triton is not None:
             stride_yb, stride_yc, stride_yh, stride_yw,
             ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
     ):
-        batch_blocks = tl.cdiv(batch, BLOCK_B)
-        channel = (tl.program_id(0) // batch_blocks).to(tl.int64)
-        image = (tl.program_id(0) % batch_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
-        i = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)
-        j = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)
+        channel, image, i, j = _image_tile(batch, BLOCK_B, BLOCK_I, BLOCK_J)
         image_ok, i_ok, j_ok = image < batch, i < out_height, j < out_width
         top, row_kernel = _taps(row_start_ptr, row_phase_ptr, i, i_ok, stride_kp)
         left, col_kernel = _taps(col_start_ptr, col_phase_ptr, j, j_ok, stride_kq)
@@ -118,11 +124,7 @@ if triton is not None:
             stride_xb, stride_xc, stride_xh, stride_xw,
             ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_I: tl.constexpr, BLOCK_J: tl.constexpr,
     ):
-        batch_blocks = tl.cdiv(batch, BLOCK_B)
-        channel = (tl.program_id(0) // batch_blocks).to(tl.int64)
-        image = (tl.program_id(0) % batch_blocks) * BLOCK_B + tl.arange(0, BLOCK_B)
-        u = tl.program_id(1) * BLOCK_I + tl.arange(0, BLOCK_I)  # input rows
-        v = tl.program_id(2) * BLOCK_J + tl.arange(0, BLOCK_J)  # input columns
+        channel, image, u, v = _image_tile(batch, BLOCK_B, BLOCK_I, BLOCK_J)  # a tile of input rows and columns
         image_ok, u_ok, v_ok = image < batch, u < height, v < width
         # outputs row_first[u] + a, a < row_count[u], have input row u among their taps (columns likewise)
         row_first = tl.load(row_first_ptr + u, mask=u_ok, other=0)
