@@ -1,11 +1,15 @@
 """The C++ backend of the depthwise resizing convolution (smpconv_models/ops/resize_cpu.py) against the plain
-computation of its contract, `reference_taps` and `reference_grads`, in float64, float32 and bfloat16.
+computation of its contract, `reference_taps` and `reference_grads`, in float64, float32 and bfloat16; its
+`*_points` functions, which sample the bank from points' values and interpolation inside, against the same on the
+bank they stand for.
 
 Tolerances follow from the number of terms: a sum of n products computed in any order, with operands exact in
 float64, is off by at most about n u times the sum of the |products| (Higham's bound, u the unit roundoff), so
 each element is compared within `_bound`: 2 n eps (= 4 n u) times that sum, which covers the extension's rounding
 and the reference's, plus one rounding of the result to bfloat16 where the output is bfloat16. In float64 that is
-n 4e-16 times a sum of order 1 to 100: 1e-14 to 1e-11 here, errors measured at up to a third of it.
+n 4e-16 times a sum of order 1 to 100: 1e-14 to 1e-11 here, errors measured at up to a third of it. A sum whose
+terms are themselves sums of m products (the bank's values from P points, a point's gradient from T bank values)
+is off by at most (n + m) u times the sum of all |products|: its terms count n + m.
 """
 import warnings
 from typing import List, Sequence, Tuple
@@ -103,6 +107,42 @@ def _check_all_passes(x: torch.Tensor, bank: torch.Tensor, geometry: Geometry) -
         _assert_close(value, want, magnitude, count)
 
 
+def _points(bank: torch.Tensor, num_points: int = 3) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Random points' values [C, P] and interpolation [P, Py, ky, Px, kx] of the bank's shape and dtype."""
+    weights = torch.randn(bank.shape[0], num_points, dtype=torch.float64).to(bank.dtype)
+    interp = torch.rand(num_points, *bank.shape[1:], dtype=torch.float64).to(bank.dtype)
+    return weights, interp
+
+
+def _check_points_passes(x: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor, geometry: Geometry) -> None:
+    """forward_points, grad_input_points and grad_points against the float64 reference on the bank they stand
+    for, bank[c] = sum_q weights[c, q] interp[q]."""
+    x64, weights64, interp64 = x.double(), weights.double(), interp.double()
+    num_points, taps = interp.shape[0], interp[0].numel()
+    bank64 = (weights64 @ interp64.flatten(1)).view(-1, *interp.shape[1:])
+    abs_bank64 = (weights64.abs() @ interp64.abs().flatten(1)).view_as(bank64)
+    y = resize_cpu.forward_points(x, weights, interp, *geometry)
+    grad_y = torch.randn(y.shape, dtype=torch.float64).to(x.dtype)
+    grad_y64 = grad_y.double()
+    grad_x = resize_cpu.grad_input_points(grad_y, weights, interp, *geometry, *x.shape[2:])
+    grad_weights, grad_interp = resize_cpu.grad_points(grad_y, x, weights, interp, *geometry)
+    ones = torch.ones_like
+    grad_x64, grad_bank64 = reference_grads(grad_y64, x64, bank64, *geometry)
+    abs_grad_x64, abs_grad_bank64 = reference_grads(grad_y64.abs(), x64.abs(), abs_bank64, *geometry)
+    terms_x, terms_bank = reference_grads(ones(grad_y64), ones(x64), ones(bank64), *geometry)
+    checks = (
+        (y, reference_taps(x64, bank64, *geometry), reference_taps(x64.abs(), abs_bank64, *geometry),
+         reference_taps(ones(x64), ones(bank64), *geometry) + num_points),
+        (grad_x, grad_x64, abs_grad_x64, terms_x + num_points),
+        (grad_weights, grad_bank64.flatten(1) @ interp64.flatten(1).T,
+         abs_grad_bank64.flatten(1) @ interp64.abs().flatten(1).T, terms_bank.max() + taps),
+        (grad_interp, (weights64.T @ grad_bank64.flatten(1)).view_as(interp),
+         (weights64.abs().T @ abs_grad_bank64.flatten(1)).view_as(interp), terms_bank.max() + len(weights)))
+    for value, want, magnitude, count in checks:
+        assert value.shape == want.shape and value.dtype == x.dtype and value.is_contiguous()
+        _assert_close(value, want, magnitude, count)
+
+
 @pytest.mark.parametrize('case', CASES)
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 def test_passes_match_the_reference(built, case: str, dtype: torch.dtype):
@@ -112,6 +152,26 @@ def test_passes_match_the_reference(built, case: str, dtype: torch.dtype):
 @pytest.mark.parametrize('case', ['0.73', '0.5'])
 def test_bfloat16_accumulates_in_float32(built, case: str):
     _check_all_passes(*_problem(case, torch.bfloat16))
+
+
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_points_passes_match_the_reference(built, case: str, dtype: torch.dtype):
+    x, bank, geometry = _problem(case, dtype)
+    _check_points_passes(x, *_points(bank), geometry)
+
+
+@pytest.mark.parametrize('case', ['0.73', '0.5'])
+def test_points_passes_in_bfloat16(built, case: str):
+    x, bank, geometry = _problem(case, torch.bfloat16)
+    _check_points_passes(x, *_points(bank), geometry)
+
+
+def test_points_of_more_channels_than_gradient_blocks(built):
+    """grad_points sums the points' interpolation gradients per block of channels (8 blocks, 3 channels each
+    here, the last one short), then the blocks."""
+    x, bank, geometry = _problem('0.73', torch.float64, channels=23)
+    _check_points_passes(x, *_points(bank, num_points=5), geometry)
 
 
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
@@ -128,6 +188,11 @@ def test_empty_batch(built):
     assert resize_cpu.grad_input(y, bank, *geometry, 13, 11).shape == (0, 4, 13, 11)
     grad_bank = resize_cpu.grad_bank(y, x, *geometry, bank.shape)
     assert grad_bank.shape == bank.shape and not grad_bank.any()
+    weights, interp = _points(bank)
+    assert resize_cpu.forward_points(x, weights, interp, *geometry).shape == (0, 4, 9, 8)
+    assert resize_cpu.grad_input_points(y, weights, interp, *geometry, 13, 11).shape == (0, 4, 13, 11)
+    grads = resize_cpu.grad_points(y, x, weights, interp, *geometry)
+    assert [g.shape for g in grads] == [weights.shape, interp.shape] and not any(g.any() for g in grads)
 
 
 def test_any_memory_layout(built):
@@ -153,12 +218,16 @@ def test_results_do_not_depend_on_the_thread_count(built, case: str):
     in_size, resize = (32, 30), CASES[case][1]
     shape, geometry = _geometry(in_size, **resize)
     x, bank = torch.randn(2, 24, *in_size), torch.randn(24, *shape)
+    weights, interp = _points(bank)
     grad_y = torch.randn(2, 24, *(len(g) for g in geometry[::2]))
     threads = torch.get_num_threads()
 
     def passes() -> Tuple[torch.Tensor, ...]:
         return (resize_cpu.forward(x, bank, *geometry), resize_cpu.grad_input(grad_y, bank, *geometry, *in_size),
-                resize_cpu.grad_bank(grad_y, x, *geometry, bank.shape))
+                resize_cpu.grad_bank(grad_y, x, *geometry, bank.shape),
+                resize_cpu.forward_points(x, weights, interp, *geometry),
+                resize_cpu.grad_input_points(grad_y, weights, interp, *geometry, *in_size),
+                *resize_cpu.grad_points(grad_y, x, weights, interp, *geometry))
 
     try:
         results = []
@@ -179,6 +248,10 @@ def test_bad_geometry_is_a_one_line_error(built):
         resize_cpu.forward(x, bank, *geometry)
     with pytest.raises(RuntimeError, match=r'x must be a \[B, C, H, W\] CPU tensor'):
         resize_cpu.forward(x[0], bank, *geometry)
+    weights, interp = _points(bank)
+    with pytest.raises(RuntimeError, match=r"the points' values must be \[C, P\] and their interpolation "
+                                           r"\[P, Py, ky, Px, kx\], got \[4, 3\] and \[2, "):
+        resize_cpu.forward_points(x, weights, interp[:2], *geometry)
 
 
 def test_available_for_cpu_floats_only(built):

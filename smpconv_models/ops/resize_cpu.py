@@ -6,7 +6,10 @@ compiled on first use with torch.utils.cpp_extension, once per process.
 
 `forward` computes y, `grad_input` and `grad_bank` its adjoints in x and in the bank, for float32, float64 and
 bfloat16 (accumulated in float32) CPU tensors in any memory layout (made contiguous first); results are
-contiguous, in the inputs' dtype, and do not depend on the number of threads. Where the extension cannot be
+contiguous, in the inputs' dtype, and do not depend on the number of threads. The `*_points` functions take the
+bank as points' values [C, P] and their interpolation [P, Py, ky, Px, kx] (bank[c] = sum_q weights[c, q]
+interp[q], sampled per channel where it is used and never stored whole), `grad_points` giving the adjoints in
+both. Where the extension cannot be
 built (no compiler, say), `available` warns once and answers False, and the operator computes with PyTorch.
 
 The extension is built for the CPU it runs on (-march=native): its name carries a hash of the CPU's features and
@@ -19,11 +22,11 @@ import threading
 import warnings
 from pathlib import Path
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 
-__all__ = ['available', 'forward', 'grad_input', 'grad_bank']
+__all__ = ['available', 'forward', 'grad_input', 'grad_bank', 'forward_points', 'grad_input_points', 'grad_points']
 
 _SOURCE = Path(__file__).parent / 'csrc' / 'resize_cpu.cpp'
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
@@ -76,14 +79,14 @@ def available(x: torch.Tensor) -> bool:
 def forward(x: torch.Tensor, bank: torch.Tensor, row_start: torch.Tensor, row_phase: torch.Tensor,
             col_start: torch.Tensor, col_phase: torch.Tensor) -> torch.Tensor:
     """y [B, C, H', W'] of x [B, C, H, W] and the depthwise bank [C, Py, ky, Px, kx]."""
-    return _extension().forward(x, bank.to(x.dtype), row_start, row_phase, col_start, col_phase)
+    return _extension().forward(x, bank.to(x.dtype), None, None, row_start, row_phase, col_start, col_phase)
 
 
 def grad_input(grad_y: torch.Tensor, bank: torch.Tensor, row_start: torch.Tensor, row_phase: torch.Tensor,
                col_start: torch.Tensor, col_phase: torch.Tensor, in_height: int, in_width: int) -> torch.Tensor:
     """The gradient [B, C, in_height, in_width] of the input for grad_y [B, C, H', W']."""
-    return _extension().grad_input(grad_y, bank.to(grad_y.dtype), row_start, row_phase, col_start, col_phase,
-                                   in_height, in_width)
+    return _extension().grad_input(grad_y, bank.to(grad_y.dtype), None, None, row_start, row_phase, col_start,
+                                   col_phase, in_height, in_width)
 
 
 def grad_bank(grad_y: torch.Tensor, x: torch.Tensor, row_start: torch.Tensor, row_phase: torch.Tensor,
@@ -91,3 +94,26 @@ def grad_bank(grad_y: torch.Tensor, x: torch.Tensor, row_start: torch.Tensor, ro
     """The gradient of the bank (of `bank_shape`, [C, Py, ky, Px, kx]) for grad_y [B, C, H', W'] and x."""
     return _extension().grad_bank(grad_y.to(x.dtype), x, row_start, row_phase, col_start, col_phase,
                                   list(bank_shape))
+
+
+def forward_points(x: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor, row_start: torch.Tensor,
+                   row_phase: torch.Tensor, col_start: torch.Tensor, col_phase: torch.Tensor) -> torch.Tensor:
+    """`forward` with the bank weights [C, P] @ interp [P, Py, ky, Px, kx]."""
+    return _extension().forward(x, None, weights.to(x.dtype), interp.to(x.dtype), row_start, row_phase, col_start,
+                                col_phase)
+
+
+def grad_input_points(grad_y: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor, row_start: torch.Tensor,
+                      row_phase: torch.Tensor, col_start: torch.Tensor, col_phase: torch.Tensor, in_height: int,
+                      in_width: int) -> torch.Tensor:
+    """`grad_input` with the bank weights [C, P] @ interp [P, Py, ky, Px, kx]."""
+    return _extension().grad_input(grad_y, None, weights.to(grad_y.dtype), interp.to(grad_y.dtype), row_start,
+                                   row_phase, col_start, col_phase, in_height, in_width)
+
+
+def grad_points(grad_y: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor,
+                row_start: torch.Tensor, row_phase: torch.Tensor, col_start: torch.Tensor, col_phase: torch.Tensor
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of the points' values [C, P] and interpolation [P, Py, ky, Px, kx] for grad_y and x."""
+    return _extension().grad_points(grad_y.to(x.dtype), x, weights.to(x.dtype), interp.to(x.dtype), row_start,
+                                    row_phase, col_start, col_phase)

@@ -15,6 +15,11 @@
 //               then added to the input row where the taps lie (the adjoint of the gather);
 //   grad_bank   per kernel row (i, m): sum over the batch of grad_y[b, i] (spread) * taps_b[row_start[i] + m].
 //
+// The bank is given whole, or sampled from points the channels share: bank[c] = sum_q weights[c, q] interp[q]
+// (`*_points`), each channel's bank made where it is used and never stored whole (at an arbitrary scale it has
+// k'^2 values per output pixel and channel, the points' interpolation a C-th of that); the gradient of each
+// channel's bank is then folded into the points' values and interpolation as it is made.
+//
 // Parallel over channels, the batch looped inside: a channel's kernel rows are made once and stay in cache over
 // the batch, no two threads write the same element, and every sum runs in one order: results do not depend on the
 // number of threads. Accumulation in float for bfloat16 (at::opmath_type), in the input's dtype otherwise.
@@ -24,12 +29,15 @@
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <numeric>
+#include <optional>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -248,6 +256,126 @@ void scatter_kernel_rows(const Problem& p, const acc_t* kernel, scalar_t* bank) 
   }
 }
 
+// Where each channel's bank comes from: the bank [C][T] itself (T = Py ky Px kx, a channel's values)...
+template <typename scalar_t>
+struct WholeBank {
+  const scalar_t* bank;
+  int64_t channel_size;
+
+  template <typename acc_t>
+  const scalar_t* channel(int64_t c, std::vector<acc_t>&) const { return bank + c * channel_size; }
+};
+
+// A vector of lanes from `from`, converted to acc_t.
+template <typename acc_t, typename scalar_t>
+typename Lanes<acc_t>::Vector load_as(const scalar_t* from) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    return Lanes<acc_t>::load(from);
+  } else {
+    typename Lanes<acc_t>::Vector v;
+    for (int64_t k = 0; k < Lanes<acc_t>::kCount; ++k) v[k] = static_cast<acc_t>(from[k]);
+    return v;
+  }
+}
+
+// ... or the points: bank[c][t] = sum_q weights[c][q] interp[q][t], made in `scratch` a vector of t at a time
+// (each value written once, the points' rows read once).
+template <typename scalar_t>
+struct SampledBank {
+  const scalar_t* weights;  // [C][points]
+  const scalar_t* interp;  // [points][T]
+  int64_t points, channel_size;
+
+  template <typename acc_t>
+  const acc_t* channel(int64_t c, std::vector<acc_t>& scratch) const {
+    using L = Lanes<acc_t>;
+    scratch.resize(channel_size);
+    const scalar_t* values = weights + c * points;
+    int64_t t = 0;
+    for (; t + L::kCount <= channel_size; t += L::kCount) {
+      typename L::Vector sum{};
+      for (int64_t q = 0; q < points; ++q)
+        sum += static_cast<acc_t>(values[q]) * load_as<acc_t>(interp + q * channel_size + t);
+      L::store(scratch.data() + t, sum);
+    }
+    for (; t < channel_size; ++t) {
+      acc_t sum = 0;
+      for (int64_t q = 0; q < points; ++q)
+        sum += static_cast<acc_t>(values[q]) * static_cast<acc_t>(interp[q * channel_size + t]);
+      scratch[t] = sum;
+    }
+    return scratch.data();
+  }
+};
+
+// Where grad_bank puts each channel's bank gradient: the bank gradient [C][T] itself...
+template <typename scalar_t, typename acc_t>
+struct WholeBankGradient {
+  scalar_t* grad_bank;
+
+  // channels whose gradients one parallel task takes together at least: any (no channel shares an output)
+  int64_t block(const Problem&) const { return 1; }
+  // zeroed sums of channel c's kernel rows: the gradient's own memory where it has their layout
+  acc_t* sums(const Problem& p, int64_t c, std::vector<acc_t>& buffer) const {
+    return kernel_row_sums(p, grad_bank + c * p.bank_channel(), buffer);
+  }
+  void add(const Problem& p, int64_t c, const acc_t* kernel, const std::vector<acc_t>& buffer,
+           std::vector<acc_t>&) const {
+    if (kernel == buffer.data()) scatter_kernel_rows(p, kernel, grad_bank + c * p.bank_channel());
+  }
+};
+
+// ... or into the points' values and interpolation: grad_weights[c][q] = <grad_bank[c], interp[q]>, and
+// grad_interp[q] = sum_c weights[c][q] grad_bank[c], summed per block of channels in `partial` (one per block,
+// blocks fixed whatever the number of threads, added in order at the end: the same sums at any thread count).
+template <typename scalar_t, typename acc_t>
+struct SampledBankGradient {
+  SampledBank<scalar_t> bank;
+  scalar_t* grad_weights;  // [C][points]
+  acc_t* partial;  // [blocks][points][T]
+  int64_t channels_per_block;
+
+  int64_t block(const Problem&) const { return channels_per_block; }
+  acc_t* sums(const Problem& p, int64_t, std::vector<acc_t>& buffer) const {
+    buffer.assign(p.rows.phases * p.kernel_size(), acc_t(0));
+    return buffer.data();
+  }
+  void add(const Problem& p, int64_t c, const acc_t* kernel, const std::vector<acc_t>&,
+           std::vector<acc_t>& scratch) const {
+    const acc_t* grad_bank = kernel;  // the kernel rows are the bank's layout where every column has its phase
+    if (!p.cols.phase_per_output) {
+      scratch.resize(p.bank_channel());
+      scatter_kernel_rows(p, kernel, scratch.data());
+      grad_bank = scratch.data();
+    }
+    // a vector of t at a time, every point's sums at once: the gradient read once, a register sum per point
+    using L = Lanes<acc_t>;
+    const int64_t points = bank.points, size = bank.channel_size;
+    acc_t* block_sums = partial + (c / channels_per_block) * points * size;
+    const scalar_t* values = bank.weights + c * points;
+    std::vector<acc_t> dots(points * L::kCount);  // a vector of lanes per point
+    int64_t t = 0;
+    for (; t + L::kCount <= size; t += L::kCount) {
+      const typename L::Vector gradient = L::load(grad_bank + t);
+      for (int64_t q = 0; q < points; ++q) {
+        acc_t* dot = dots.data() + q * L::kCount;
+        L::store(dot, L::load(dot) + gradient * load_as<acc_t>(bank.interp + q * size + t));
+        acc_t* sums = block_sums + q * size + t;
+        L::store(sums, L::load(sums) + static_cast<acc_t>(values[q]) * gradient);
+      }
+    }
+    for (int64_t q = 0; q < points; ++q) {
+      acc_t dot = 0;
+      for (int64_t k = 0; k < L::kCount; ++k) dot += dots[q * L::kCount + k];
+      for (int64_t r = t; r < size; ++r) {
+        dot += grad_bank[r] * static_cast<acc_t>(bank.interp[q * size + r]);
+        block_sums[q * size + r] += static_cast<acc_t>(values[q]) * grad_bank[r];
+      }
+      grad_weights[c * points + q] = static_cast<scalar_t>(dot);
+    }
+  }
+};
+
 // Per input row, the (output row, row tap) pairs that read it, in output order: grad_input sums them per row.
 std::vector<std::vector<std::pair<int64_t, int64_t>>> row_readers(const Axis& rows) {
   std::vector<std::vector<std::pair<int64_t, int64_t>>> readers(rows.in_size);
@@ -278,15 +406,15 @@ Problem make_problem(const Tensor& planes, const Tensor& other, at::IntArrayRef 
 }
 
 // y: per plane and output row, the kernel's rows times the tap rows they meet, each column's taps summed.
-template <typename scalar_t>
-void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* bank, scalar_t* y) {
+template <typename scalar_t, typename Bank>
+void forward_kernel(const Problem& p, const scalar_t* x, const Bank& bank, scalar_t* y) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> kernel_buffer, padded_row(with_slack<acc_t>(p.padded_width())),
+    std::vector<acc_t> bank_buffer, kernel_buffer, padded_row(with_slack<acc_t>(p.padded_width())),
         taps(with_slack<acc_t>(p.rows.in_size * p.width())), sums(p.width());
     std::vector<RowPair<acc_t>> pairs;
     for (int64_t c = begin; c < end; ++c) {
-      const acc_t* kernel = kernel_rows(p, bank + c * p.bank_channel(), kernel_buffer);
+      const acc_t* kernel = kernel_rows(p, bank.channel(c, bank_buffer), kernel_buffer);
       for (int64_t b = 0; b < p.batch; ++b) {
         const int64_t plane = b * p.channels + c;
         gather_tap_rows(p, x + plane * p.in_plane(), padded_row.data(), taps.data());
@@ -308,16 +436,16 @@ void forward_kernel(const Problem& p, const scalar_t* x, const scalar_t* bank, s
 
 // grad_x: per plane and input row, the kernel rows that met it times the gradients of their outputs (a sum, not
 // a scatter), its tap row then added where its taps lie.
-template <typename scalar_t>
-void grad_input_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t* bank, scalar_t* grad_x) {
+template <typename scalar_t, typename Bank>
+void grad_input_kernel(const Problem& p, const scalar_t* grad_y, const Bank& bank, scalar_t* grad_x) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto readers = row_readers(p.rows);
   at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> kernel_buffer, padded_row(p.padded_width()),
+    std::vector<acc_t> bank_buffer, kernel_buffer, padded_row(p.padded_width()),
         spread(with_slack<acc_t>(p.rows.out_size() * p.width())), sums(p.width());
     std::vector<RowPair<acc_t>> pairs;
     for (int64_t c = begin; c < end; ++c) {
-      const acc_t* kernel = kernel_rows(p, bank + c * p.bank_channel(), kernel_buffer);
+      const acc_t* kernel = kernel_rows(p, bank.channel(c, bank_buffer), kernel_buffer);
       for (int64_t b = 0; b < p.batch; ++b) {
         const int64_t plane = b * p.channels + c;
         spread_rows(p, grad_y + plane * p.out_plane(), spread.data());
@@ -336,21 +464,22 @@ void grad_input_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t*
 }
 
 // grad_bank: per channel and kernel row, the gradients of the outputs it made times the tap rows it met, summed
-// over the batch in order, blocks of samples at a time.
-template <typename scalar_t>
-void grad_bank_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t* x, scalar_t* grad_bank) {
+// over the batch in order, blocks of samples at a time; `gradient` takes each channel's sums.
+template <typename scalar_t, typename Gradient>
+void grad_bank_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t* x, const Gradient& gradient) {
   using acc_t = at::opmath_type<scalar_t>;
-  at::parallel_for(0, p.channels, p.grain(), [&](int64_t begin, int64_t end) {
-    const int64_t block = std::min(kBatchBlock, p.batch);
+  const int64_t block = gradient.block(p), blocks = (p.channels + block - 1) / block;
+  at::parallel_for(0, blocks, std::max<int64_t>(1, p.grain() / block), [&](int64_t first, int64_t last) {
+    const int64_t samples_block = std::min(kBatchBlock, p.batch);
     const int64_t taps_size = p.rows.in_size * p.width(), spread_size = p.rows.out_size() * p.width();
     std::vector<acc_t> padded_row(with_slack<acc_t>(p.padded_width())),
-        taps(with_slack<acc_t>(block * taps_size)), spread(with_slack<acc_t>(block * spread_size)), kernel_buffer;
+        taps(with_slack<acc_t>(samples_block * taps_size)), spread(with_slack<acc_t>(samples_block * spread_size)),
+        kernel_buffer, scratch;
     std::vector<RowPair<acc_t>> pairs;
-    for (int64_t c = begin; c < end; ++c) {
-      scalar_t* channel_grad = grad_bank + c * p.bank_channel();
-      acc_t* kernel = kernel_row_sums(p, channel_grad, kernel_buffer);
-      for (int64_t b0 = 0; b0 < p.batch; b0 += block) {
-        const int64_t samples = std::min(block, p.batch - b0);
+    for (int64_t c = first * block; c < std::min(last * block, p.channels); ++c) {
+      acc_t* kernel = gradient.sums(p, c, kernel_buffer);
+      for (int64_t b0 = 0; b0 < p.batch; b0 += samples_block) {
+        const int64_t samples = std::min(samples_block, p.batch - b0);
         for (int64_t s = 0; s < samples; ++s) {
           const int64_t plane = (b0 + s) * p.channels + c;
           gather_tap_rows(p, x + plane * p.in_plane(), padded_row.data(), taps.data() + s * taps_size);
@@ -367,7 +496,7 @@ void grad_bank_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t* 
           }
         }
       }
-      if (kernel == kernel_buffer.data()) scatter_kernel_rows(p, kernel, channel_grad);
+      gradient.add(p, c, kernel, kernel_buffer, scratch);
     }
   });
 }
@@ -375,38 +504,73 @@ void grad_bank_kernel(const Problem& p, const scalar_t* grad_y, const scalar_t* 
 #define SMPCONV_DISPATCH(tensor, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, (tensor).scalar_type(), "resize_cpu", __VA_ARGS__)
 
-Tensor forward(const Tensor& x, const Tensor& bank, const Tensor& row_start, const Tensor& row_phase,
+// The bank's shape [C, Py, ky, Px, kx]: the bank's own, or that of points' values [C, P] and interpolation
+// [P, Py, ky, Px, kx].
+std::vector<int64_t> bank_shape_of(const std::optional<Tensor>& bank, const std::optional<Tensor>& weights,
+                                   const std::optional<Tensor>& interp) {
+  if (bank) return bank->sizes().vec();
+  TORCH_CHECK(weights && interp, "resize_cpu: give the bank, or the points' values and interpolation");
+  TORCH_CHECK(weights->dim() == 2 && interp->dim() == 5 && weights->size(1) == interp->size(0),
+              "resize_cpu: the points' values must be [C, P] and their interpolation [P, Py, ky, Px, kx], got ",
+              weights->sizes(), " and ", interp->sizes());
+  TORCH_CHECK(interp->scalar_type() == weights->scalar_type(), "resize_cpu: tensors of one dtype needed, got ",
+              weights->scalar_type(), " and ", interp->scalar_type());
+  std::vector<int64_t> shape = interp->sizes().vec();
+  shape[0] = weights->size(0);
+  return shape;
+}
+
+// Calls run(source) with the bank's source: the whole bank, or the points (tensors made contiguous first).
+template <typename scalar_t, typename Run>
+void with_bank(const Problem& p, const std::optional<Tensor>& bank, const std::optional<Tensor>& weights,
+               const std::optional<Tensor>& interp, const Run& run) {
+  if (bank) {
+    const Tensor whole = bank->contiguous();
+    run(WholeBank<scalar_t>{whole.data_ptr<scalar_t>(), p.bank_channel()});
+  } else {
+    const Tensor values = weights->contiguous(), interpolation = interp->contiguous();
+    run(SampledBank<scalar_t>{values.data_ptr<scalar_t>(), interpolation.data_ptr<scalar_t>(), values.size(1),
+                              p.bank_channel()});
+  }
+}
+
+Tensor forward(const Tensor& x, const std::optional<Tensor>& bank, const std::optional<Tensor>& weights,
+               const std::optional<Tensor>& interp, const Tensor& row_start, const Tensor& row_phase,
                const Tensor& col_start, const Tensor& col_phase) {
   check_planes(x, "x");
-  const Problem p = make_problem(x, bank, bank.sizes(), x.size(2), x.size(3), row_start, row_phase, col_start,
-                                 col_phase);
-  const Tensor input = x.contiguous(), weights = bank.contiguous();
+  const Problem p = make_problem(x, bank ? *bank : *weights, bank_shape_of(bank, weights, interp), x.size(2),
+                                 x.size(3), row_start, row_phase, col_start, col_phase);
+  const Tensor input = x.contiguous();
   Tensor y = at::empty({p.batch, p.channels, p.rows.out_size(), p.cols.out_size()}, x.options());
   SMPCONV_DISPATCH(x, [&] {
-    forward_kernel<scalar_t>(p, input.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
+    with_bank<scalar_t>(p, bank, weights, interp, [&](const auto& source) {
+      forward_kernel<scalar_t>(p, input.data_ptr<scalar_t>(), source, y.data_ptr<scalar_t>());
+    });
   });
   return y;
 }
 
-Tensor grad_input(const Tensor& grad_y, const Tensor& bank, const Tensor& row_start, const Tensor& row_phase,
+Tensor grad_input(const Tensor& grad_y, const std::optional<Tensor>& bank, const std::optional<Tensor>& weights,
+                  const std::optional<Tensor>& interp, const Tensor& row_start, const Tensor& row_phase,
                   const Tensor& col_start, const Tensor& col_phase, int64_t in_height, int64_t in_width) {
   check_planes(grad_y, "grad_y");
-  const Problem p = make_problem(grad_y, bank, bank.sizes(), in_height, in_width, row_start, row_phase, col_start,
-                                 col_phase);
+  const Problem p = make_problem(grad_y, bank ? *bank : *weights, bank_shape_of(bank, weights, interp), in_height,
+                                 in_width, row_start, row_phase, col_start, col_phase);
   TORCH_CHECK(grad_y.size(2) == p.rows.out_size() && grad_y.size(3) == p.cols.out_size(),
               "resize_cpu: grad_y must be [B, C, ", p.rows.out_size(), ", ", p.cols.out_size(), "], got ",
               grad_y.sizes());
-  const Tensor grad = grad_y.contiguous(), weights = bank.contiguous();
+  const Tensor grad = grad_y.contiguous();
   Tensor grad_x = at::empty({p.batch, p.channels, in_height, in_width}, grad_y.options());
   SMPCONV_DISPATCH(grad_y, [&] {
-    grad_input_kernel<scalar_t>(p, grad.data_ptr<scalar_t>(), weights.data_ptr<scalar_t>(),
-                                grad_x.data_ptr<scalar_t>());
+    with_bank<scalar_t>(p, bank, weights, interp, [&](const auto& source) {
+      grad_input_kernel<scalar_t>(p, grad.data_ptr<scalar_t>(), source, grad_x.data_ptr<scalar_t>());
+    });
   });
   return grad_x;
 }
 
-Tensor grad_bank(const Tensor& grad_y, const Tensor& x, const Tensor& row_start, const Tensor& row_phase,
-                 const Tensor& col_start, const Tensor& col_phase, at::IntArrayRef bank_shape) {
+Problem make_grad_problem(const Tensor& grad_y, const Tensor& x, at::IntArrayRef bank_shape, const Tensor& row_start,
+                          const Tensor& row_phase, const Tensor& col_start, const Tensor& col_phase) {
   check_planes(x, "x");
   check_planes(grad_y, "grad_y");
   const Problem p = make_problem(x, grad_y, bank_shape, x.size(2), x.size(3), row_start, row_phase, col_start,
@@ -415,12 +579,59 @@ Tensor grad_bank(const Tensor& grad_y, const Tensor& x, const Tensor& row_start,
                   grad_y.size(2) == p.rows.out_size() && grad_y.size(3) == p.cols.out_size(),
               "resize_cpu: grad_y must be [", p.batch, ", ", p.channels, ", ", p.rows.out_size(), ", ",
               p.cols.out_size(), "], got ", grad_y.sizes());
+  return p;
+}
+
+Tensor grad_bank(const Tensor& grad_y, const Tensor& x, const Tensor& row_start, const Tensor& row_phase,
+                 const Tensor& col_start, const Tensor& col_phase, at::IntArrayRef bank_shape) {
+  const Problem p = make_grad_problem(grad_y, x, bank_shape, row_start, row_phase, col_start, col_phase);
   const Tensor grad = grad_y.contiguous(), input = x.contiguous();
   Tensor result = at::empty(bank_shape, x.options());
   SMPCONV_DISPATCH(x, [&] {
-    grad_bank_kernel<scalar_t>(p, grad.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(), result.data_ptr<scalar_t>());
+    using acc_t = at::opmath_type<scalar_t>;
+    grad_bank_kernel<scalar_t>(p, grad.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
+                               WholeBankGradient<scalar_t, acc_t>{result.data_ptr<scalar_t>()});
   });
   return result;
+}
+
+// The blocks of channels whose interpolation gradients grad_points sums apart, a function of the problem alone
+// (never of the threads, which would change the sums): at most kMaxGradientBlocks, fewer where their sums would
+// take more than kGradientBytes (fresh memory costs its page faults), but at least two, for two cores.
+constexpr int64_t kMaxGradientBlocks = 8;
+constexpr int64_t kGradientBytes = 16 << 20;
+
+int64_t gradient_blocks(int64_t channels, int64_t block_bytes) {
+  const int64_t fitting = std::clamp<int64_t>(kGradientBytes / std::max<int64_t>(1, block_bytes), 2,
+                                              kMaxGradientBlocks);
+  return std::max<int64_t>(1, std::min(fitting, channels));
+}
+
+std::tuple<Tensor, Tensor> grad_points(const Tensor& grad_y, const Tensor& x, const Tensor& weights,
+                                       const Tensor& interp, const Tensor& row_start, const Tensor& row_phase,
+                                       const Tensor& col_start, const Tensor& col_phase) {
+  TORCH_CHECK(weights.scalar_type() == x.scalar_type(), "resize_cpu: tensors of one dtype needed, got ",
+              x.scalar_type(), " and ", weights.scalar_type());
+  const Problem p = make_grad_problem(grad_y, x, bank_shape_of(std::nullopt, weights, interp), row_start, row_phase,
+                                      col_start, col_phase);
+  const Tensor grad = grad_y.contiguous(), input = x.contiguous(), values = weights.contiguous(),
+               interpolation = interp.contiguous();
+  Tensor grad_weights = at::empty(weights.sizes(), x.options()), grad_interp;
+  const int64_t points = weights.size(1);
+  SMPCONV_DISPATCH(x, [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const int64_t blocks = gradient_blocks(p.channels, points * p.bank_channel() * sizeof(acc_t));
+    const int64_t channels_per_block = (p.channels + blocks - 1) / blocks;
+    const Tensor partial = at::zeros({blocks, points, p.bank_channel()}, x.options().dtype(
+        c10::CppTypeToScalarType<acc_t>::value));
+    const SampledBank<scalar_t> bank{values.data_ptr<scalar_t>(), interpolation.data_ptr<scalar_t>(), points,
+                                     p.bank_channel()};
+    grad_bank_kernel<scalar_t>(p, grad.data_ptr<scalar_t>(), input.data_ptr<scalar_t>(),
+                               SampledBankGradient<scalar_t, acc_t>{bank, grad_weights.data_ptr<scalar_t>(),
+                                                                    partial.data_ptr<acc_t>(), channels_per_block});
+    grad_interp = partial.sum(0).to(x.scalar_type()).view(interp.sizes());
+  });
+  return {grad_weights, grad_interp};
 }
 
 }  // namespace
@@ -428,10 +639,15 @@ Tensor grad_bank(const Tensor& grad_y, const Tensor& x, const Tensor& row_start,
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using pybind11::arg;
   const auto no_gil = pybind11::call_guard<pybind11::gil_scoped_release>();
-  m.def("forward", &forward, "y", arg("x"), arg("bank"), arg("row_start"), arg("row_phase"), arg("col_start"),
-        arg("col_phase"), no_gil);
-  m.def("grad_input", &grad_input, "the adjoint in x", arg("grad_y"), arg("bank"), arg("row_start"),
-        arg("row_phase"), arg("col_start"), arg("col_phase"), arg("in_height"), arg("in_width"), no_gil);
+  m.def("forward", &forward, "y, of the bank or of the points' values and interpolation", arg("x"), arg("bank"),
+        arg("weights"), arg("interp"), arg("row_start"), arg("row_phase"), arg("col_start"), arg("col_phase"),
+        no_gil);
+  m.def("grad_input", &grad_input, "the adjoint in x", arg("grad_y"), arg("bank"), arg("weights"), arg("interp"),
+        arg("row_start"), arg("row_phase"), arg("col_start"), arg("col_phase"), arg("in_height"), arg("in_width"),
+        no_gil);
   m.def("grad_bank", &grad_bank, "the adjoint in the bank", arg("grad_y"), arg("x"), arg("row_start"),
         arg("row_phase"), arg("col_start"), arg("col_phase"), arg("bank_shape"), no_gil);
+  m.def("grad_points", &grad_points, "the adjoints in the points' values and interpolation", arg("grad_y"),
+        arg("x"), arg("weights"), arg("interp"), arg("row_start"), arg("row_phase"), arg("col_start"),
+        arg("col_phase"), no_gil);
 }
