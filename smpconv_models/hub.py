@@ -31,8 +31,10 @@ _CITATION = '''@inproceedings{kim2023smpconv,
 }'''
 
 
-# the operators of the layers: dense and depthwise convolutions, the classifier
-LAYER_OPS = ('aten.convolution', 'smpconv.depthwise_conv2d', 'smpconv.resize_conv2d', 'aten.addmm')
+# the operators of the layers: dense and depthwise convolutions, the resizing ones (a depthwise one samples its
+# kernels from the points inside, which it counts), the classifier
+LAYER_OPS = ('aten.convolution', 'smpconv.depthwise_conv2d', 'smpconv.resize_conv2d', 'smpconv.resize_conv2d_points',
+             'aten.addmm')
 
 
 def count_macs(model: nn.Module, input_size: Tuple[int, ...]) -> Dict[str, int]:

@@ -20,7 +20,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'round_to_odd', 'scaled_kernel_size', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'SMPKernel', 'project_radii']
+__all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'round_to_odd', 'scaled_kernel_size', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'point_interpolation', 'SMPKernel', 'project_radii']
 
 # Radii live in [RADIUS_MIN, RADIUS_MAX]: the authors clamp to this range after every optimizer step.
 RADIUS_MIN = 1e-3
@@ -80,7 +80,6 @@ def smp_kernel(
         normalize: bool = False,
         grid: Optional[torch.Tensor] = None,
         window: Optional[List[int]] = None,
-        node_gain: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Sample the SMP function on a `kernel_size` grid (or only its central `window`).
 
@@ -92,8 +91,6 @@ def smp_kernel(
         normalize: divide by the number of points covering each node, as the paper's eq. (1) does.
         grid: [d, *kernel_size] node coordinates to use instead of the exact linspace grid.
         window: d odd sizes <= kernel_size: sample only the central nodes of the grid.
-        node_gain: [*kernel_size] factors of the nodes' values (zero: a node outside the kernel's support), applied
-            to the points' interpolation weights, a P-th of the kernel's size.
 
     Returns:
         Dense kernel of shape [*weights.shape[:-1], *window] (window defaults to kernel_size).
@@ -109,8 +106,25 @@ def smp_kernel(
         coords = [_central(c, window) for c in coords]
     else:
         window = kernel_size
-    # distances [..., P, *kernel_size]: summed per coordinate by broadcasting, so the largest
-    # intermediate has one element per point and node.
+    interp = point_interpolation(positions, radii, coords, normalize).flatten(-ndim)  # [..., P, K]
+    num_points = positions.shape[-2]
+    if positions.dim() == 2:
+        kernel = weights.reshape(-1, num_points) @ interp
+    else:
+        kernel = weights.reshape(positions.shape[0], -1, num_points) @ interp
+    return kernel.reshape(list(weights.shape[:-1]) + list(window))
+
+
+def point_interpolation(positions: torch.Tensor, radii: torch.Tensor, coords: List[torch.Tensor],
+                        normalize: bool = False, node_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Each point's interpolation weight at each node, [..., P, *nodes] for positions [..., P, d], radii [..., P]
+    and the nodes' coordinates `coords` (one tensor per point coordinate, broadcast together): the kernel is the
+    points' values times them, summed over the points (`smp_kernel`). `normalize`: divided by the number of
+    points covering each node; `node_gain` [*nodes]: factors of the nodes' values (zero: a node outside the
+    kernel's support), applied here, to a P-th of the kernel's size."""
+    ndim = positions.shape[-1]
+    # distances [..., P, *nodes]: summed per coordinate by broadcasting, so the largest intermediate has one
+    # element per point and node.
     point_shape = list(positions.shape[:-1]) + [1] * ndim
     distance = (positions[..., 0].reshape(point_shape) - coords[0]).abs()
     for coord in range(1, ndim):
@@ -122,13 +136,7 @@ def smp_kernel(
         interp = interp * (1. / (coverage + 1e-6))
     if node_gain is not None:
         interp = interp * node_gain
-    num_points = positions.shape[-2]
-    interp = interp.flatten(-ndim)  # [..., P, K]
-    if positions.dim() == 2:
-        kernel = weights.reshape(-1, num_points) @ interp
-    else:
-        kernel = weights.reshape(positions.shape[0], -1, num_points) @ interp
-    return kernel.reshape(list(weights.shape[:-1]) + list(window))
+    return interp
 
 
 def _central(coords: torch.Tensor, window: List[int]) -> torch.Tensor:
@@ -263,19 +271,22 @@ class SMPKernel(nn.Module):
             return self._inference_kernel(size, grid, window)
         return self._sample(size, grid, window)
 
-    def sample_at(self, grid: torch.Tensor, node_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """The kernel [F, (I,) *grid.shape[1:]] at the points `grid` [d, ...] of the plane (or line): any points,
-        the nodes of a grid or not; each node's value times `node_gain` [...] if given."""
+    @torch.jit.export
+    def interpolation_at(self, grid: torch.Tensor, node_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Each point's interpolation weight [(F,) P, *grid.shape[1:]] at the points `grid` [d, ...] of the plane
+        (or line), times `node_gain` [...] if given: the kernel there is `weights` times them, summed over the
+        points (any points, the nodes of a grid or not)."""
         if node_gain is not None:
             node_gain = node_gain.to(self.positions)
-        return self._sample(list(grid.shape[1:]), grid.to(self.positions), None, node_gain)
+        radii = self.radii.clamp(self.radius_min, self.radius_max)  # as `_sample`
+        return point_interpolation(self.positions, radii, grid.to(self.positions).unbind(0), self.normalize,
+                                   node_gain)
 
-    def _sample(self, size: List[int], grid: Optional[torch.Tensor], window: Optional[List[int]],
-                node_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _sample(self, size: List[int], grid: Optional[torch.Tensor], window: Optional[List[int]]) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)
         return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid,
-                          window=window, node_gain=node_gain)
+                          window=window)
 
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:

@@ -368,6 +368,100 @@ def test_the_backend_can_be_forced_and_its_choice_is_recorded(monkeypatch):
         resize.resize_conv2d(x, bank, rows, cols)
 
 
+def _points_inputs(scale, size: Tuple[int, int] = (9, 10)):
+    """x, random points' values [C, P] and interpolation [P, Py, ky, Px, kx], and the operator's geometry."""
+    from smpconv_models.ops import resize
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    rows, cols = resize.resize_geometry(x.shape[-2:], (5, 3), scale)
+    weights = torch.randn(3, 4, dtype=torch.float64)
+    interp = torch.rand(4, rows.phases, rows.taps, cols.phases, cols.taps, dtype=torch.float64)
+    return x, weights, interp, rows, cols
+
+
+@pytest.mark.parametrize('backend', ['torch', 'cpp'])
+@pytest.mark.parametrize('scale', [0.73, 0.5, (1.37, 2.)])
+def test_the_points_operator_is_the_bank_operator_on_its_bank(scale, backend):
+    """resize_conv2d_points(x, weights, interp) = resize_conv2d(x, weights @ interp), gradients included, on each
+    CPU backend (float64: to rounding; the bank operator on PyTorch's backend, a different computation)."""
+    from smpconv_models.ops import resize, use_backend
+    x, weights, interp, rows, cols = _points_inputs(scale)
+    inputs = tuple(t.requires_grad_() for t in (x, weights, interp))
+    grad_y = torch.randn(2, 3, rows.out_size, cols.out_size, dtype=torch.float64)
+    with use_backend(backend):
+        y = resize.resize_conv2d_points(*inputs, rows, cols)
+        grads = torch.autograd.grad(y, inputs, grad_y)
+    with use_backend('torch'):
+        bank = (inputs[1] @ inputs[2].flatten(1)).view(3, 1, *interp.shape[1:])
+        expected = resize.resize_conv2d(inputs[0], bank, rows, cols)
+        expected_grads = torch.autograd.grad(expected, inputs, grad_y)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    for grad, want in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('scale', [0.73, 0.5])
+def test_the_points_operator_passes_pytorch_custom_op_checks(scale):
+    """As the bank operator's; its gradient passes have no derivatives of their own (the operator's second
+    derivatives go through the bank), so they are checked on tensors that need none."""
+    x, weights, interp, rows, cols = _points_inputs(scale)
+    from smpconv_models.ops import resize
+    out_size, *geometry = resize._geometry_args(rows, cols)
+    grad_y = torch.randn(2, 3, *out_size, dtype=torch.float64)
+    ops = torch.ops.smpconv
+    torch.library.opcheck(ops.resize_conv2d_points, (x.requires_grad_(), weights.requires_grad_(),
+                                                     interp.requires_grad_(), out_size, *geometry))
+    x, weights, interp = x.detach(), weights.detach(), interp.detach()
+    torch.library.opcheck(ops.resize_conv2d_points_grad_input, (grad_y, weights, interp, list(x.shape[1:]),
+                                                                *geometry))
+    torch.library.opcheck(ops.resize_conv2d_points_grad_points, (grad_y, x, weights, interp, *geometry))
+
+
+def test_the_points_operator_has_exact_first_and_second_derivatives():
+    """Second derivatives (gradient penalties) go through the bank, whose passes have derivatives."""
+    from smpconv_models.ops.resize import resize_conv2d_points
+    x, weights, interp, rows, cols = _points_inputs(0.73, size=(5, 4))
+    args = tuple(t.requires_grad_() for t in (x, weights, interp))
+    resize = lambda *args: resize_conv2d_points(*args, rows, cols)
+    assert torch.autograd.gradcheck(resize, args, fast_mode=True)
+    assert torch.autograd.gradgradcheck(resize, args, fast_mode=True)
+
+
+def test_the_points_operator_counts_its_flops():
+    """The bank operator's count, plus the bank's sampling: once in the forward and input-gradient passes, twice
+    (both points' gradients) in the last."""
+    from smpconv_models.ops.resize import resize_conv2d_points
+    x, weights, interp, rows, cols = _points_inputs(0.73)
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+        resize_conv2d_points(*(t.requires_grad_() for t in (x, weights, interp)), rows, cols).sum().backward()
+    counts = {str(op): n for op, n in counter.get_flop_counts()['Global'].items()}
+    convolution = 2 * 2 * 3 * rows.out_size * cols.out_size * rows.taps * cols.taps
+    sampling = 2 * weights.numel() * interp[0].numel()
+    assert counts == {'smpconv.resize_conv2d_points': convolution + sampling,
+                      'smpconv.resize_conv2d_points_grad_input': convolution + sampling,
+                      'smpconv.resize_conv2d_points_grad_points': convolution + 2 * sampling}
+
+
+def test_depthwise_layers_resize_through_the_points_operator():
+    """A depthwise layer's bank is sampled inside the convolution, a full one's made first."""
+    x = torch.randn(1, 3, 9, 10, dtype=torch.float64)
+    depthwise = _layer(3, 5, 4)
+    full = smpconv_models.SMPContinuousConv2d(3, 5, 4, out_channels=2, dtype=torch.float64)
+    for layer, op in ((depthwise, 'smpconv.resize_conv2d_points'), (full, 'smpconv.resize_conv2d')):
+        with torch.utils.flop_counter.FlopCounterMode(display=False) as counter:
+            layer(x, scale=0.73)
+        assert op in {str(op) for op in counter.get_flop_counts()['Global']}
+
+
+def test_bad_points_are_one_line_errors():
+    from smpconv_models.ops.resize import resize_conv2d_points
+    x, weights, interp, rows, cols = _points_inputs(0.73)
+    for bad in ((x, weights[:2], interp), (x, weights, interp[:3]), (x, weights, interp[:, :1])):
+        with pytest.raises(ValueError, match=r'resize_conv2d_points takes x \[B, C, 9, 10\], weights \[C, P\] and '
+                                             r'interp \[P, 6, 6, 7, 3\] for its geometry, got') as error:
+            resize_conv2d_points(*bad, rows, cols)
+        assert '\n' not in str(error.value)
+
+
 @torch.no_grad()
 def test_compiles_in_one_graph():
     """A layer that resizes by a fixed scale compiles without graph breaks (a scale that changes between calls of

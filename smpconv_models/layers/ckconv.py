@@ -93,7 +93,7 @@ class CKConv(nn.Module):
             return self(x)
         if self.points is None:
             raise ValueError('a dense kernel cannot resize: only SMP kernels (kernel_type="smp") can')
-        y = resize(x, self.points.sample_at, axes, self.kernel_gain)
+        y = resize(x, self.points, axes, self.kernel_gain)
         return y if self.bias is None else y + self.bias.to(y.dtype).view(1, -1, *([1] * self.ndim))
 
 

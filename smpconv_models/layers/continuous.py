@@ -8,17 +8,18 @@ Two forms, as `F.conv2d`'s groups: depthwise (points shared by the channels, `SM
 TorchScript compiles the layers; the resize geometry is plain Python, so a scripted layer resizes through a
 Python call (`torch.jit.ignore`): it runs, but `torch.jit.save` refuses it.
 """
-from typing import Callable, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from ..ops import conv2d_same, depthwise_conv2d
-from ..ops.resize import AxisGeometry, resize_conv1d, resize_conv2d, resize_geometry
+from ..ops.resize import (AxisGeometry, resize_conv1d, resize_conv1d_points, resize_conv2d, resize_conv2d_points,
+                          resize_geometry)
 from ..smp import RADIUS_MAX, RADIUS_MIN, SMPKernel
 from .imagenet import SMPConv2d
 
-__all__ = ['SMPContinuousConv2d', 'SMPContinuousConv1d', 'full_points', 'sample_bank', 'resize']
+__all__ = ['SMPContinuousConv2d', 'SMPContinuousConv1d', 'full_points', 'sample_interpolation', 'sample_bank', 'resize']
 
 # a scale or size: one number, or one per axis (height, width); eager calls take any sequence, TorchScript tuples
 Scale2d = Union[float, Tuple[float, float]]
@@ -36,11 +37,11 @@ def full_points(in_channels: int, out_channels: int, kernel_size: int, num_point
                      device=device, dtype=dtype)
 
 
-def sample_bank(kernel_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], axes: Sequence[AxisGeometry],
-                gain: float = 1.) -> torch.Tensor:
-    """The kernels `kernel_at` (`SMPKernel.sample_at`) gives at the taps of every phase of `axes` ((rows, columns)
-    or (steps,)): [F, I or 1, phases, taps, ...], zero beyond the kernel's support, times `gain` and min(s, 1) per
-    axis, which keeps the response to smooth input that of scale 1."""
+def sample_interpolation(points: SMPKernel, axes: Sequence[AxisGeometry], gain: float = 1.) -> torch.Tensor:
+    """The points' interpolation weights at the taps of every phase of `axes` ((rows, columns) or (steps,)):
+    [(F,) P, phases, taps, ...], zero beyond the kernel's support, times `gain` and min(s, 1) per axis, which keeps
+    the response to smooth input that of scale 1. The kernels are the points' values times them, summed over the
+    points."""
     coordinates = [axis.coordinates().reshape(-1) for axis in axes]
     if len(axes) == 2:  # the package's orientation: the first row is y = +1, so a row below the centre has y < 0
         rows, cols = -coordinates[0], coordinates[1]
@@ -50,16 +51,42 @@ def sample_bank(kernel_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         grid, support = coordinates[0][None], axes[0].mask()
     for axis in axes:
         gain *= min(axis.scale, 1.)
-    # on the nodes, before the points' values multiply them: a filter count's fewer products than on the kernel
-    kernel = kernel_at(grid, (support.to(grid) * gain).reshape(grid.shape[1:]))
-    return kernel.reshape(kernel.shape[0], -1, *support.shape)
+    # on the interpolation weights, before the points' values multiply them: a filter count's fewer products
+    interp = points.interpolation_at(grid, (support.to(grid) * gain).reshape(grid.shape[1:]))
+    return interp.reshape(*interp.shape[:-len(axes)], *support.shape)
 
 
-def resize(x: torch.Tensor, kernel_at: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], axes: Sequence[AxisGeometry],
-           gain: float = 1.) -> torch.Tensor:
-    """x [B, C, N] or [B, C, H, W] resized as `axes` say with the kernel `kernel_at` gives (`sample_bank`):
-    depthwise or full, as the kernel's shape."""
-    bank = sample_bank(kernel_at, axes, gain)
+def _is_depthwise(points: SMPKernel) -> bool:
+    """Whether the points' kernels are a depthwise bank of points the filters share: one value per filter."""
+    return points.weights.dim() == 2 and points.positions.dim() == 2
+
+
+def _bank(points: SMPKernel, interp: torch.Tensor) -> torch.Tensor:
+    """The kernels [F, I or 1, phases, taps, ...] of the points' values and their interpolation `interp`."""
+    weights = points.weights
+    num_points = weights.shape[-1]
+    taps = interp.shape[points.positions.dim() - 1:]  # after [P] or [F, P]
+    if points.positions.dim() == 2:  # shared by the filters
+        kernel = weights.reshape(-1, num_points) @ interp.reshape(num_points, -1)
+    else:
+        kernel = weights.reshape(weights.shape[0], -1, num_points) @ interp.reshape(weights.shape[0], num_points, -1)
+    return kernel.reshape(weights.shape[0], -1, *taps)
+
+
+def sample_bank(points: SMPKernel, axes: Sequence[AxisGeometry], gain: float = 1.) -> torch.Tensor:
+    """The kernels [F, I or 1, phases, taps, ...] of the points at the taps of every phase of `axes`
+    (`sample_interpolation`)."""
+    return _bank(points, sample_interpolation(points, axes, gain))
+
+
+def resize(x: torch.Tensor, points: SMPKernel, axes: Sequence[AxisGeometry], gain: float = 1.) -> torch.Tensor:
+    """x [B, C, N] or [B, C, H, W] resized as `axes` say with the points' kernels: depthwise or full, as their
+    values' shape; a depthwise bank is sampled inside the convolution (`resize_conv2d_points`)."""
+    interp = sample_interpolation(points, axes, gain)
+    if _is_depthwise(points):
+        convolve = resize_conv1d_points if len(axes) == 1 else resize_conv2d_points
+        return convolve(x, points.weights, interp, *axes)
+    bank = _bank(points, interp)
     return resize_conv1d(x, bank, *axes) if len(axes) == 1 else resize_conv2d(x, bank, *axes)
 
 
@@ -82,15 +109,9 @@ class SMPContinuousConv2d(SMPConv2d):
             self.points = full_points(channels, out_channels, self.points.kernel_size, num_points, ndim=2,
                                       device=device, dtype=dtype)
 
-    @torch.jit.export
-    def kernel_at(self, grid: torch.Tensor, node_gain: torch.Tensor) -> torch.Tensor:
-        """The kernel [F, (I,) ...] at any points `grid` [2, ...] of [-1, 1]^2, times `node_gain` [...] (compiled
-        with a scripted layer, whose resize, a Python call, samples through it)."""
-        return self.points.sample_at(grid, node_gain)
-
     def bank(self, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
         """The kernels [O, C or 1, row phases, row taps, column phases, column taps] of a geometry (`sample_bank`)."""
-        return sample_bank(self.kernel_at, (rows, cols), self.kernel_gain)
+        return sample_bank(self.points, (rows, cols), self.kernel_gain)
 
     def forward(self, x: torch.Tensor, scale: Optional[Scale2d] = None, size: Optional[Size2d] = None) -> torch.Tensor:
         """x [B, C, H, W] resized by `scale` (a number, or one per axis: the output is floor(H s_y) x floor(W s_x))
@@ -111,7 +132,7 @@ class SMPContinuousConv2d(SMPConv2d):
         axes = resize_geometry(x.shape[-2:], self.kernel_size, scale, size)
         if all(axis.is_identity for axis in axes):
             return self._same(x)
-        return resize(x, self.kernel_at, axes, self.kernel_gain)
+        return resize(x, self.points, axes, self.kernel_gain)
 
     def extra_repr(self) -> str:
         return '' if self.depthwise else f'out_channels={self.points.weights.shape[0]} (full)'
@@ -140,15 +161,9 @@ class SMPContinuousConv1d(nn.Module):
             self.points = full_points(channels, out_channels, kernel_size, num_points, ndim=1, causal=causal, **dd)
         self.causal = causal
 
-    @torch.jit.export
-    def kernel_at(self, grid: torch.Tensor, node_gain: torch.Tensor) -> torch.Tensor:
-        """The kernel [F, (I,) ...] at any points `grid` [1, ...] of [-1, 1], times `node_gain` [...] (compiled with
-        a scripted layer, whose resize, a Python call, samples through it)."""
-        return self.points.sample_at(grid, node_gain)
-
     def bank(self, axis: AxisGeometry) -> torch.Tensor:
         """The kernels [O, C or 1, phases, taps] of a geometry (`sample_bank`)."""
-        return sample_bank(self.kernel_at, (axis,))
+        return sample_bank(self.points, (axis,))
 
     def forward(self, x: torch.Tensor, scale: Optional[float] = None, size: Optional[int] = None) -> torch.Tensor:
         """x [B, C, N] resampled by `scale` (the output has floor(N s) steps) or to `size` steps; neither: scale 1."""
@@ -157,4 +172,4 @@ class SMPContinuousConv1d(nn.Module):
     @torch.jit.ignore  # the geometry is Python: a scripted layer calls back into it, and cannot be saved
     def _resize_in_python(self, x: torch.Tensor, scale: Optional[float], size: Optional[int]) -> torch.Tensor:
         axes = resize_geometry(x.shape[-1:], self.points.kernel_size, scale, size, causal=self.causal)
-        return resize(x, self.kernel_at, axes)
+        return resize(x, self.points, axes)

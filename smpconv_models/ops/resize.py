@@ -44,7 +44,8 @@ from torch.utils.flop_counter import register_flop_formula
 
 from .dispatch import Backend, Operator, check_float, compute_dtype, memory_format, recording_graph, save_inputs
 
-__all__ = ['ENV_VAR', 'BACKENDS', 'AxisGeometry', 'axis_geometry', 'resize_geometry', 'resize_conv2d', 'resize_conv1d', 'reference_taps',
+__all__ = ['ENV_VAR', 'BACKENDS', 'POINTS_BACKENDS', 'AxisGeometry', 'axis_geometry', 'resize_geometry',
+           'resize_conv2d', 'resize_conv1d', 'resize_conv2d_points', 'resize_conv1d_points', 'reference_taps',
            'reference_grads']
 
 # fractional positions closer than this are one phase (float64 rounding of (i + 1/2) / s is far below it)
@@ -615,6 +616,172 @@ def _grad_bank_flops(grad_y_shape, x_shape, bank_shape, *args, out_shape=None, *
     return _flops(grad_y_shape[0], bank_shape, grad_y_shape[-2:])
 
 
+# ---- the depthwise operator on the points: their kernels sampled inside the passes -----------------------------
+
+# A depthwise bank of points whose positions the channels share is bank[c] = sum_p weights[c, p] interp[p]: C x P
+# values and P x (phases x taps) interpolation weights stand for C x (phases x taps) values. At an arbitrary scale
+# the bank has k'^2 values per output pixel and channel (44 MB for smpconv_t's second downsampling at batch 8),
+# and making it, then its gradient's products, cost as much as the convolution. The 'cpp' backend samples each
+# channel's kernels where it convolves with them and folds their gradient into the points' as it is made; the
+# others make the bank and run its pass on their own backend of the bank operator.
+
+def _sampled_bank(weights: torch.Tensor, interp: torch.Tensor) -> torch.Tensor:
+    """The depthwise bank [C, 1, Py, ky, Px, kx] of the points' values [C, P] and interpolation [P, Py, ky, Px, kx]."""
+    return (weights @ interp.flatten(1)).view(weights.shape[0], 1, *interp.shape[1:])
+
+
+def _through_bank(name: str) -> Backend:
+    """The passes on the points by the bank operator's backend `name`, on the bank they make."""
+    passes = BACKENDS[name].passes
+
+    def forward(x, weights, interp, rows, cols):
+        return passes['resize.forward'](x, _sampled_bank(weights, interp), rows, cols)
+
+    def grad_input(grad_y, weights, interp, rows, cols, in_channels):
+        return passes['resize.grad_input'](grad_y, _sampled_bank(weights, interp), rows, cols, in_channels)
+
+    def grad_points(grad_y, x, weights, interp, rows, cols):
+        bank_shape = (weights.shape[0], 1, *interp.shape[1:])
+        grad_bank = passes['resize.grad_bank'](grad_y, x, rows, cols, bank_shape).flatten(1)
+        return grad_bank @ interp.flatten(1).T, (weights.T @ grad_bank).view_as(interp)
+
+    return Backend({'resize_points.forward': forward, 'resize_points.grad_input': grad_input,
+                    'resize_points.grad_points': grad_points}, BACKENDS[name].supports)
+
+
+def _sampling_kernels() -> Backend:
+    """The C++ kernels that sample each channel's bank from the points themselves."""
+    def kernels():
+        return importlib.import_module('.resize_cpu', __package__)
+
+    def forward(x, weights, interp, rows, cols):
+        return kernels().forward_points(x, weights, interp, *_index_tensors(rows, cols, x.device))
+
+    def grad_input(grad_y, weights, interp, rows, cols, in_channels):
+        return kernels().grad_input_points(grad_y, weights, interp, *_index_tensors(rows, cols, grad_y.device),
+                                           rows.in_size, cols.in_size)
+
+    def grad_points(grad_y, x, weights, interp, rows, cols):
+        return kernels().grad_points(grad_y, x, weights, interp, *_index_tensors(rows, cols, x.device))
+
+    return Backend({'resize_points.forward': forward, 'resize_points.grad_input': grad_input,
+                    'resize_points.grad_points': grad_points}, lambda x: kernels().available(x))
+
+
+# the backends of the same names as the bank operator's, so that SMPCONV_RESIZE_BACKEND forces both alike
+POINTS_BACKENDS: Dict[str, Backend] = {'torch': _through_bank('torch'), 'cpp': _sampling_kernels(),
+                                       'triton': _through_bank('triton')}
+
+RESIZE_POINTS = Operator('resizing convolution of points', ENV_VAR, POINTS_BACKENDS)
+
+
+def _points_signature(weights: torch.Tensor, interp: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> Tuple:
+    """What decides a pass's cost besides the input's shape: the points and the geometry."""
+    return (tuple(weights.shape), tuple(interp.shape)) + tuple(tuple(axis[:4]) + (axis.causal,)
+                                                              for axis in (rows, cols))
+
+
+@torch.library.custom_op('smpconv::resize_conv2d_points', mutates_args=())
+def _points_forward(x: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor, out_size: List[int],
+                    scale: List[float], kernel_size: List[int], causal: List[bool]) -> torch.Tensor:
+    rows, cols = _axes(x.shape[-2:], out_size, scale, kernel_size, causal)
+    if x.shape[0] == 0:
+        y = x.new_empty((0, weights.shape[0], *out_size))
+    else:
+        y = RESIZE_POINTS.compute('resize_points.forward', x, weights, interp, rows, cols, batched=1,
+                                  signature=_points_signature(weights, interp, rows, cols))
+    return y.contiguous(memory_format=memory_format(x))
+
+
+@_points_forward.register_fake
+def _(x, weights, interp, out_size, scale, kernel_size, causal):
+    return x.new_empty((x.shape[0], weights.shape[0], *out_size)).contiguous(memory_format=memory_format(x))
+
+
+@torch.library.custom_op('smpconv::resize_conv2d_points_grad_input', mutates_args=())
+def _points_grad_input(grad_y: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor, in_shape: List[int],
+                       scale: List[float], kernel_size: List[int], causal: List[bool]) -> torch.Tensor:
+    """in_shape: x's [C, H, W]."""
+    rows, cols = _axes(in_shape[1:], list(grad_y.shape[-2:]), scale, kernel_size, causal)
+    if grad_y.shape[0] == 0:
+        grad_x = grad_y.new_zeros((0, *in_shape))
+    else:
+        grad_x = RESIZE_POINTS.compute('resize_points.grad_input', grad_y, weights, interp, rows, cols, in_shape[0],
+                                       batched=1, signature=_points_signature(weights, interp, rows, cols))
+    return grad_x.contiguous(memory_format=memory_format(grad_y))
+
+
+@_points_grad_input.register_fake
+def _(grad_y, weights, interp, in_shape, scale, kernel_size, causal):
+    return grad_y.new_empty((grad_y.shape[0], *in_shape)).contiguous(memory_format=memory_format(grad_y))
+
+
+@torch.library.custom_op('smpconv::resize_conv2d_points_grad_points', mutates_args=())
+def _points_grad_points(grad_y: torch.Tensor, x: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor,
+                        scale: List[float], kernel_size: List[int], causal: List[bool]
+                        ) -> Tuple[torch.Tensor, torch.Tensor]:
+    rows, cols = _axes(x.shape[-2:], list(grad_y.shape[-2:]), scale, kernel_size, causal)
+    if x.shape[0] == 0:
+        return torch.zeros_like(weights), torch.zeros_like(interp)
+    grad_weights, grad_interp = RESIZE_POINTS.compute(
+        'resize_points.grad_points', grad_y, x, weights, interp, rows, cols, batched=2,
+        signature=_points_signature(weights, interp, rows, cols))
+    return grad_weights.contiguous(), grad_interp.contiguous()
+
+
+@_points_grad_points.register_fake
+def _(grad_y, x, weights, interp, scale, kernel_size, causal):
+    return torch.empty_like(weights), torch.empty_like(interp)
+
+
+def _points_backward(ctx, grad_y):
+    x, weights, interp = ctx.saved_tensors
+    _, scale, kernel_size, causal = ctx.args
+    grad_x = grad_weights = grad_interp = None
+    if torch.is_grad_enabled():
+        # a graph of the gradients (second derivatives): through the bank, whose passes have derivatives of their
+        # own, as these do not
+        bank = _sampled_bank(weights, interp)
+        if ctx.needs_input_grad[0]:
+            grad_x = _grad_input(grad_y, bank, list(x.shape[1:]), scale, kernel_size, causal)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            grad_bank = _grad_bank(grad_y, x, list(bank.shape), scale, kernel_size, causal).flatten(1)
+            grad_weights, grad_interp = grad_bank @ interp.flatten(1).T, (weights.T @ grad_bank).view_as(interp)
+        return grad_x, grad_weights, grad_interp, None, None, None, None
+    if ctx.needs_input_grad[0]:
+        grad_x = _points_grad_input(grad_y, weights, interp, list(x.shape[1:]), scale, kernel_size, causal)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        grad_weights, grad_interp = _points_grad_points(grad_y, x, weights, interp, scale, kernel_size, causal)
+    return grad_x, grad_weights, grad_interp, None, None, None, None
+
+
+_points_forward.register_autograd(_points_backward, setup_context=save_inputs)
+
+
+def _points_flops(batch: int, weights_shape: Sequence[int], interp_shape: Sequence[int], out_size: Sequence[int],
+                  samplings: int) -> int:
+    """A pass's convolution (`_flops` of the bank) plus `samplings` products of the values and the
+    interpolation, of the bank's size each."""
+    bank_shape = (weights_shape[0], 1, *interp_shape[1:])
+    return _flops(batch, bank_shape, out_size) + 2 * samplings * math.prod(weights_shape) * math.prod(interp_shape[1:])
+
+
+@register_flop_formula(torch.ops.smpconv.resize_conv2d_points)
+def _points_forward_flops(x_shape, weights_shape, interp_shape, out_size, *args, out_shape=None, **kwargs) -> int:
+    return _points_flops(x_shape[0], weights_shape, interp_shape, out_size, 1)
+
+
+@register_flop_formula(torch.ops.smpconv.resize_conv2d_points_grad_input)
+def _points_grad_input_flops(grad_y_shape, weights_shape, interp_shape, *args, out_shape=None, **kwargs) -> int:
+    return _points_flops(grad_y_shape[0], weights_shape, interp_shape, grad_y_shape[-2:], 1)
+
+
+@register_flop_formula(torch.ops.smpconv.resize_conv2d_points_grad_points)
+def _points_grad_points_flops(grad_y_shape, x_shape, weights_shape, interp_shape, *args, out_shape=None,
+                              **kwargs) -> int:
+    return _points_flops(grad_y_shape[0], weights_shape, interp_shape, grad_y_shape[-2:], 2)
+
+
 # ---- the function -----------------------------------------------------------------------------------------
 
 def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> torch.Tensor:
@@ -642,6 +809,36 @@ def resize_conv1d(x: torch.Tensor, bank: torch.Tensor, axis: AxisGeometry) -> to
     the 2D one on a single row."""
     row = axis_geometry(1, 1, 1., 1)
     return resize_conv2d(x.unsqueeze(2), bank[:, :, None, None], row, axis).squeeze(2)
+
+
+def resize_conv2d_points(x: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor, rows: AxisGeometry,
+                         cols: AxisGeometry) -> torch.Tensor:
+    """`resize_conv2d` of x [B, C, H, W] with the depthwise bank of points whose positions the channels share,
+    bank[c] = sum_p weights[c, p] interp[p], for their values `weights` [C, P] and interpolation weights `interp`
+    [P, row phases, row taps, column phases, column taps]: the same result, and on the 'cpp' backend the bank is
+    sampled per channel where it is used, never made whole."""
+    check_float('resize_conv2d_points', x=x, weights=weights, interp=interp)
+    shape = tuple(interp.shape)
+    if weights.dim() != 2 or weights.shape[0] != x.shape[1] or len(shape) != 5 or shape[0] != weights.shape[1] or \
+            shape[1:] != (rows.phases, rows.taps, cols.phases, cols.taps) or \
+            tuple(x.shape[2:]) != (rows.in_size, cols.in_size):
+        raise ValueError(f'resize_conv2d_points takes x [B, C, {rows.in_size}, {cols.in_size}], weights [C, P] and '
+                         f'interp [P, {rows.phases}, {rows.taps}, {cols.phases}, {cols.taps}] for its geometry, got '
+                         f'{tuple(x.shape)}, {tuple(weights.shape)} and {shape}')
+    dtype = compute_dtype(x, weights)
+    x, weights, interp = x.to(dtype), weights.to(dtype), interp.to(dtype)
+    if recording_graph():  # PyTorch's own operations, which run without this package
+        return _torch_forward(x, _sampled_bank(weights, interp), rows, cols).contiguous(
+            memory_format=memory_format(x))
+    return _points_forward(x, weights, interp, *_geometry_args(rows, cols))
+
+
+def resize_conv1d_points(x: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor,
+                         axis: AxisGeometry) -> torch.Tensor:
+    """`resize_conv2d_points` of a sequence x [B, C, N], with interp [P, phases, taps]: the 2D one on a single
+    row."""
+    row = axis_geometry(1, 1, 1., 1)
+    return resize_conv2d_points(x.unsqueeze(2), weights, interp[:, None, None], row, axis).squeeze(2)
 
 
 # ---- the contract of the fast kernels (one filter per channel, the geometry as index tensors), for their tests ----
