@@ -32,6 +32,11 @@ dispatcher, forced with SMPCONV_RESIZE_BACKEND): 'torch', the two paths above, w
 'cpp' (`resize_cpu`, CPUs) and 'triton' (`triton_resize`, GPUs), fast kernels of the depthwise form whose
 contract `reference_taps` states plainly. A full bank always runs on 'torch'. FX, torch.export and ONNX record
 the 'torch' path's PyTorch operations, which run without this package.
+
+`resize_conv2d_points` (the operator `smpconv::resize_conv2d_points`) is the depthwise one for points whose
+positions the channels share, given their values [C, P] and interpolation weights [P, phases, taps, ...] instead
+of the bank (C / P times their size): its 'cpp' backend samples each channel's bank where it convolves with it,
+and the others make the bank and run the pass of theirs. The continuous layers resize through it.
 """
 import functools
 import importlib
