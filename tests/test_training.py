@@ -3,6 +3,7 @@ import dataclasses
 import os
 import random
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -19,11 +20,13 @@ from timm.utils import ModelEmaV3
 import smpconv_models  # noqa: F401
 from smpconv_models.smp import RADIUS_MAX, RADIUS_MIN, SMPKernel
 from smpconv_models.training import (
-    Checkpointer, ConfigError, CrossProcessBatchNorm2d, Progress, SeededAugmentation, create_accelerator,
-    create_datasets, create_loss, create_mixup, create_optimizer, create_scheduler, latest_training_state,
-    load_training_state, param_groups, parse_args, remove_leftovers, resolve_batch, resolve_device,
-    resolve_training_config, rng_state, set_rng_state, sync_batchnorm, train_one_epoch)
-from smpconv_models.training.checkpoint import STATE_FORMAT
+    Checkpointer, ConfigError, CrossProcessBatchNorm2d, PreemptionSignals, Progress, SavedBatch, SeededAugmentation,
+    create_accelerator, create_datasets, create_loss, create_mixup, create_optimizer, create_scheduler, exit_status,
+    latest_training_state, load_training_state, param_groups, parse_args, remove_leftovers, resolve_batch,
+    resolve_device, resolve_training_config, resume_training_state, rng_state, set_rng_state, sync_batchnorm,
+    train_one_epoch)
+from smpconv_models.training.checkpoint import STATE_FORMAT, continued_batches
+from smpconv_models.training.data import create_train_loader, set_epoch
 
 
 def recipe(argv=(), world_size=1, **flags):
@@ -467,3 +470,77 @@ def test_a_state_from_before_img_size_was_recorded_is_the_same_recipe():
     dynamic = {**before, 'model_kwargs': {**kernels, 'dynamic_img_size': True}}
     for saved in (other_size, dynamic, config):
         assert _as_recorded_now(saved, config) is saved
+
+
+# ---- elastic and preemptible runs ---------------------------------------------------------------------------
+
+def test_a_run_resumed_on_another_number_of_processes_keeps_its_batches():
+    """Its batch per process and global batch, accumulation taking up the difference; on as many processes, the
+    flags as they are."""
+    saved = SavedBatch(batch_size=16, global_batch_size=128, world_size=4)
+    for world_size, accum in ((2, 4), (1, 8), (8, 1)):
+        config = resolve_training_config(vars(parse_args(['--global-batch-size', '64'])), world_size, saved)
+        assert (config.batch.batch_size, config.batch.global_batch_size, config.loop.grad_accum_steps) == \
+            (16, 128, accum)
+        assert config.recorded['grad_accum_steps'] == accum and config.optimizer.lr == 4e-3 * 128 / 2048
+    same = resolve_training_config(vars(parse_args(['--global-batch-size', '64'])), 4, saved)
+    assert (same.batch.batch_size, same.batch.global_batch_size) == (16, 64)  # refused later, naming the batch
+    with pytest.raises(ConfigError, match=r'the run to resume has a global batch of 128 in batches of 16 on each '
+                                          r'of 4 process\(es\); 3 cannot keep it \(128 is no multiple of 16 x 3\): '
+                                          r'resume on a number of processes that divides 8'):
+        resolve_training_config(vars(parse_args([])), 3, saved)
+
+
+def test_an_epoch_continues_after_the_samples_seen_on_another_number_of_processes():
+    """The epoch's order is one permutation, each process taking every world_size-th sample: after 3 batches of
+    4 on each of 2 processes, 1 process skips 6 batches, and each of its following pairs of batches (one update,
+    accumulated) holds the samples of the 2 processes' batches of that update."""
+    config = recipe(['--workers', '0'])
+    dataset = torch.utils.data.TensorDataset(torch.arange(96))
+
+    def batches(world_size: int, rank: int):
+        loader = create_train_loader(dataset, None, config.augment, 4, config.data, world_size, rank,
+                                     torch.device('cpu'))
+        set_epoch(loader, 3)
+        return [batch[0].tolist() for batch in loader]
+
+    two, one = [batches(2, rank) for rank in (0, 1)], batches(1, 0)
+    updates_of_two = [set(first + second) for first, second in zip(*two)]
+    updates_of_one = [set(one[k] + one[k + 1]) for k in range(0, len(one), 2)]
+    assert updates_of_one == updates_of_two  # the same samples per update, in the same order of updates
+    skipped = continued_batches(3, saved_world_size=2, world_size=1)
+    assert skipped == 6 and set(sum(one[:skipped], [])) == set().union(*updates_of_two[:3])
+    with pytest.raises(ConfigError, match='3 batches on each of 2 processes are no whole number of batches on each '
+                                          'of 4: resume on 2 processes'):
+        continued_batches(3, saved_world_size=2, world_size=4)
+
+
+def test_preemption_signals_are_recorded_within_the_block():
+    accelerator = Accelerator(cpu=True)
+    before = signal.getsignal(signal.SIGTERM)
+    with PreemptionSignals(accelerator) as preemption:
+        assert preemption.requested() is None
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)  # the first one counts
+        assert preemption.requested() == signal.SIGUSR1
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert exit_status(signal.SIGTERM) == 143 and exit_status(signal.SIGUSR1) == 138
+
+
+def test_resume_auto(tmp_path):
+    """The run folder's latest state; none when the folder has none (a fresh run); a fixed name needed."""
+    assert resume_training_state('auto', str(tmp_path), 'run') is None
+    (tmp_path / 'run').mkdir()
+    (tmp_path / 'run' / 'config.yaml').write_text('epochs: 1\n')
+    assert resume_training_state('auto', str(tmp_path), 'run') is None
+    Checkpointer._save_state(tmp_path / 'run' / 'recovery-0-4.pth', {'epoch': 0, 'batches_done': 4})
+    path, state = resume_training_state('auto', str(tmp_path), 'run')
+    assert path == tmp_path / 'run' / 'recovery-0-4.pth' and state['batches_done'] == 4
+    assert resume_training_state('', str(tmp_path), 'run') is None
+    with pytest.raises(ConfigError, match='--resume auto continues the run of --experiment: name it'):
+        resume_training_state('auto', str(tmp_path), '')
+    # a folder whose states are all unreadable is not started over (its files would be lost)
+    (tmp_path / 'run' / 'recovery-0-4.pth').write_bytes(b'truncated')
+    with pytest.raises(FileNotFoundError, match='no readable training state to resume'):
+        with pytest.warns(UserWarning, match='skipping'):
+            resume_training_state('auto', str(tmp_path), 'run')

@@ -31,9 +31,10 @@ from ..ops import choices, restore_choices
 from .config import ConfigError, plain
 from .distributed import rng_state, set_rng_state
 from .engine import Progress
-from .settings import recorded_img_size
+from .settings import SavedBatch, recorded_img_size
 
-__all__ = ['Checkpointer', 'remove_leftovers', 'latest_training_state', 'load_training_state', 'collect_training_state',
+__all__ = ['RESUME_AUTO', 'Checkpointer', 'remove_leftovers', 'resume_training_state', 'latest_training_state',
+           'load_training_state', 'saved_world_size', 'saved_batch', 'continued_batches', 'collect_training_state',
            'restore_training_state']
 
 STATE_FORMAT = 'smpconv-models training state v1'
@@ -169,6 +170,30 @@ def load_training_state(path: Path, mmap: bool = False) -> Dict[str, Any]:
     return state
 
 
+RESUME_AUTO = 'auto'
+
+
+def resume_training_state(resume: str, output: str, experiment: str) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The training state `--resume` names (`latest_training_state`), None for none. 'auto' names the run folder
+    --output/--experiment when it holds one, and none (a fresh run in that folder) when it holds no training
+    state: a command relaunched with it continues where its run stopped."""
+    if resume != RESUME_AUTO:
+        return latest_training_state(resume) if resume else None
+    if not experiment:
+        raise ConfigError('--resume auto continues the run of --experiment: name it (a run without a name gets a '
+                          'new date-time folder each time)')
+    run_dir = Path(output) / experiment
+    if not _state_files(run_dir):
+        return None
+    return latest_training_state(str(run_dir))
+
+
+def _state_files(run_dir: Path) -> List[Path]:
+    """The training states a run wrote in `run_dir`."""
+    return [p for p in [run_dir / 'last.pth', *run_dir.glob('recovery-*.pth')]
+            if p.is_file() and (p.name == 'last.pth' or _RECOVERY.fullmatch(p.name))]
+
+
 def latest_training_state(path: str) -> Tuple[Path, Dict[str, Any]]:
     """A training state file, or the one of a run folder that got furthest (last.pth, recovery-E-B.pth), with
     its content. Files the run did not write are ignored, and unreadable ones skipped with a warning."""
@@ -177,8 +202,7 @@ def latest_training_state(path: str) -> Tuple[Path, Dict[str, Any]]:
         if not resume.is_file():
             raise FileNotFoundError(f'no training state to resume at {path}')
         return resume, load_training_state(resume)
-    candidates = [p for p in [resume / 'last.pth', *resume.glob('recovery-*.pth')]
-                  if p.is_file() and (p.name == 'last.pth' or _RECOVERY.fullmatch(p.name))]
+    candidates = _state_files(resume)
     states = []
     for candidate in candidates:
         try:  # mapped, not read: only the small pickled part of the file is looked at
@@ -201,21 +225,44 @@ def _load_model_weights(module: nn.Module, state_dict: Mapping[str, torch.Tensor
 
 
 # what a continued run must share with the one it continues: the data order, the batches an epoch is cut
-# into, the optimizer's numerics
-_RECIPE_KEYS = ('model', 'model_kwargs', 'global_batch_size', 'grad_accum_steps', 'seed', 'amp', 'amp_dtype',
-                'model_ema')
+# into, the optimizer's numerics (on as many processes: the same accumulation too)
+_RECIPE_KEYS = ('model', 'model_kwargs', 'global_batch_size', 'seed', 'amp', 'amp_dtype', 'model_ema')
+
+
+def saved_world_size(state: Mapping[str, Any]) -> int:
+    """The number of processes whose run saved `state` (one random state each, in states from before it was
+    recorded)."""
+    return state.get('world_size', len(state['rng']))
+
+
+def saved_batch(state: Mapping[str, Any]) -> SavedBatch:
+    """The batches of the run that saved `state`."""
+    config = state['config']
+    return SavedBatch(config['batch_size'], config['global_batch_size'], saved_world_size(state))
+
+
+def continued_batches(batches_done: int, saved_world_size: int, world_size: int) -> int:
+    """The batches per process of an epoch that `world_size` processes have done once `saved_world_size`
+    processes did `batches_done`, batches of one size: the same samples of the epoch's order seen (each process
+    takes every world_size-th of them)."""
+    samples = batches_done * saved_world_size
+    if samples % world_size:
+        raise ConfigError(f'{batches_done} batches on each of {saved_world_size} processes are no whole number of '
+                          f'batches on each of {world_size}: resume on {saved_world_size} processes')
+    return samples // world_size
 
 
 def collect_training_state(model: nn.Module, ema, optimizer, scaler, progress: Progress,
                            config: Mapping[str, Any]) -> Dict[str, Any]:
     """Everything --resume needs of a run of the resolved `config`; called on every process (it gathers their
     random states and depthwise backend choices)."""
+    rng = gather_object([rng_state()])
     return dict(
         model_name=config['model'], model=model.state_dict(),
         model_ema=ema.module.state_dict() if ema is not None else None, optimizer=optimizer.state_dict(),
         scaler=scaler.state_dict() if scaler is not None else None,
         epoch=progress.epoch, batches_done=progress.batches_done, num_updates=progress.num_updates,
-        rng=gather_object([rng_state()]), depthwise_backends=gather_object([choices()]), config=dict(config))
+        world_size=len(rng), rng=rng, depthwise_backends=gather_object([choices()]), config=dict(config))
 
 
 def _as_recorded_now(saved: Mapping[str, Any], config: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -234,16 +281,20 @@ def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, e
                            checkpointer: Checkpointer, config: Mapping[str, Any], rank: int,
                            world_size: int) -> Progress:
     """Put a run of the resolved `config` back where `state` left it; a state of another model or recipe is
-    refused."""
+    refused. On another number of processes (`resolve_training_config` keeps the global batch) the epoch
+    continues after the samples seen, each process with fresh random states."""
     if state['model_name'] != config['model']:
         raise ConfigError(f"the training state is from {state['model_name']}, this run trains {config['model']}")
     saved = _as_recorded_now(state['config'], config)
-    keys = _RECIPE_KEYS + (('batch_size',) if state['batches_done'] else ())  # mid-epoch: the same batches
+    same_world = saved_world_size(state) == world_size
+    keys = _RECIPE_KEYS + (('grad_accum_steps',) if same_world else ()) + (
+        ('batch_size',) if state['batches_done'] else ())  # mid-epoch: the same batches
     # tuples and lists alike: a config file holds lists, a --model-kwargs value may be a tuple
     differ = [f'{k}: {saved.get(k)!r} then, {config[k]!r} now' for k in keys
               if plain(saved.get(k)) != plain(config[k])]
     if differ:
         raise ConfigError('the training state comes from another recipe; to continue it, keep ' + '; '.join(differ))
+    batches_done = continued_batches(state['batches_done'], saved_world_size(state), world_size)
     _load_model_weights(model, state['model'], 'model')
     if ema is not None:
         _load_model_weights(ema.module, state['model_ema'], 'EMA')
@@ -251,11 +302,11 @@ def restore_training_state(state: Dict[str, Any], model: nn.Module, optimizer, e
     if scaler is not None:
         scaler.load_state_dict(state['scaler'])
     checkpointer.load_state_dict(state['checkpoints'])
-    if len(state['rng']) == world_size:
+    if same_world:
         set_rng_state(state['rng'][rank])
-        # the same depthwise backends as before, rather than new choices that round differently
-        restore_choices(state.get('depthwise_backends', [{}] * world_size)[rank])
-    else:
-        warnings.warn(f"the training state comes from {len(state['rng'])} process(es), this run has {world_size}: "
-                      'it continues with fresh random states, so not exactly as the original run would have')
-    return Progress(epoch=state['epoch'], batches_done=state['batches_done'], num_updates=state['num_updates'])
+    # the same depthwise backends as before (the batch per process is the same), rather than new choices that
+    # round differently
+    backends = state.get('depthwise_backends', [])
+    if backends:
+        restore_choices(backends[rank % len(backends)])
+    return Progress(epoch=state['epoch'], batches_done=batches_done, num_updates=state['num_updates'])

@@ -204,7 +204,8 @@ def build_parser(default_config: Optional[Path] = None) -> argparse.ArgumentPars
     group.add_argument('--recovery-interval', type=int, default=0, metavar='UPDATES',
                        help='also save the training state every this many updates (0: at epoch ends only)')
     group.add_argument('--resume', default='', metavar='PATH',
-                       help='training state file, or a run folder (its latest state) to continue')
+                       help="training state file, or a run folder (its latest state) to continue; 'auto': the run "
+                            'of --experiment, from its latest state if it has one, else from its start')
     group.add_argument('--log-interval', type=int, default=50, metavar='UPDATES',
                        help='updates between progress bar updates of the loss and learning rate')
     return parser

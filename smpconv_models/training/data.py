@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 from ..datasets import FashionMNISTSubset
 from ..datasets.tasks import TASKS, create_task_dataset
 from .config import BUNDLED_DATASET, ConfigError
+from .preemption import ignore_preemption_signals
 from .settings import AugmentSettings, DataSettings, SplitSettings
 
 __all__ = ['create_datasets', 'create_eval_dataset', 'num_classes_of', 'resolve_image_config',
@@ -193,7 +194,8 @@ def _loader_kwargs(data: DataSettings, device: torch.device, dataset: Dataset) -
         dataset.set_loader_cfg(num_workers=data.workers)
     # a loader of its own RNG: a new iterator (after a resume, say) leaves the global RNG untouched
     return dict(num_workers=data.workers, pin_memory=data.pin_mem and device.type == 'cuda',
-                generator=torch.Generator().manual_seed(data.seed))
+                generator=torch.Generator().manual_seed(data.seed),
+                worker_init_fn=ignore_preemption_signals if data.workers else None)
 
 
 def create_train_loader(dataset: Dataset, data_config: Optional[Dict[str, Any]], augment: AugmentSettings,

@@ -60,13 +60,15 @@ def train_one_epoch(
         mixup=None,
         on_recovery: Optional[Callable[[], None]] = None,
         batch_scale: Optional[Callable[[torch.Tensor, int, int], torch.Tensor]] = None,
+        stop_requested: Optional[Callable[[], object]] = None,
 ) -> Dict[str, float]:
     """Train from `progress.batches_done` to the end of the epoch (or `loop.max_updates`), updating `progress`.
 
     `batch_scale(x, epoch, index)` resizes each batch (scale augmentation, see `RandomBatchScale`).
 
     After every optimizer update: the radius projection, the per-update learning rate schedule and the
-    EMA update; every `loop.recovery_interval` updates, `on_recovery()` (which saves a training state).
+    EMA update; every `loop.recovery_interval` updates, `on_recovery()` (which saves a training state); then
+    `stop_requested()`, on every process, whose true answer ends the epoch there (a preemption).
     Returns the epoch's mean training loss over all processes.
     """
     model.train()
@@ -119,6 +121,8 @@ def train_one_epoch(
         if on_recovery is not None and loop.recovery_interval and progress.num_updates % loop.recovery_interval == 0:
             on_recovery()
         if loop.max_updates is not None and progress.num_updates >= loop.max_updates:
+            break
+        if stop_requested is not None and stop_requested():
             break
     bar.close()
     totals = accelerator.reduce(torch.stack([loss_sum, loss_sum.new_tensor(num_losses)]), 'sum')

@@ -132,6 +132,14 @@ class BatchSettings:
 
 
 @dataclass(frozen=True)
+class SavedBatch:
+    """The batches of a run to resume: per process, per update, and on how many processes."""
+    batch_size: int
+    global_batch_size: int
+    world_size: int
+
+
+@dataclass(frozen=True)
 class OptimizerSettings:
     """The optimizer, at its peak learning rate `lr`."""
     opt: str
@@ -314,10 +322,29 @@ def recorded_img_size(input_size: Sequence[int]) -> Union[int, List[int]]:
     return height if height == width else [height, width]
 
 
-def resolve_training_config(flags: Flags, world_size: int) -> TrainingConfig:
-    """The training flags' configuration on `world_size` processes: the batches settled over the processes, the
-    learning rate scaled to the global batch unless --lr sets it, the training input size given to a model that
-    adapts to it (`training_model_kwargs`)."""
+def elastic_batch_flags(flags: Flags, saved: SavedBatch, world_size: int) -> Flags:
+    """The batch flags of a run resumed on `world_size` processes: its batch per process and global batch, the
+    accumulation steps taking up the difference in processes (`flags` as they are on as many processes)."""
+    if saved.world_size == world_size:
+        return flags
+    per_update = saved.batch_size * world_size
+    if saved.global_batch_size % per_update:
+        raise ConfigError(
+            f'the run to resume has a global batch of {saved.global_batch_size} in batches of {saved.batch_size} on '
+            f'each of {saved.world_size} process(es); {world_size} cannot keep it ({saved.global_batch_size} is no '
+            f'multiple of {saved.batch_size} x {world_size}): resume on a number of processes that divides '
+            f'{saved.global_batch_size // saved.batch_size}')
+    return {**flags, 'batch_size': saved.batch_size, 'global_batch_size': saved.global_batch_size,
+            'grad_accum_steps': saved.global_batch_size // per_update}
+
+
+def resolve_training_config(flags: Flags, world_size: int, resumed: Optional[SavedBatch] = None) -> TrainingConfig:
+    """The training flags' configuration on `world_size` processes: the batches settled over the processes (those
+    of the `resumed` run, on another number of processes: `elastic_batch_flags`), the learning rate scaled to the
+    global batch unless --lr sets it, the training input size given to a model that adapts to it
+    (`training_model_kwargs`)."""
+    if resumed is not None:
+        flags = elastic_batch_flags(flags, resumed, world_size)
     loop, mixup = _pick(LoopSettings, flags), _pick(MixupSettings, flags)
     batch = resolve_batch(flags['batch_size'], flags['global_batch_size'], flags['validation_batch_size'],
                           world_size, loop.grad_accum_steps, mixup.enabled)

@@ -3,7 +3,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -14,7 +14,8 @@ from timm.utils import ModelEmaV3, update_summary
 from torch.utils.data import DataLoader
 
 from ..factory import create_model
-from .checkpoint import Checkpointer, collect_training_state, remove_leftovers, restore_training_state
+from .checkpoint import (Checkpointer, collect_training_state, remove_leftovers, restore_training_state,
+                         saved_world_size)
 from .config import ConfigError
 from .data import (RandomBatchScale, create_batch_scale, create_datasets, create_eval_loader, create_train_loader,
                    num_classes_of, resolve_image_config, set_epoch)
@@ -67,8 +68,14 @@ class Trainer:
         remove_leftovers(self.run_dir)
         (self.run_dir / 'config.yaml').write_text(yaml.safe_dump(dict(self.config.recorded), sort_keys=False))
 
-    def train_epoch(self, epoch: int) -> Dict[str, float]:
-        """Train `epoch` from where the run stands (to its end, or to --max-updates); its mean training loss."""
+    @property
+    def mid_epoch(self) -> bool:
+        """Whether the run stands within an epoch (stopped by --max-updates or a preemption)."""
+        return self.progress.batches_done > 0
+
+    def train_epoch(self, epoch: int, stop_requested: Optional[Callable[[], object]] = None) -> Dict[str, float]:
+        """Train `epoch` from where the run stands (to its end, to --max-updates, or to the update after which
+        `stop_requested()` answers true); its mean training loss."""
         progress, config = self.progress, self.config
         progress.epoch = epoch
         set_epoch(self.train_loader, epoch)
@@ -80,7 +87,7 @@ class Trainer:
         metrics = train_one_epoch(
             self.model, loader, self.batches_per_epoch, self.optimizer, self.scheduler, self.loss_fn,
             self.accelerator, progress, config.loop, config.model.channels_last, ema=self.ema, mixup=self.mixup,
-            on_recovery=self.save_recovery, batch_scale=self.batch_scale)
+            on_recovery=self.save_recovery, batch_scale=self.batch_scale, stop_requested=stop_requested)
         if progress.batches_done == self.batches_per_epoch:
             progress.epoch, progress.batches_done = epoch + 1, 0
         return metrics
@@ -148,6 +155,18 @@ def run_folder(run: RunSettings, model_name: str, resume_path: Optional[Path]) -
     return resume_path.parent
 
 
+def _elastic_note(saved_world: int, world_size: int, config: TrainingConfig, progress: Progress) -> str:
+    """What the resume line says of a run continued on another number of processes."""
+    if saved_world == world_size:
+        return ''
+    batch = config.batch
+    samples = progress.batches_done * batch.batch_size * world_size
+    return (f'; saved on {saved_world} process(es), continued on {world_size}: {config.loop.grad_accum_steps} '
+            f'accumulation step(s) of {batch.batch_size} per process keep the global batch of '
+            f'{batch.global_batch_size}, the epoch goes on after its {samples} samples seen, with fresh random '
+            f'states (drop path, mixup) and sums in another order: not bit for bit the run on {saved_world}')
+
+
 def create_trainer(config: TrainingConfig, accelerator: Accelerator,
                    resume: Optional[Tuple[Path, Dict[str, Any]]] = None) -> Trainer:
     """The run of `config` on `accelerator`, from its start or from the training state `resume` (path, state)."""
@@ -182,7 +201,8 @@ def create_trainer(config: TrainingConfig, accelerator: Accelerator,
                                           config.recorded, rank, world_size)
         scheduler.step_update(num_updates=progress.num_updates)
         accelerator.print(f'resuming from {resume_path}: epoch {progress.epoch}, {progress.batches_done} of '
-                          f'{batches_per_epoch} batches done, {progress.num_updates} updates')
+                          f'{batches_per_epoch} batches done, {progress.num_updates} updates'
+                          + _elastic_note(saved_world_size(resume_state), world_size, config, progress))
     if config.model.torchcompile:
         model = torch.compile(model, backend=config.model.torchcompile)
     prepared, optimizer = accelerator.prepare(model, optimizer)
