@@ -1,12 +1,16 @@
 """train_imagenet.py end to end: the quickstart, two processes against one, a killed run resumed, bad input."""
 import csv
 import json
+import os
+import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -171,6 +175,123 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     whole_rows, continued_rows = read_summary(tmp_path / 'whole'), read_summary(run_dir)
     assert [r['eval_top1'] for r in continued_rows] == [r['eval_top1'] for r in whole_rows]
     assert [r['eval_ema_loss'] for r in continued_rows] == [r['eval_ema_loss'] for r in whole_rows]
+
+
+# ---- elastic and preemptible runs: two CPU processes (gloo) under torchrun --------------------------------------
+
+TORCHRUN = (sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2')
+# one epoch of 31 updates, a recovery state every 3, the random draws of drop path and mixup included
+ELASTIC = [*FAST, '--epochs', '1', '--warmup-epochs', '0', '--global-batch-size', '32', '--recovery-interval', '3',
+           '--workers', '1', '--drop-path', '0.1', '--mixup', '0.8', '--cutmix', '1.0', '--resume', 'auto']
+# Every run computes with one depthwise backend (each process would time them, and could choose others). torchrun
+# does not share its rendezvous store with the workers' process group: a restarted group would read the
+# addresses of the workers it replaced from it and fail to connect (pytorch/pytorch#135712; seen here).
+ELASTIC_ENV = {**os.environ, ENV_VAR: 'torch', 'TORCH_DISABLE_SHARE_RDZV_TCP_STORE': '1'}
+
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory) -> Path:
+    """The run of two processes that nothing stopped."""
+    output = tmp_path_factory.mktemp('uninterrupted')
+    result = run([*ELASTIC, '--experiment', 'whole'], output, launcher=TORCHRUN, env=ELASTIC_ENV)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output / 'whole'
+
+
+def _workers(torchrun: subprocess.Popen) -> List[int]:
+    """The worker processes torchrun started (its children)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = (Path('/proc') / str(torchrun.pid) / 'task' / str(torchrun.pid) / 'children').read_text().split()
+        if len(children) == 2:
+            return [int(pid) for pid in children]
+        time.sleep(0.05)
+    raise AssertionError('torchrun did not start its two workers')
+
+
+def _start_and_wait_for_a_recovery_state(args, output: Path, run_dir: Path) -> subprocess.Popen:
+    torchrun = subprocess.Popen([*args, SCRIPT, '--output', str(output), *ELASTIC, '--experiment', run_dir.name],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=output,
+                                env=ELASTIC_ENV)
+    deadline = time.monotonic() + 180
+    while not list(run_dir.glob('recovery-0-*.pth')) and torchrun.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert torchrun.poll() is None, 'the run ended before its first recovery state'
+    return torchrun
+
+
+def _assert_same_weights(run_dir: Path, uninterrupted: Path) -> None:
+    for name in ('model.safetensors', 'model_ema.safetensors'):
+        whole, continued = load_file(uninterrupted / name), load_file(run_dir / name)
+        for key in whole:
+            torch.testing.assert_close(continued[key], whole[key], rtol=0, atol=0, msg=f'{name}: {key}')
+    # the resumed epoch's training loss covers the batches after the resume only; its evaluation is the same
+    without_train_loss = lambda rows: [{k: v for k, v in row.items() if k != 'train_loss'} for row in rows]
+    assert without_train_loss(read_summary(run_dir)) == without_train_loss(read_summary(uninterrupted))
+
+
+@pytest.mark.slow
+def test_preempted_processes_stop_with_a_state_and_continue_to_the_same_weights(tmp_path, uninterrupted):
+    """SIGTERM to each worker, as a scheduler sends it: every process finishes its update, one training state is
+    written, and each exits with 143; the same command then continues the run as if nothing had stopped it."""
+    run_dir = tmp_path / 'preempted'
+    torchrun = _start_and_wait_for_a_recovery_state((*TORCHRUN, '--max-restarts=0'), tmp_path, run_dir)
+    for worker in _workers(torchrun):
+        os.kill(worker, signal.SIGTERM)
+    output = torchrun.communicate(timeout=120)[0]
+    assert torchrun.returncode != 0
+    assert re.search(r'stopped by SIGTERM after update (\d+) \(epoch 0, \1 of 31 batches\)', output), output[-3000:]
+    assert output.count('exitcode  : 143') == 2 or 'exitcode: 143' in output, output[-3000:]
+    assert not (run_dir / 'last.pth').exists()
+    resumed = run([*ELASTIC, '--experiment', 'preempted'], tmp_path, launcher=TORCHRUN, env=ELASTIC_ENV)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 'resuming from' in resumed.stdout
+    _assert_same_weights(run_dir, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_is_restarted_and_the_run_continues_to_the_same_weights(tmp_path, uninterrupted):
+    """SIGKILL to one worker at a moment drawn at random: torchrun restarts the group, which resumes from the
+    latest recovery state (--resume auto)."""
+    draw = random.Random(0)
+    run_dir = tmp_path / 'killed'
+    torchrun = _start_and_wait_for_a_recovery_state((*TORCHRUN, '--max-restarts=1'), tmp_path, run_dir)
+    time.sleep(draw.uniform(0., 1.))
+    os.kill(draw.choice(_workers(torchrun)), signal.SIGKILL)
+    output = torchrun.communicate(timeout=300)[0]
+    assert torchrun.returncode == 0, output[-3000:]
+    assert 'resuming from' in output
+    _assert_same_weights(run_dir, uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_run_continues_on_fewer_processes_with_its_global_batch(tmp_path):
+    recipe = [*FAST, '--epochs', '1', '--warmup-epochs', '0', '--global-batch-size', '32', '--experiment', 'elastic',
+              '--resume', 'auto']
+    two = run([*recipe, '--max-updates', '3'], tmp_path, launcher=TORCHRUN)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run([*recipe, '--max-updates', '6'], tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert ('epoch 0, 6 of 62 batches done, 3 updates; saved on 2 process(es), continued on 1: 2 accumulation '
+            'step(s) of 16 per process keep the global batch of 32, the epoch goes on after its 96 samples seen, with '
+            'fresh random states') in one.stdout
+    state = load_training_state(tmp_path / 'elastic' / 'last.pth')
+    assert (state['num_updates'], state['batches_done'], state['world_size']) == (6, 12, 1)
+    config = yaml.safe_load((tmp_path / 'elastic' / 'config.yaml').read_text())
+    assert (config['batch_size'], config['global_batch_size'], config['grad_accum_steps']) == (16, 32, 2)
+
+
+def test_resume_auto_starts_a_run_then_continues_it(tmp_path, capsys):
+    recipe = ['--output', str(tmp_path), *FAST, '--epochs', '2', '--warmup-epochs', '0', '--experiment', 'run',
+              '--resume', 'auto']
+    assert train_imagenet.main([*recipe, '--max-updates', '1']) == 0
+    assert f'--resume auto: no training state in {tmp_path / "run"}, starting the run' in capsys.readouterr().out
+    assert train_imagenet.main([*recipe, '--max-updates', '2']) == 0
+    assert f'resuming from {tmp_path / "run" / "last.pth"}: epoch 0, 1 of 125 batches done, 1 updates\n' in \
+        capsys.readouterr().out
+    assert load_training_state(tmp_path / 'run' / 'last.pth')['num_updates'] == 2
+    _fails_before_training(['--output', str(tmp_path), *FAST, '--resume', 'auto'], capsys,
+                           '--resume auto continues the run of --experiment: name it')
 
 
 def test_trains_on_an_image_folder(tmp_path, capsys):
