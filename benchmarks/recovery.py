@@ -62,7 +62,8 @@ def _process(rank: int, model_name: str, output_dir: str, repeats: int, port: in
     for batch in range(repeats):
         dist.barrier()
         start = time.perf_counter()
-        state = collect_training_state(model, ema, optimizer, None, Progress(0, batch + 1, batch + 1), config.recorded)
+        state = collect_training_state(model, ema, optimizer, None, Progress(0, batch + 1, batch + 1),
+                                       IMAGENET_TRAIN_IMAGES // config.batch.global_batch_size, config.recorded)
         if accelerator.is_main_process:
             checkpointer.save_recovery(0, batch + 1, state)
             written.append(time.perf_counter() - start)

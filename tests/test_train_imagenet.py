@@ -273,10 +273,11 @@ def test_a_run_continues_on_fewer_processes_with_its_global_batch(tmp_path):
     one = run([*recipe, '--max-updates', '6'], tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
     assert ('epoch 0, 6 of 62 batches done, 3 updates; saved on 2 process(es), continued on 1: 2 accumulation '
-            'step(s) of 16 per process keep the global batch of 32, the epoch goes on after its 96 samples seen, with '
-            'fresh random states') in one.stdout
+            'step(s) of 16 per process keep the global batch of 32 and the updates per epoch, the epoch goes on '
+            'after its 96 samples seen, with fresh random states') in one.stdout
     state = load_training_state(tmp_path / 'elastic' / 'last.pth')
     assert (state['num_updates'], state['batches_done'], state['world_size']) == (6, 12, 1)
+    assert state['batches_per_epoch'] == 62  # 31 updates of 2 batches, as the 31 of the 2 processes
     config = yaml.safe_load((tmp_path / 'elastic' / 'config.yaml').read_text())
     assert (config['batch_size'], config['global_batch_size'], config['grad_accum_steps']) == (16, 32, 2)
 

@@ -25,7 +25,7 @@ from smpconv_models.training import (
     latest_training_state, load_training_state, param_groups, parse_args, remove_leftovers, resolve_batch,
     resolve_device, resolve_training_config, resume_training_state, rng_state, set_rng_state, sync_batchnorm,
     train_one_epoch)
-from smpconv_models.training.checkpoint import STATE_FORMAT, continued_batches
+from smpconv_models.training.checkpoint import STATE_FORMAT, continued_batches, epoch_batches
 from smpconv_models.training.data import create_train_loader, set_epoch
 
 
@@ -513,6 +513,15 @@ def test_an_epoch_continues_after_the_samples_seen_on_another_number_of_processe
     with pytest.raises(ConfigError, match='3 batches on each of 2 processes are no whole number of batches on each '
                                           'of 4: resume on 2 processes'):
         continued_batches(3, saved_world_size=2, world_size=4)
+
+
+def test_an_epoch_keeps_its_updates_on_another_number_of_processes():
+    """ImageNet's 1,281,167 images in batches of 256: 625 per process on 8 processes; on 4, the data loader would
+    make 1,251 batches of each process's 320,291 images, 626 updates of 2, the last of 1: the schedule would
+    shift. The run's epochs keep their samples instead: 1,250 batches, 625 updates."""
+    state = {'batches_per_epoch': 625, 'world_size': 8, 'rng': [None] * 8}
+    assert epoch_batches(state, 4) == 1250 and epoch_batches(state, 8) == 625
+    assert epoch_batches({'rng': [None] * 8}, 4) is None  # a state from before states said: the data loader's
 
 
 def test_preemption_signals_are_recorded_within_the_block():

@@ -34,7 +34,7 @@ from .engine import Progress
 from .settings import SavedBatch, recorded_img_size
 
 __all__ = ['RESUME_AUTO', 'Checkpointer', 'remove_leftovers', 'resume_training_state', 'latest_training_state',
-           'load_training_state', 'saved_world_size', 'saved_batch', 'continued_batches', 'collect_training_state',
+           'load_training_state', 'saved_world_size', 'saved_batch', 'epoch_batches', 'continued_batches', 'collect_training_state',
            'restore_training_state']
 
 STATE_FORMAT = 'smpconv-models training state v1'
@@ -241,6 +241,14 @@ def saved_batch(state: Mapping[str, Any]) -> SavedBatch:
     return SavedBatch(config['batch_size'], config['global_batch_size'], saved_world_size(state))
 
 
+def epoch_batches(state: Mapping[str, Any], world_size: int) -> Optional[int]:
+    """The batches per process of an epoch of the run that saved `state`, on `world_size` processes: its samples
+    per epoch, so that an epoch has as many updates as before; None for a state from before states said."""
+    if 'batches_per_epoch' not in state:
+        return None
+    return state['batches_per_epoch'] * saved_world_size(state) // world_size
+
+
 def continued_batches(batches_done: int, saved_world_size: int, world_size: int) -> int:
     """The batches per process of an epoch that `world_size` processes have done once `saved_world_size`
     processes did `batches_done`, batches of one size: the same samples of the epoch's order seen (each process
@@ -253,7 +261,7 @@ def continued_batches(batches_done: int, saved_world_size: int, world_size: int)
 
 
 def collect_training_state(model: nn.Module, ema, optimizer, scaler, progress: Progress,
-                           config: Mapping[str, Any]) -> Dict[str, Any]:
+                           batches_per_epoch: int, config: Mapping[str, Any]) -> Dict[str, Any]:
     """Everything --resume needs of a run of the resolved `config`; called on every process (it gathers their
     random states and depthwise backend choices)."""
     rng = gather_object([rng_state()])
@@ -262,7 +270,7 @@ def collect_training_state(model: nn.Module, ema, optimizer, scaler, progress: P
         model_ema=ema.module.state_dict() if ema is not None else None, optimizer=optimizer.state_dict(),
         scaler=scaler.state_dict() if scaler is not None else None,
         epoch=progress.epoch, batches_done=progress.batches_done, num_updates=progress.num_updates,
-        world_size=len(rng), rng=rng, depthwise_backends=gather_object([choices()]), config=dict(config))
+        batches_per_epoch=batches_per_epoch, world_size=len(rng), rng=rng, depthwise_backends=gather_object([choices()]), config=dict(config))
 
 
 def _as_recorded_now(saved: Mapping[str, Any], config: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -14,8 +14,8 @@ from timm.utils import ModelEmaV3, update_summary
 from torch.utils.data import DataLoader
 
 from ..factory import create_model
-from .checkpoint import (Checkpointer, collect_training_state, remove_leftovers, restore_training_state,
-                         saved_world_size)
+from .checkpoint import (Checkpointer, collect_training_state, epoch_batches, remove_leftovers,
+                         restore_training_state, saved_world_size)
 from .config import ConfigError
 from .data import (RandomBatchScale, create_batch_scale, create_datasets, create_eval_loader, create_train_loader,
                    num_classes_of, resolve_image_config, set_epoch)
@@ -104,7 +104,7 @@ class Trainer:
     def training_state(self) -> Dict[str, Any]:
         """Everything --resume needs; called on every process (it gathers their random states)."""
         return collect_training_state(self.unwrapped, self.ema, self.optimizer, self.accelerator.scaler,
-                                      self.progress, self.config.recorded)
+                                      self.progress, self.batches_per_epoch, self.config.recorded)
 
     def save_recovery(self) -> None:
         state = self.training_state()
@@ -163,8 +163,9 @@ def _elastic_note(saved_world: int, world_size: int, config: TrainingConfig, pro
     samples = progress.batches_done * batch.batch_size * world_size
     return (f'; saved on {saved_world} process(es), continued on {world_size}: {config.loop.grad_accum_steps} '
             f'accumulation step(s) of {batch.batch_size} per process keep the global batch of '
-            f'{batch.global_batch_size}, the epoch goes on after its {samples} samples seen, with fresh random '
-            f'states (drop path, mixup) and sums in another order: not bit for bit the run on {saved_world}')
+            f'{batch.global_batch_size} and the updates per epoch, the epoch goes on after its {samples} samples '
+            f'seen, with fresh random states (drop path, mixup) and sums in another order: not bit for bit the run '
+            f'on {saved_world}')
 
 
 def create_trainer(config: TrainingConfig, accelerator: Accelerator,
@@ -185,14 +186,17 @@ def create_trainer(config: TrainingConfig, accelerator: Accelerator,
                                        world_size, rank, device)
     val_loader = create_eval_loader(val_set, data_config, batch.validation_batch_size, config.data, world_size,
                                     rank, device)
+    resume_path, resume_state = resume or (None, None)
     batches_per_epoch = len(train_loader)
+    saved_epoch = None if resume_state is None else epoch_batches(resume_state, world_size)
+    if saved_epoch is not None:  # on another number of processes, the run's epochs, update for update
+        batches_per_epoch = min(batches_per_epoch, saved_epoch)
     if batches_per_epoch == 0:
         raise ConfigError(f'{len(train_set)} training samples make no batch of {batch.batch_size} per process')
     scheduler, num_epochs = create_scheduler(optimizer, config.schedule,
                                              math.ceil(batches_per_epoch / config.loop.grad_accum_steps))
     mixup = create_mixup(config.mixup, num_classes)
 
-    resume_path, resume_state = resume or (None, None)
     checkpointer = Checkpointer(run_folder(config.run, config.model.model, resume_path), config.run.checkpoint_hist,
                                 config.run.eval_metric, config.model.model, config.model.model_kwargs)
     progress = Progress()
