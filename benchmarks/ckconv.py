@@ -1,32 +1,38 @@
 #!/usr/bin/env python3
-"""The paper's table 1 on this machine, and the raw Speech Commands model's training step, measured in one run.
+"""The paper's table 1 on this machine, and the sequence models' training steps, measured in one run.
 
-    python benchmarks/ckconv.py                      # CPU: CIFAR-10 at batch 64, raw speech at batch 32
-    python benchmarks/ckconv.py --device cuda
+    python benchmarks/ckconv.py                      # CPU: CIFAR-10 at batch 64, raw speech at 8 and 32, sMNIST at 64
+    python benchmarks/ckconv.py --benchmarks cifar smnist --device cuda
 
 Table 1, training throughput (examples/s of forward, backward and an Adam step on a batch of random 32x32
 images) of
-- `smpconv_resnet_cifar10`: 33x33 SMP kernels, each pass on the faster of its FFT and direct paths;
+- `smpconv_resnet_cifar10`: 33x33 SMP kernels, convolved over the box of taps their points reach (issue 21), each
+  pass on the faster of its FFT and direct paths;
+- `whole kernels`: the same, convolved over the whole 33x33 kernels (this package before issue 21);
 - `3x3 kernels`: the same network with dense 3x3 kernels where the SMP kernels are (`kernel_type='dense'`);
 - `authors' way`: the SMP network computed as the authors' code does, a dense kernel through F.conv2d.
 
-Raw Speech Commands: the training step of `smpconv_tcn_speech_raw` (batch 32, 16,000 steps, kernels of 16,000
-taps) against the authors' way: their causal FFT convolution (the kernel padded to an odd length, the input
-padded to M = N + L - 1, rfft, a complex einsum, irfft, differentiated by autograd).
+Raw Speech Commands (`smpconv_tcn_speech_raw`, 16,000 steps, kernels of 16,000 taps) and sequential MNIST
+(`smpconv_tcn_smnist`, 784 steps and taps): the training step of the model, of the model with whole kernels,
+and (raw speech) of the authors' way: their causal FFT convolution (the kernel padded to an odd length, the input
+padded to M = N + L - 1, rfft, a complex einsum, irfft, differentiated by autograd) of the whole kernel.
 
-Each figure is the median step time over `--steps` steps after 2 untimed ones (which include the dispatcher's
-timing); ratios compare figures of this run.
+The models are as created (seed 0) unless --checkpoint-dir holds weights for them (`<model>.safetensors`, a
+run's model.safetensors, say): the boxes follow the points. Each figure is the median step time over `--steps`
+steps after 2 untimed ones (which include the dispatcher's timing); ratios compare figures of this run, to the
+first row of their benchmark.
 """
 import argparse
 import statistics
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
+from pathlib import Path
+from unittest import mock
 
 import timm
 import torch
 import torch.nn.functional as F
 
-import smpconv_models.layers.ckconv
-from smpconv_models.ops import use_backend
+from smpconv_models import CKConv, create_from_checkpoint
 from timing import environment, parse_args, report, seconds
 
 
@@ -44,15 +50,18 @@ def authors_causal_fftconv(x: torch.Tensor, weight: torch.Tensor, bias=None) -> 
     return y if bias is None else y + bias.view(1, -1, 1)
 
 
-@contextmanager
-def authors_convolution():
-    """The models' causal convolutions computed by the authors' FFT function."""
-    ours = smpconv_models.layers.ckconv.causal_conv1d
-    smpconv_models.layers.ckconv.causal_conv1d = authors_causal_fftconv
-    try:
-        yield
-    finally:
-        smpconv_models.layers.ckconv.causal_conv1d = ours
+def authors_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
+    """The authors' CIFAR-10 convolution: the dense kernel through F.conv2d."""
+    return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
+
+
+def whole_kernels(convolve=None):
+    """The SMP layers convolving with their whole kernel: by this package's operator, or by `convolve(x, kernel,
+    bias)`."""
+    if convolve is None:
+        return mock.patch.object(CKConv, '_convolve_nonzero_taps', CKConv.convolve_whole_kernel)
+    return mock.patch.object(CKConv, '_convolve_nonzero_taps',
+                             lambda layer, x: convolve(x, layer.kernel(), layer.bias))
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int, context) -> float:
@@ -69,37 +78,60 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int, context) -
         return statistics.median([seconds(step, x.device) for _ in range(steps + 2)][2:])
 
 
+def create(name: str, checkpoint_dir, device, **kwargs) -> torch.nn.Module:
+    """The model as created (seed 0), or with its weights in `checkpoint_dir`."""
+    torch.manual_seed(0)
+    weights = None if checkpoint_dir is None else Path(checkpoint_dir) / f'{name}.safetensors'
+    if weights is not None and weights.exists() and not kwargs:
+        model = create_from_checkpoint(str(weights))
+    else:
+        model = timm.create_model(name, **kwargs)
+    return model.to(device).train()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--benchmarks', nargs='+', default=['cifar', 'speech', 'smnist'],
+                        choices=('cifar', 'speech', 'smnist'))
     parser.add_argument('--steps', type=int, default=3, help='timed steps per model')
     parser.add_argument('--authors-steps', type=int, default=1, help="timed steps of the authors' CIFAR-10 way")
     parser.add_argument('--cifar-batch', type=int, default=64)
-    parser.add_argument('--speech-batch', type=int, default=32)
+    parser.add_argument('--speech-batches', type=int, nargs='+', default=[8, 32])
+    parser.add_argument('--smnist-batch', type=int, default=64)
+    parser.add_argument('--checkpoint-dir', default=None, help='weights of the models, <model>.safetensors')
     args = parse_args(parser)
     device = torch.device(args.device)
-    torch.manual_seed(0)
     rows = []
 
-    images = torch.randn(args.cifar_batch, 3, 32, 32, device=device)
-    cifar = [
-        ('smpconv_resnet_cifar10', {}, nullcontext(), args.steps),
-        ('3x3 kernels', dict(kernel_type='dense', kernel_size=3), nullcontext(), args.steps),
-        ("authors' way (dense kernel, F.conv2d)", {}, use_backend('torch'), args.authors_steps),
-    ]
-    for name, kwargs, context, steps in cifar:
-        model = timm.create_model('smpconv_resnet_cifar10', **kwargs).to(device).train()
-        step_s = step_seconds(model, images, steps, context)
-        rows.append(dict(benchmark=f'CIFAR-10, batch {args.cifar_batch}', model=name, step_s=step_s,
-                         examples_per_s=args.cifar_batch / step_s))
+    def measure(benchmark: str, model_name: str, label: str, x: torch.Tensor, context, steps: int, **kwargs):
+        model = create(model_name, args.checkpoint_dir, device, **kwargs)
+        step_s = step_seconds(model, x, steps, context)
+        rows.append(dict(benchmark=benchmark, model=label, step_s=step_s, examples_per_s=x.shape[0] / step_s))
+        print(f'{benchmark}, {label}: {step_s:.3f} s', flush=True)
 
-    audio = torch.randn(args.speech_batch, 1, 16000, device=device)
-    for name, context in (('smpconv_tcn_speech_raw', nullcontext()), ("authors' way (their FFT convolution)",
-                                                                       authors_convolution())):
-        model = timm.create_model('smpconv_tcn_speech_raw').to(device).train()
-        step_s = step_seconds(model, audio, args.steps, context)
-        rows.append(dict(benchmark=f'raw Speech Commands, batch {args.speech_batch}', model=name, step_s=step_s,
-                         examples_per_s=args.speech_batch / step_s))
+    if 'cifar' in args.benchmarks:
+        images = torch.randn(args.cifar_batch, 3, 32, 32, device=device)
+        benchmark, name = f'CIFAR-10, batch {args.cifar_batch}', 'smpconv_resnet_cifar10'
+        measure(benchmark, name, name, images, nullcontext(), args.steps)
+        measure(benchmark, name, 'whole kernels', images, whole_kernels(), args.steps)
+        measure(benchmark, name, '3x3 kernels (same layout)', images, nullcontext(), args.steps, kernel_type='dense',
+                kernel_size=3)
+        measure(benchmark, name, "authors' way (dense kernel, F.conv2d)", images, whole_kernels(authors_conv2d),
+                args.authors_steps)
+    if 'speech' in args.benchmarks:
+        for batch in args.speech_batches:
+            audio = torch.randn(batch, 1, 16000, device=device)
+            benchmark, name = f'raw Speech Commands, batch {batch}', 'smpconv_tcn_speech_raw'
+            measure(benchmark, name, name, audio, nullcontext(), args.steps)
+            measure(benchmark, name, 'whole kernels', audio, whole_kernels(), args.steps)
+            measure(benchmark, name, "authors' way (their FFT convolution)", audio,
+                    whole_kernels(authors_causal_fftconv), args.steps)
+    if 'smnist' in args.benchmarks:
+        pixels = torch.randn(args.smnist_batch, 1, 784, device=device)
+        benchmark, name = f'sMNIST, batch {args.smnist_batch}', 'smpconv_tcn_smnist'
+        measure(benchmark, name, name, pixels, nullcontext(), args.steps)
+        measure(benchmark, name, 'whole kernels', pixels, whole_kernels(), args.steps)
 
     print('| benchmark | model | step (s) | examples/s | ratio to ours |\n|---|---|---|---|---|')
     for row in rows:

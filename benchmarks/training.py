@@ -7,27 +7,36 @@ forward pass of a new shape, and where a step spends its time.
     python benchmarks/training.py --autocast bfloat16      # bf16 autocast (worth it where the CPU has AMX)
     python benchmarks/training.py --compile                # both models through torch.compile (inductor)
     python benchmarks/training.py --system-malloc          # glibc's default malloc, as before train_imagenet.py set it
+    python benchmarks/training.py --whole-kernels          # and smpconv_t convolving with its whole kernels
 
 A training step is forward, cross-entropy, backward and an AdamW step (median of --steps steps after 2
 untimed ones, which include the depthwise dispatcher's timing). `eval` is a no_grad forward pass at the
 largest batch (median, after a first call, which is reported apart: it includes choosing the depthwise
-backends for the new shapes, from an empty cache).
+backends for the new shapes, from an empty cache). smpconv_t convolves with the box of taps its points reach
+(issue 21); `smpconv_t, whole kernels` (--whole-kernels) with its whole kernels, as before.
 """
 import argparse
 import statistics
 from contextlib import nullcontext
+from unittest import mock
 
 import timm
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-import smpconv_models  # noqa: F401  registers the SMPConv models
+from smpconv_models import SMPConv2d
 from smpconv_models.ops import clear_choices
 from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment, parse_args, report, seconds
 
 MODELS = ('smpconv_t', 'convnext_tiny')
+WHOLE_KERNELS = 'smpconv_t, whole kernels'
+
+
+def whole_kernels():
+    """smpconv_t's SMP layers convolving with every tap that meets the image, zero or not."""
+    return mock.patch.object(SMPConv2d, '_nonzero_window', lambda layer, window: window)
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -61,7 +70,13 @@ def main() -> None:
     parser.add_argument('--system-malloc', action='store_true',
                         help="glibc's default allocator settings, not those train_imagenet.py sets on the CPU")
     parser.add_argument('--profile', action='store_true', help="print torch.profiler's operator table of a step")
+    parser.add_argument('--whole-kernels', action='store_true',
+                        help='also smpconv_t convolving with its whole kernels (before issue 21)')
     args = parse_args(parser)
+    # (label, model, context) of each model measured
+    models = [(MODELS[0], MODELS[0], nullcontext())] + (
+        [(WHOLE_KERNELS, MODELS[0], whole_kernels())] if args.whole_kernels else []) + [
+        (MODELS[1], MODELS[1], nullcontext())]
     device = torch.device(args.device)
     freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
     autocast = autocast_context(device, args.autocast)
@@ -76,12 +91,13 @@ def main() -> None:
         for batch in args.batch_sizes:
             x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
             labels = torch.randint(0, 1000, (batch,), device=device)
-            for name in MODELS:
+            for name, model_name, context in models:
                 clear_choices()
-                model = make(name, device, layout, args.compile).train()
+                model = make(model_name, device, layout, args.compile).train()
                 optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-                times = [seconds(lambda: train_step(model, optimizer, x, labels, autocast), device)
-                         for _ in range(args.steps + 2)][2:]
+                with context:
+                    times = [seconds(lambda: train_step(model, optimizer, x, labels, autocast), device)
+                             for _ in range(args.steps + 2)][2:]
                 record('training step', batch, layout_name, name, statistics.median(times))
                 if args.profile:
                     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -89,10 +105,10 @@ def main() -> None:
                     print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=25), flush=True)
         batch = max(args.batch_sizes)
         x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
-        for name in MODELS:
+        for name, model_name, context in models:
             clear_choices()
-            model = make(name, device, layout, args.compile).eval()
-            with torch.no_grad(), autocast:
+            model = make(model_name, device, layout, args.compile).eval()
+            with torch.no_grad(), autocast, context:
                 first = seconds(lambda: model(x), device)
                 later = statistics.median(seconds(lambda: model(x), device) for _ in range(args.steps))
             record('eval, first call', batch, layout_name, name, first)
@@ -100,11 +116,12 @@ def main() -> None:
 
     print('\n| measure | batch | layout | smpconv_t (s) | convnext_tiny (s) | ratio |\n|---|---|---|---|---|---|')
     for row in rows:
-        if row['model'] != MODELS[0]:
+        if row['model'] == MODELS[1]:
             continue
         base = next(r for r in rows if r['model'] == MODELS[1] and
                     (r['measure'], r['batch'], r['layout']) == (row['measure'], row['batch'], row['layout']))
-        print(f"| {row['measure']} | {row['batch']} | {row['layout']} | {row['seconds']:.3f} | "
+        measure = row['measure'] + (' (whole kernels)' if row['model'] == WHOLE_KERNELS else '')
+        print(f"| {measure} | {row['batch']} | {row['layout']} | {row['seconds']:.3f} | "
               f"{base['seconds']:.3f} | {row['seconds'] / base['seconds']:.2f}x |")
     machine = environment(device, args.autocast)
     if device.type == 'cpu':

@@ -20,7 +20,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'round_to_odd', 'scaled_kernel_size', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'point_interpolation', 'SMPKernel', 'project_radii']
+__all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'round_to_odd', 'scaled_kernel_size', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'central_box', 'point_interpolation', 'SMPKernel', 'project_radii']
 
 # Radii live in [RADIUS_MIN, RADIUS_MAX]: the authors clamp to this range after every optimizer step.
 RADIUS_MIN = 1e-3
@@ -79,9 +79,9 @@ def smp_kernel(
         kernel_size: List[int],
         normalize: bool = False,
         grid: Optional[torch.Tensor] = None,
-        window: Optional[List[int]] = None,
+        box: Optional[List[List[int]]] = None,
 ) -> torch.Tensor:
-    """Sample the SMP function on a `kernel_size` grid (or only its central `window`).
+    """Sample the SMP function on a `kernel_size` grid (or only its taps in `box`).
 
     Args:
         positions: [P, d] shared by all filters, or [F, P, d] per filter.
@@ -90,10 +90,11 @@ def smp_kernel(
         kernel_size: d sizes, in tensor order ([height, width] in 2D).
         normalize: divide by the number of points covering each node, as the paper's eq. (1) does.
         grid: [d, *kernel_size] node coordinates to use instead of the exact linspace grid.
-        window: d odd sizes <= kernel_size: sample only the central nodes of the grid.
+        box: per axis, [start, stop): sample only the nodes of the grid from `start` to `stop` (`central_box`,
+            `SMPKernel.nonzero_box`).
 
     Returns:
-        Dense kernel of shape [*weights.shape[:-1], *window] (window defaults to kernel_size).
+        Dense kernel of shape [*weights.shape[:-1], *sizes], sizes those of the box (default: kernel_size).
     """
     ndim = positions.shape[-1]
     if ndim != len(kernel_size):
@@ -102,17 +103,17 @@ def smp_kernel(
         coords = kernel_grid(kernel_size, device=positions.device, dtype=positions.dtype)
     else:
         coords = grid.unbind(0)
-    if window is not None:
-        coords = [_central(c, window) for c in coords]
-    else:
-        window = kernel_size
+    sizes = kernel_size
+    if box is not None:
+        coords = [_in_box(c, box) for c in coords]
+        sizes = [stop - start for start, stop in box]
     interp = point_interpolation(positions, radii, coords, normalize).flatten(-ndim)  # [..., P, K]
     num_points = positions.shape[-2]
     if positions.dim() == 2:
         kernel = weights.reshape(-1, num_points) @ interp
     else:
         kernel = weights.reshape(positions.shape[0], -1, num_points) @ interp
-    return kernel.reshape(list(weights.shape[:-1]) + list(window))
+    return kernel.reshape(list(weights.shape[:-1]) + list(sizes))
 
 
 def point_interpolation(positions: torch.Tensor, radii: torch.Tensor, coords: List[torch.Tensor],
@@ -139,13 +140,22 @@ def point_interpolation(positions: torch.Tensor, radii: torch.Tensor, coords: Li
     return interp
 
 
-def _central(coords: torch.Tensor, window: List[int]) -> torch.Tensor:
-    """The central `window` of node coordinates broadcastable to the kernel (size-1 axes stay)."""
-    ndim = len(window)
+def central_box(kernel_size: List[int], window: Optional[List[int]]) -> Optional[List[List[int]]]:
+    """The box of the central `window` (odd sizes <= kernel_size) of a kernel; None (the whole kernel) for none."""
+    if window is None:
+        return None
+    box: List[List[int]] = []
+    for k, w in zip(kernel_size, window):
+        box.append([(k - w) // 2, (k - w) // 2 + w])
+    return box
+
+
+def _in_box(coords: torch.Tensor, box: List[List[int]]) -> torch.Tensor:
+    """The node coordinates broadcastable to the kernel within `box` (size-1 axes stay)."""
+    ndim = len(box)
     for axis in range(ndim):
-        size = coords.shape[axis - ndim]
-        if size > 1:
-            coords = coords.narrow(axis - ndim, (size - window[axis]) // 2, window[axis])
+        if coords.shape[axis - ndim] > 1:
+            coords = coords.narrow(axis - ndim, box[axis][0], box[axis][1] - box[axis][0])
     return coords
 
 
@@ -261,15 +271,43 @@ class SMPKernel(nn.Module):
         """Clamp the radii into `radius_range`; call after each optimizer step."""
         self.radii.clamp_(self.radius_min, self.radius_max)
 
-    def forward(self, kernel_size: Optional[List[int]] = None, window: Optional[List[int]] = None) -> torch.Tensor:
+    def forward(self, kernel_size: Optional[List[int]] = None, box: Optional[List[List[int]]] = None
+                ) -> torch.Tensor:
         """Dense kernel [F, (I,) *kernel_size], sampled at `self.kernel_size` unless another size is given;
-        only its central `window` when one is given."""
+        only its taps in `box` (per axis [start, stop)) when one is given."""
         default_size = list(self.kernel_size)
         size = default_size if kernel_size is None else list(kernel_size)
         grid = self.grid if size == default_size else None
         if not torch.jit.is_scripting() and self._serves_from_cache():
-            return self._inference_kernel(size, grid, window)
-        return self._sample(size, grid, window)
+            return self._inference_kernel(size, grid, box)
+        return self._sample(size, grid, box)
+
+    @torch.jit.unused
+    def nonzero_box(self, kernel_size: Sequence[int], keep: Sequence[int]) -> List[List[int]]:
+        """Per axis, the taps [start, stop) of a `kernel_size` grid beyond which every tap is zero, with zero
+        gradients, widened to take in tap `keep` of each axis (a convolution's current position).
+
+        A tap's value is relu(1 - |node - position|_1 / radius) times a point's value, summed over the points: it
+        is nonzero only where some point has |node - position| / radius < 1 along each axis, computed here as
+        the sampler computes it (same grid, same dtype), so the box holds every nonzero tap exactly. The whole
+        kernel: for a grid taken over from a checkpoint (`set_grid`), for points without values (the meta device,
+        where MACs are counted: the model's nominal ones), and under torch.compile (a graph cannot depend on the
+        points' values)."""
+        size = [int(k) for k in kernel_size]
+        if self.positions.is_meta or torch.compiler.is_compiling() or (
+                self.grid is not None and size == list(self.kernel_size)):
+            return [[0, k] for k in size]
+        ndim = len(size)
+        radii = self.radii.detach().clamp(self.radius_min, self.radius_max).reshape(-1, 1)
+        coords = kernel_grid(size, device=self.positions.device, dtype=self.positions.dtype)
+        box = []
+        for axis, tap in enumerate(keep):
+            coordinate = ndim - 1 - axis  # the last axis runs along coordinate 0 (x)
+            nodes = coords[coordinate].reshape(-1)
+            positions = self.positions.detach()[..., coordinate].reshape(-1, 1)
+            reached = ((positions - nodes).abs() / radii < 1).any(0).nonzero().flatten().tolist()
+            box.append([min([tap] + reached[:1]), max([tap] + reached[-1:]) + 1])
+        return box
 
     @torch.jit.export
     def interpolation_at(self, grid: torch.Tensor, node_gain: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -282,11 +320,11 @@ class SMPKernel(nn.Module):
         return point_interpolation(self.positions, radii, grid.to(self.positions).unbind(0), self.normalize,
                                    node_gain)
 
-    def _sample(self, size: List[int], grid: Optional[torch.Tensor], window: Optional[List[int]]) -> torch.Tensor:
+    def _sample(self, size: List[int], grid: Optional[torch.Tensor], box: Optional[List[List[int]]]
+                ) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)
-        return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid,
-                          window=window)
+        return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid, box=box)
 
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:
@@ -296,16 +334,16 @@ class SMPKernel(nn.Module):
 
     @torch.jit.unused
     def _inference_kernel(self, size: List[int], grid: Optional[torch.Tensor],
-                          window: Optional[List[int]]) -> torch.Tensor:
+                          box: Optional[List[List[int]]]) -> torch.Tensor:
         """The kernel, sampled again unless what it is sampled from is the same, value for value, as last time.
 
         Values, not versions or storage: an in-place change through `.data` (EMA helpers, pruning tools) leaves
         a tensor's version counter as it was. Comparing the points costs a fraction of sampling the kernel."""
         sources = (self.positions, self.radii, self.weights) + (() if grid is None else (grid,))
-        key = (tuple(size), None if window is None else tuple(window), self.normalize, self.radius_min,
+        key = (tuple(size), None if box is None else tuple(map(tuple, box)), self.normalize, self.radius_min,
                self.radius_max)
         if not (key == self._cache_key and _same_values(sources, self._cache_sources)):
-            self._cached_kernel = self._sample(size, grid, window)
+            self._cached_kernel = self._sample(size, grid, box)
             self._cache_key = key
             self._cache_sources = tuple(t.detach().clone() for t in sources)
         return self._cached_kernel

@@ -5,8 +5,8 @@ Paper: `SMPConv: Self-moving Point Representations for Continuous Convolution` -
 
 The authors' continuous-kernel convolution ("CKConv" in their code, after Romero et al.), with SMP kernels: each
 output channel has points of its own, with a value per input channel, and kernels are normalised by the number
-of points covering each tap (the paper's eq. 1). A kernel longer than the input is cropped to the taps that meet
-it (exactly), a shorter one slides as usual.
+of points covering each tap (the paper's eq. 1). Only the box of taps some point reaches is sampled and convolved
+with (exactly: every other tap is zero), and of those only the taps that meet the input.
 """
 from typing import Optional, Type
 
@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from ..ops import causal_conv1d, conv2d_same
+from ..ops import causal_conv1d, conv2d_same, conv_taps, recording_graph
 from ..ops.resize import Scale, Size, resize_geometry
 from ..smp import scaled_kernel_size
 from .continuous import full_points, resize
@@ -79,9 +79,27 @@ class CKConv(nn.Module):
         return kernel if self.kernel_gain == 1. else kernel * self.kernel_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.points is not None and not (torch.jit.is_scripting() or recording_graph()):
+            return self._convolve_nonzero_taps(x)
+        return self.convolve_whole_kernel(x)
+
+    def convolve_whole_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution with the whole kernel sampled (what FX, export and TorchScript record; and the cost of
+        an SMP kernel before issue 21, which benchmarks compare with)."""
         if self.ndim == 1:
             return causal_conv1d(x, self.kernel(), self.bias)
         return conv2d_same(x, self.kernel(), self.bias)
+
+    @torch.jit.unused
+    def _convolve_nonzero_taps(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution with the kernel's box of nonzero taps only (`SMPKernel.nonzero_box`, with the current
+        position's tap): the same result and gradients as the whole kernel's, at the cost of the box."""
+        pad = [k - 1 for k in self.kernel_size] if self.ndim == 1 else [k // 2 for k in self.kernel_size]
+        box = self.points.nonzero_box(self.kernel_size, pad)
+        taps = self.points(self.kernel_size, box)
+        if self.kernel_gain != 1.:
+            taps = taps * self.kernel_gain
+        return conv_taps(x, taps, [p - start for p, (start, _) in zip(pad, box)], self.bias)
 
     @torch.jit.unused
     def resize(self, x: torch.Tensor, scale: Optional[Scale] = None, size: Optional[Size] = None) -> torch.Tensor:

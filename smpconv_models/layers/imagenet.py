@@ -13,7 +13,7 @@ from timm.layers import ConvNormAct, DropPath
 
 from ..ops import depthwise_conv2d, recording_graph, useful_window
 from ..ops.dispatch import check_odd
-from ..smp import SMPKernel, scaled_kernel_size
+from ..smp import SMPKernel, central_box, scaled_kernel_size
 
 __all__ = ['SMPConv2d', 'FusableConvNormAct', 'SMPLargeKernelConv', 'LargeKernelBlock',
            'ConvFFNBlock']
@@ -63,15 +63,23 @@ class SMPConv2d(nn.Module):
 
     def kernel(self, window: Optional[List[int]] = None) -> torch.Tensor:
         """The dense kernel [C, kh, kw] the convolution applies (or its central `window`)."""
-        kernel = self.points(self.kernel_size, window)
+        kernel = self.points(self.kernel_size, central_box(self.kernel_size, window))
         return kernel if self.kernel_gain == 1. else kernel * self.kernel_gain
 
     def touched_window(self, x: torch.Tensor) -> Optional[List[int]]:
-        """The part of the kernel that touches x (taps farther out meet only padding); None for all of it,
-        as while a graph is recorded, where the input's size may vary."""
+        """The central part of the kernel that touches x and holds its nonzero taps (taps farther out meet only
+        padding, or are zero: `SMPKernel.nonzero_box`, made symmetric about the centre as the depthwise
+        convolution crops); None for all of it, as while a graph is recorded, where the input's size and the
+        points may vary."""
         if torch.jit.is_scripting() or recording_graph():
             return None
-        return useful_window(self.kernel_size, x.shape[-2], x.shape[-1])
+        return self._nonzero_window(useful_window(self.kernel_size, x.shape[-2], x.shape[-1]))
+
+    @torch.jit.unused
+    def _nonzero_window(self, window: List[int]) -> List[int]:
+        centre = [k // 2 for k in self.kernel_size]
+        box = self.points.nonzero_box(self.kernel_size, centre)
+        return [min(size, 2 * max(c - start, stop - 1 - c) + 1) for size, c, (start, stop) in zip(window, centre, box)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return depthwise_conv2d(x, self.kernel(self.touched_window(x)))

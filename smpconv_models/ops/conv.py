@@ -27,7 +27,7 @@ from torch.utils.flop_counter import register_flop_formula
 from .dispatch import (Backend, Operator, check_float, check_odd, compute_dtype, conv_grad_weight, fft_dtype,
                        fft_sizes, recording_graph, save_inputs, tap_flops)
 
-__all__ = ['causal_conv1d', 'conv2d_same', 'CONV_BACKENDS']
+__all__ = ['causal_conv1d', 'conv2d_same', 'conv_taps', 'CONV_BACKENDS']
 
 
 def _conv_function(ndim: int):
@@ -246,6 +246,8 @@ def _plain_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
 
 
 def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], pad: List[int]) -> torch.Tensor:
+    """The convolution of the taps `weight` with `pad` taps before the current position per axis (within the
+    kernel: 0 <= pad < its size), cropped to those that meet x."""
     dtype = compute_dtype(x, weight)
     x, weight = x.to(dtype), weight.to(dtype)
     taps = useful_taps(weight.shape[2:], pad, x.shape[2:])
@@ -271,3 +273,17 @@ def conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     _check(x, weight, bias, 2, 'conv2d_same')
     check_odd(weight.shape[-2:])
     return _conv(x, weight, bias, [k // 2 for k in weight.shape[-2:]])
+
+
+def conv_taps(x: torch.Tensor, weight: torch.Tensor, pad: Sequence[int], bias: Optional[torch.Tensor] = None
+              ) -> torch.Tensor:
+    """The convolution of x [B, C, N] or [B, C, H, W] with taps `weight` [O, C, *k], of which `pad` (per axis,
+    0 <= pad < k) come before the current position: part of a longer kernel, as `causal_conv1d` (pad L - 1) or
+    `conv2d_same` (pad k // 2) would apply it whole, where the rest of it is zero (`SMPKernel.nonzero_box`).
+    Output of x's size; plus a bias [O]."""
+    ndim = x.dim() - 2
+    _check(x, weight, bias, ndim, 'conv_taps')
+    if len(pad) != ndim or not all(0 <= p < k for p, k in zip(pad, weight.shape[2:])):
+        raise ValueError(f'conv_taps takes 0 <= pad < taps per axis, got pad {list(pad)} for taps '
+                         f'{list(weight.shape[2:])}')
+    return _conv(x, weight, bias, list(pad))

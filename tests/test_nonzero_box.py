@@ -1,0 +1,137 @@
+"""Issue 21: SMP layers convolve with the box of taps their points reach, with the same results and gradients as
+with the whole kernel (float64: to rounding), on every backend of the long convolution."""
+import pytest
+import torch
+
+from smpconv_models import CKConv
+from smpconv_models.ops import causal_conv1d, clear_choices, conv2d_same, conv_taps, use_backend
+from smpconv_models.ops.conv import CONV_BACKENDS
+from smpconv_models.smp import SMPKernel
+
+BACKENDS = list(CONV_BACKENDS)
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    torch.manual_seed(0)
+    clear_choices()
+    yield
+    clear_choices()
+
+
+def _conv(ndim: int, taps: int, radius: float, in_chs: int = 3, out_chs: int = 4) -> CKConv:
+    """A layer whose points spread over [-1, 1] with radii around `radius`: a box from a tap to the whole kernel."""
+    conv = CKConv(in_chs, out_chs, taps, 5, ndim, radius=radius, position_std=0.4, bias=True, dtype=torch.float64)
+    with torch.no_grad():
+        conv.points.radii.mul_(torch.empty_like(conv.points.radii).uniform_(0.5, 1.5))
+        conv.points.weights.normal_()
+    return conv
+
+
+def _whole_kernel(conv: CKConv, x: torch.Tensor) -> torch.Tensor:
+    """The layer's convolution with its whole kernel sampled."""
+    return (causal_conv1d if conv.ndim == 1 else conv2d_same)(x, conv.kernel(), conv.bias)
+
+
+def _parameters(conv: CKConv):
+    return [conv.points.positions, conv.points.radii, conv.points.weights, conv.bias]
+
+
+def _assert_same_convolution(conv: CKConv, x: torch.Tensor) -> None:
+    """Output and gradients (input, positions, radii, values, bias) against the whole kernel's: the cropped taps
+    are zeros with zero gradients, so only the order of float64 sums differs."""
+    x = x.detach().requires_grad_()
+    grad_y = torch.randn(x.shape[0], conv.points.weights.shape[0], *x.shape[2:], dtype=x.dtype)
+    y, expected = conv(x), _whole_kernel(conv, x)
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(y, [x, *_parameters(conv)], grad_y)
+    expected_grads = torch.autograd.grad(expected, [x, *_parameters(conv)], grad_y)
+    for grad, want in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize('ndim, taps', [(1, 31), (1, 64), (2, 9), (2, 33)])
+@pytest.mark.parametrize('radius', [1e-3, 0.05, 0.3, 1.])
+def test_every_tap_outside_the_box_is_zero(ndim, taps, radius):
+    """And in 1D the box is the tightest (widened to the current step); in 2D it holds the tightest box."""
+    conv = _conv(ndim, taps, radius)
+    keep = [taps - 1] if ndim == 1 else [taps // 2] * 2
+    box = conv.points.nonzero_box(conv.kernel_size, keep)
+    kernel = conv.kernel().detach()
+    inside = torch.zeros(kernel.shape[2:], dtype=torch.bool)
+    inside[tuple(slice(start, stop) for start, stop in box)] = True
+    assert not kernel[..., ~inside].any()
+    nonzero = kernel.ne(0).flatten(0, 1).any(0)
+    for axis, (start, stop) in enumerate(box):
+        along = nonzero.any(dim=[d for d in range(ndim) if d != axis]) if ndim > 1 else nonzero
+        taps_hit = along.nonzero().flatten().tolist() + [keep[axis]]
+        assert start <= min(taps_hit) and max(taps_hit) < stop
+        if ndim == 1:
+            assert [start, stop] == [min(taps_hit), max(taps_hit) + 1]
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('taps, length', [(31, 40), (64, 64), (63, 20), (784, 100), (1, 9)])
+@pytest.mark.parametrize('radius', [1e-3, 0.1, 1.])
+def test_causal_layers_convolve_with_their_box_exactly(backend, taps, length, radius):
+    """Odd and even kernel lengths, kernels longer than the input, boxes from one tap to the whole kernel."""
+    conv = _conv(1, taps, radius)
+    with use_backend(backend):
+        _assert_same_convolution(conv, torch.randn(2, 3, length, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('taps, size', [(33, (16, 16)), (9, (12, 7)), (33, (5, 6))])
+@pytest.mark.parametrize('radius', [1e-3, 0.1, 1.])
+def test_same_layers_convolve_with_their_box_exactly(backend, taps, size, radius):
+    conv = _conv(2, taps, radius)
+    with use_backend(backend):
+        _assert_same_convolution(conv, torch.randn(2, 3, *size, dtype=torch.float64))
+
+
+def test_a_point_on_the_box_edge_gets_the_whole_kernel_gradient():
+    """A point whose support ends exactly on a tap (its value there 0, just outside the box): its position and
+    radius get the gradient they get through the whole kernel."""
+    conv = _conv(1, 9, 0.1)  # taps at -1, -0.75, ..., 1
+    with torch.no_grad():
+        conv.points.positions.copy_(torch.tensor([0.5, 0.5, 0.75, 1., 0.875]).view(1, 5, 1).expand_as(
+            conv.points.positions))
+        conv.points.radii.copy_(torch.tensor([0.25, 0.5, 0.25, 0.25, 0.125]).expand_as(conv.points.radii))
+    box = conv.points.nonzero_box(conv.kernel_size, [8])
+    assert box == [[5, 9]]  # 0.5 - 0.5 = 0 is tap 4, where that point's value is 0: the box starts after it
+    _assert_same_convolution(conv, torch.randn(2, 3, 12, dtype=torch.float64))
+
+
+def test_the_box_follows_the_points_between_steps():
+    conv = _conv(2, 33, 0.05)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    before = conv.points.nonzero_box(conv.kernel_size, [16, 16])
+    with torch.no_grad():  # as an optimizer step would: points move out of the box and grow
+        conv.points.positions.add_(0.3)
+        conv.points.radii.mul_(3)
+    after = conv.points.nonzero_box(conv.kernel_size, [16, 16])
+    assert after != before
+    _assert_same_convolution(conv, x)
+
+
+def test_autocast_and_empty_batch():
+    conv = _conv(2, 33, 0.1).float()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y, expected = conv(x), _whole_kernel(conv, x)
+    assert y.dtype == expected.dtype == torch.bfloat16
+    # both round their inputs to bfloat16 (8 bits) and accumulate in float32; sums of up to 3 x 33 x 33 terms of
+    # order 1, so a few bfloat16 units of the output's magnitude
+    torch.testing.assert_close(y.float(), expected.float(), rtol=0, atol=4 * 2 ** -8 * expected.abs().max().item())
+    assert conv(torch.zeros(0, 3, 16, 16)).shape == (0, 4, 16, 16)
+
+
+def test_a_kernel_sampled_in_its_box_is_the_whole_kernel_there():
+    points = SMPKernel(4, 6, (15, 11), position_std=0.3, dtype=torch.float64)
+    box = [[3, 12], [2, 7]]
+    torch.testing.assert_close(points(None, box), points()[:, 3:12, 2:7], rtol=0, atol=1e-15)
+
+
+def test_conv_taps_names_a_pad_outside_the_taps():
+    with pytest.raises(ValueError, match=r'conv_taps takes 0 <= pad < taps per axis, got pad \[5\] for taps \[5\]'):
+        conv_taps(torch.zeros(1, 2, 8), torch.zeros(3, 2, 5), [5])
