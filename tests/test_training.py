@@ -553,3 +553,24 @@ def test_resume_auto(tmp_path):
     with pytest.raises(FileNotFoundError, match='no readable training state to resume'):
         with pytest.warns(UserWarning, match='skipping'):
             resume_training_state('auto', str(tmp_path), 'run')
+
+
+def test_a_loader_whose_worker_fails_lets_the_process_end(tmp_path):
+    """A DataLoader worker keeps SIGTERM's default: multiprocessing ends leftover workers with it at exit, and a
+    process whose loader raised would otherwise wait for them forever."""
+    script = tmp_path / 'failing_loader.py'
+    script.write_text(
+        'import torch\n'
+        'from smpconv_models.training import parse_args, resolve_training_config\n'
+        'from smpconv_models.training.data import create_train_loader\n'
+        'class Failing(torch.utils.data.Dataset):\n'
+        '    def __len__(self):\n'
+        '        return 8\n'
+        '    def __getitem__(self, index):\n'
+        '        raise ValueError("a sample that does not load")\n'
+        'config = resolve_training_config(vars(parse_args(["--workers", "1"])), 1)\n'
+        'loader = create_train_loader(Failing(), None, config.augment, 2, config.data, 1, 0, torch.device("cpu"))\n'
+        'next(iter(loader))\n')
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, 'PYTHONPATH': str(Path(__file__).parent.parent)})
+    assert result.returncode == 1 and 'a sample that does not load' in result.stderr

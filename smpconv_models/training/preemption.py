@@ -70,8 +70,7 @@ class PreemptionSignals:
 
 
 def ignore_preemption_signals(worker_id: int) -> None:
-    """A DataLoader worker's start: it leaves the preemption signals to its training process (a scheduler may
-    signal every process of a job), which stops the run after its update; a worker they ended would end the run
-    with an error first."""
-    for signum in PREEMPTION_SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+    """A DataLoader worker's start: it leaves SIGUSR1 (which SLURM's --signal may send every process of a job) to
+    its training process, which stops the run after its update; a worker it ended would end the run with an
+    error first. SIGTERM keeps its default: multiprocessing and the DataLoader end their workers with it."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
