@@ -3,8 +3,8 @@ with the whole kernel (float64: to rounding), on every backend of the long convo
 import pytest
 import torch
 
-from smpconv_models import CKConv
-from smpconv_models.ops import causal_conv1d, clear_choices, conv2d_same, conv_taps, use_backend
+from smpconv_models import CKConv, SMPConv2d
+from smpconv_models.ops import causal_conv1d, clear_choices, conv2d_same, conv_taps, depthwise_conv2d, use_backend
 from smpconv_models.ops.conv import CONV_BACKENDS
 from smpconv_models.smp import SMPKernel
 
@@ -135,3 +135,22 @@ def test_a_kernel_sampled_in_its_box_is_the_whole_kernel_there():
 def test_conv_taps_names_a_pad_outside_the_taps():
     with pytest.raises(ValueError, match=r'conv_taps takes 0 <= pad < taps per axis, got pad \[5\] for taps \[5\]'):
         conv_taps(torch.zeros(1, 2, 8), torch.zeros(3, 2, 5), [5])
+
+
+@pytest.mark.parametrize('radius', [0.05, 0.3])
+def test_depthwise_layers_convolve_with_their_symmetric_box_exactly(radius):
+    """smpconv_t's layers crop to the box made symmetric about the centre: the same output and gradients as the
+    whole kernel (float64: to rounding)."""
+    conv = SMPConv2d(4, kernel_size=31, num_points=12, dtype=torch.float64)
+    with torch.no_grad():
+        conv.points.radii.fill_(radius)
+        conv.points.weights.normal_()
+    window = conv.touched_window(torch.zeros(1, 4, 40, 40))
+    assert window[0] < 31 and window[1] < 31 and all(w % 2 for w in window)
+    x = torch.randn(2, 4, 20, 24, dtype=torch.float64, requires_grad=True)
+    params = [x, conv.points.positions, conv.points.radii, conv.points.weights]
+    y, expected = conv(x), depthwise_conv2d(x, conv.kernel())
+    torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)
+    grad_y = torch.randn_like(y)
+    for grad, want in zip(torch.autograd.grad(y, params, grad_y), torch.autograd.grad(expected, params, grad_y)):
+        torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
