@@ -483,6 +483,11 @@ BACKENDS: Dict[str, Backend] = {
 RESIZE = Operator('resizing convolution', ENV_VAR, BACKENDS)
 
 
+def _geometry_signature(rows: AxisGeometry, cols: AxisGeometry) -> Tuple:
+    """What of a geometry decides a pass's cost, as plain values for the dispatcher's choice keys."""
+    return tuple(tuple(axis[:4]) + (axis.causal,) for axis in (rows, cols))
+
+
 def _compute(pass_: str, first: torch.Tensor, second: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry, *rest,
              batched: int, bank_shape: Sequence[int]) -> torch.Tensor:
     """Pass `pass_` on (first, second, rows, cols, *rest), on its backend: chosen by the dispatcher for a depthwise
@@ -490,7 +495,7 @@ def _compute(pass_: str, first: torch.Tensor, second: torch.Tensor, rows: AxisGe
     args = (first, second, rows, cols, *rest)
     if bank_shape[1] != 1 or bank_shape[0] != args[batched - 1].shape[1]:
         return BACKENDS['torch'].passes[pass_](*args)
-    signature = (tuple(bank_shape),) + tuple(tuple(axis[:4]) + (axis.causal,) for axis in (rows, cols))
+    signature = (tuple(bank_shape),) + _geometry_signature(rows, cols)
     return RESIZE.compute(pass_, *args, batched=batched, signature=signature)
 
 
@@ -635,6 +640,13 @@ def _sampled_bank(weights: torch.Tensor, interp: torch.Tensor) -> torch.Tensor:
     return (weights @ interp.flatten(1)).view(weights.shape[0], 1, *interp.shape[1:])
 
 
+def _points_gradients(grad_bank: torch.Tensor, weights: torch.Tensor, interp: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The gradients of the points' values and interpolation from their bank's (`_sampled_bank`'s adjoint)."""
+    grad_bank = grad_bank.flatten(1)
+    return grad_bank @ interp.flatten(1).T, (weights.T @ grad_bank).view_as(interp)
+
+
 def _through_bank(name: str) -> Backend:
     """The passes on the points by the bank operator's backend `name`, on the bank they make."""
     passes = BACKENDS[name].passes
@@ -647,8 +659,7 @@ def _through_bank(name: str) -> Backend:
 
     def grad_points(grad_y, x, weights, interp, rows, cols):
         bank_shape = (weights.shape[0], 1, *interp.shape[1:])
-        grad_bank = passes['resize.grad_bank'](grad_y, x, rows, cols, bank_shape).flatten(1)
-        return grad_bank @ interp.flatten(1).T, (weights.T @ grad_bank).view_as(interp)
+        return _points_gradients(passes['resize.grad_bank'](grad_y, x, rows, cols, bank_shape), weights, interp)
 
     return Backend({'resize_points.forward': forward, 'resize_points.grad_input': grad_input,
                     'resize_points.grad_points': grad_points}, BACKENDS[name].supports)
@@ -682,8 +693,7 @@ RESIZE_POINTS = Operator('resizing convolution of points', ENV_VAR, POINTS_BACKE
 
 def _points_signature(weights: torch.Tensor, interp: torch.Tensor, rows: AxisGeometry, cols: AxisGeometry) -> Tuple:
     """What decides a pass's cost besides the input's shape: the points and the geometry."""
-    return (tuple(weights.shape), tuple(interp.shape)) + tuple(tuple(axis[:4]) + (axis.causal,)
-                                                              for axis in (rows, cols))
+    return (tuple(weights.shape), tuple(interp.shape)) + _geometry_signature(rows, cols)
 
 
 @torch.library.custom_op('smpconv::resize_conv2d_points', mutates_args=())
@@ -750,8 +760,8 @@ def _points_backward(ctx, grad_y):
         if ctx.needs_input_grad[0]:
             grad_x = _grad_input(grad_y, bank, list(x.shape[1:]), scale, kernel_size, causal)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            grad_bank = _grad_bank(grad_y, x, list(bank.shape), scale, kernel_size, causal).flatten(1)
-            grad_weights, grad_interp = grad_bank @ interp.flatten(1).T, (weights.T @ grad_bank).view_as(interp)
+            grad_weights, grad_interp = _points_gradients(
+                _grad_bank(grad_y, x, list(bank.shape), scale, kernel_size, causal), weights, interp)
         return grad_x, grad_weights, grad_interp, None, None, None, None
     if ctx.needs_input_grad[0]:
         grad_x = _points_grad_input(grad_y, weights, interp, list(x.shape[1:]), scale, kernel_size, causal)
