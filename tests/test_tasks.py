@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 
 from smpconv_models.datasets.mfcc import dct_matrix, mel_filterbank, mfcc
 from smpconv_models.datasets.tasks import (CharacterTrajectories, SpeechCommands, create_task_dataset,
-                                           pmnist_permutation, read_ts_file, stratified_split)
+                                           pmnist_permutation, stratified_split)
+from smpconv_models.datasets.timeseries import read_ts_file
 from smpconv_models.training import parse_args
 
 ROOT = Path(__file__).parent.parent
@@ -209,8 +210,8 @@ def trajectories_root(tmp_path_factory):
 
 
 def test_character_trajectories_from_ts_files(trajectories_root):
-    series, labels = read_ts_file(trajectories_root / 'CharacterTrajectories' / 'CharacterTrajectories_TRAIN.ts')
-    assert len(series) == 20 and series[1].shape == (3, 6) and labels[:3] == ['1', '2', '3']
+    read = read_ts_file(trajectories_root / 'CharacterTrajectories' / 'CharacterTrajectories_TRAIN.ts')
+    assert len(read.series) == 20 and read.series[1].shape == (3, 6) and read.labels[:3] == ('1', '2', '3')
     splits = {split: CharacterTrajectories(trajectories_root, split) for split in ('train', 'validation', 'test')}
     assert [len(s) for s in splits.values()] == [5 * 6, 5 * 1, 5 * 1]  # 8 per letter: 70% 6, 15% 1, the rest 1
     x, label = splits['train'][0]
@@ -249,7 +250,7 @@ def test_a_task_trains_and_validates_end_to_end(trajectories_root, tmp_path, cap
 
 
 @pytest.mark.parametrize('config', sorted(p.name for p in (ROOT / 'configs').glob('*.yaml')
-                                          if p.name.startswith(('tcn_', 'resnet_'))))
+                                          if p.name.startswith(('tcn_', 'resnet_')) and p.name != 'tcn_ucr.yaml'))
 def test_task_configs_are_the_authors_recipes(config):
     args = parse_args(['--config', str(ROOT / 'configs' / config)])
     assert (args.opt, args.weight_decay, args.radius_lr_scale, args.sched, args.warmup_lr, args.min_lr) == \

@@ -33,9 +33,10 @@ from torch.utils.data import Dataset
 
 from . import FashionMNISTSubset
 from .mfcc import mfcc
+from .timeseries import read_ts_file
 
 __all__ = ['TASKS', 'BUNDLED_TASK', 'create_task_dataset', 'pmnist_permutation', 'SpeechCommands', 'CharacterTrajectories',
-           'read_ts_file', 'stratified_split']
+           'stratified_split']
 
 BUNDLED_TASK = 'fashion-mnist-subset-seq'
 TASKS = ('smnist', 'pmnist', 'scifar10', 'cifar10', 'speech-commands', 'speech-commands-raw', 'char-trajectories',
@@ -260,32 +261,6 @@ class SpeechCommands(_PreparedSplit):
 
 # ---- Character Trajectories ---------------------------------------------------------------------------------------
 
-def read_ts_file(path: Union[str, Path]) -> Tuple[List[np.ndarray], List[str]]:
-    """The series [channels, length] (lengths may differ) and class labels of a .ts file (sktime's format: a
-    header of @-lines, then after @data one series a line, channels separated by ':', the label last)."""
-    series, labels = [], []
-    in_data = False
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith('#'):
-            continue
-        if not in_data:
-            in_data = line.lower().startswith('@data')
-            continue
-        *channels, label = line.split(':')
-        try:
-            values = [np.array([float(v) for v in channel.split(',')], dtype=np.float32) for channel in channels]
-        except ValueError as e:
-            raise ValueError(f'{path}, line {number}: not a series of numbers ({e})') from e
-        if not values or len({len(v) for v in values}) != 1:
-            raise ValueError(f'{path}, line {number}: channels of different lengths')
-        series.append(np.stack(values))
-        labels.append(label.strip())
-    if not series:
-        raise ValueError(f'{path} holds no series (no @data section, or an empty one)')
-    return series, labels
-
-
 class CharacterTrajectories(_PreparedSplit):
     """Character Trajectories (UCI; the UEA archive's .ts files) as the authors use it: the train and test files
     together, 2,858 pen trajectories [3, 182] of 20 characters, each channel padded to the longest series with its
@@ -299,9 +274,9 @@ class CharacterTrajectories(_PreparedSplit):
         files = self._files(Path(root))
         series, names = [], []
         for path in files:
-            file_series, file_labels = read_ts_file(path)
-            series += file_series
-            names += file_labels
+            read = read_ts_file(path)
+            series += read.series
+            names += read.labels
         self.classes = tuple(dict.fromkeys(names))  # in order of first appearance, as the authors number them
         length = max(s.shape[1] for s in series)
         x = torch.from_numpy(np.stack([np.concatenate([s, np.repeat(s[:, -1:], length - s.shape[1], axis=1)], 1)
