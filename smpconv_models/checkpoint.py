@@ -25,7 +25,7 @@ from timm.models import clean_state_dict
 from .official import to_package_layout
 
 __all__ = ['read_checkpoint', 'read_source', 'select_state_dict', 'fit_problems', 'load_weights', 'load_checkpoint',
-           'recorded_model']
+           'recorded_model', 'recorded_label_names']
 
 _logger = logging.getLogger(__name__)
 
@@ -161,6 +161,15 @@ def load_checkpoint(
     official checkpoint, as a file or as read from one; the EMA weights when it has them, unless `use_ema=False`."""
     content, source = read_source(checkpoint, trust_pickle)
     load_weights(model, to_package_layout(select_state_dict(content, use_ema=use_ema), source), source)
+
+
+def recorded_label_names(path: CheckpointSource) -> Optional[Tuple[str, ...]]:
+    """The class names the weights file a training run writes records (in its metadata), None when it does not."""
+    if not os.fspath(path).endswith('.safetensors'):
+        return None
+    with safetensors.safe_open(os.fspath(path), 'pt') as f:
+        names = (f.metadata() or {}).get('label_names')
+    return None if names is None else tuple(json.loads(names))
 
 
 def recorded_model(checkpoint: Mapping[str, Any], path: Optional[CheckpointSource] = None

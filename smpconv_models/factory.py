@@ -6,7 +6,8 @@ import timm
 import torch.nn as nn
 from timm.models import get_pretrained_cfg_value
 
-from .checkpoint import load_weights, read_checkpoint, read_source, recorded_model, select_state_dict
+from .checkpoint import (load_weights, read_checkpoint, read_source, recorded_label_names, recorded_model,
+                         select_state_dict)
 from .models import SMPConvNet, SMPConvResNet, SMPConvTCN
 from .official import (convert_official_ckconv_state_dict, convert_official_state_dict, is_official_state_dict,
                        official_ckconv_model_args, official_model_args, to_package_layout)
@@ -58,6 +59,9 @@ def create_from_checkpoint(
         model_kwargs['num_classes'] = 0 if classifier is None else classifier.shape[0]
     model = create_model(model_name, **model_kwargs)
     load_weights(model, state_dict, os.fspath(checkpoint))
+    label_names = recorded_label_names(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else None
+    if label_names:  # where timm keeps the names of a model's classes
+        model.pretrained_cfg = {**model.pretrained_cfg, 'label_names': label_names}
     return model
 
 

@@ -79,13 +79,15 @@ def test_help_has_a_line_for_every_flag_and_the_defaults_of_a_plain_run(capsys, 
         parse_args(['--help'], default_config=QUICKSTART)
     text = ' '.join(capsys.readouterr().out.split())
     for shown in ('--model MODEL a registered SMPConv model (smpconv_t, smpconv_b, ...) (default: smpconv_nano)',
-                  'samples per optimizer update over all processes (default: 64)',
-                  'epochs in all, warm-up included (default: 20)', f'(default: {QUICKSTART})'):
+                  "samples per optimizer update over all processes ('auto': from the number of training series of "
+                  "a time-series dataset) (default: 64)",
+                  "epochs in all, warm-up included ('auto': from the number of training series of a time-series "
+                  "dataset) (default: 20)", f'(default: {QUICKSTART})'):
         assert shown in text, shown
     assert '(default: None)' not in text and text.count(f'(default: {QUICKSTART})') == 1
     with pytest.raises(SystemExit):
         parse_args(['--config', str(ROOT / 'configs' / 'smpconv_t_in1k.yaml'), '--help'])
-    assert 'samples per optimizer update over all processes (default: 2048)' in ' '.join(
+    assert 'a time-series dataset) (default: 2048)' in ' '.join(
         capsys.readouterr().out.split())
 
 

@@ -17,17 +17,31 @@ from ..layers.ckconv import TCNBlock, act_layer_of, norm_layer_of
 from .base import paper_cfg
 from .ckconv_base import CKConvNet
 
-__all__ = ['SMPConvTCN']
+__all__ = ['SMPConvTCN', 'tap_radius']
+
+TSC_RADIUS_TAPS = 1.  # the radius of smpconv_tcn_tsc's points in tap spacings (the authors': about 1 at any length)
 
 
-class _LastStepHead(nn.Module):
-    """The classifier of the last step of a sequence [B, C, N]."""
+SEQUENCE_POOLS = ('last', 'avg')
 
-    def __init__(self, in_features: int, num_classes: int, drop_rate: float = 0., device=None, dtype=None):
+
+class SequenceHead(nn.Module):
+    """The classifier of a sequence [B, C, N]: of its last step ('last', the authors') or of the mean over its
+    steps ('avg', as time-series classifiers pool: every step is heard, whatever the reach of the kernels)."""
+
+    def __init__(self, in_features: int, num_classes: int, pool_type: str = 'last', drop_rate: float = 0.,
+                 device=None, dtype=None):
         super().__init__()
         self.in_features = self.num_features = in_features
+        self.pool_type = self._checked(pool_type)
         self.drop = nn.Dropout(drop_rate)
         self.fc = self._fc(num_classes, device, dtype)
+
+    @staticmethod
+    def _checked(pool_type: str) -> str:
+        if pool_type not in SEQUENCE_POOLS:
+            raise ValueError(f"a sequence is pooled by one of {', '.join(SEQUENCE_POOLS)}, got {pool_type!r}")
+        return pool_type
 
     def _fc(self, num_classes: int, device, dtype) -> nn.Module:
         if num_classes <= 0:
@@ -39,13 +53,15 @@ class _LastStepHead(nn.Module):
 
     def reset(self, num_classes: int, pool_type: Optional[str] = None, in_features: Optional[int] = None,
               device=None, dtype=None) -> None:
-        """A new classifier for `num_classes` (0 for none); a sequence has no pooling to change."""
+        """A new classifier for `num_classes` (0 for none), and pooling `pool_type` where given."""
         if in_features is not None:
             self.in_features = self.num_features = in_features
+        if pool_type is not None:
+            self.pool_type = self._checked(pool_type)
         self.fc = self._fc(num_classes, device, dtype)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(x[:, :, -1])
+        x = self.drop(x[:, :, -1] if self.pool_type == 'last' else x.mean(-1))
         return x if pre_logits else self.fc(x)
 
 
@@ -71,6 +87,7 @@ class SMPConvTCN(CKConvNet):
             act: str = 'relu',
             dropout: float = 0.,
             drop_rate: float = 0.,
+            global_pool: str = 'last',
             device=None,
             dtype=None,
     ):
@@ -93,6 +110,8 @@ class SMPConvTCN(CKConvNet):
             act: 'relu' or 'leaky_relu'.
             dropout: Dropout rate inside the blocks.
             drop_rate: Dropout rate before the classifier.
+            global_pool: What the classifier sees: the last step ('last', the authors'), or the mean over the
+                steps ('avg').
         """
         super().__init__(in_chans, num_classes, dropout, drop_rate)
         dd = {'device': device, 'dtype': dtype}
@@ -102,7 +121,7 @@ class SMPConvTCN(CKConvNet):
         block_args = dict(kernel_size=kernel_size, small_kernel_size=small_kernel_size,
                           norm_layer=norm_layer_of(norm, 1), dropout=dropout, act_layer=act_layer_of(act), **ck_args)
         self._build_blocks(TCNBlock, in_chans, width, width_factors, depth, block_args)
-        self.head = _LastStepHead(self.num_features, num_classes, drop_rate, **dd)
+        self.head = SequenceHead(self.num_features, num_classes, global_pool, drop_rate, **dd)
         if kernel_scale != 1.:
             self.set_kernel_scale(kernel_scale)
 
@@ -125,7 +144,13 @@ default_cfgs = generate_default_cfgs({
     'smpconv_tcn_chartraj': _cfg(3, 182, num_classes=20),
     'smpconv_tcn_speech_mfcc': _cfg(20, 161),
     'smpconv_tcn_speech_raw': _cfg(1, 16000),
+    'smpconv_tcn_tsc': _cfg(1, 128, num_classes=2, origin_url='', paper_ids='', paper_name=''),
 })
+
+
+def tap_radius(kernel_size: int, taps: float) -> float:
+    """The radius that spans `taps` tap spacings of a kernel of `kernel_size` taps over the domain [-1, 1]."""
+    return taps * 2 / max(kernel_size - 1, 1)
 
 
 @register_model
@@ -168,3 +193,13 @@ def smpconv_tcn_speech_raw(pretrained: bool = False, **kwargs) -> SMPConvTCN:
     """The authors' TCN for Speech Commands, raw 16 kHz audio (16,000 steps), 371K parameters."""
     model_args = dict(in_chans=1, kernel_size=16000, radius=0.0002, dropout=0.1)
     return _create('smpconv_tcn_speech_raw', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def smpconv_tcn_tsc(pretrained: bool = False, **kwargs) -> SMPConvTCN:
+    """A TCN for time-series classification on your own data (configs/tcn_ucr.yaml sizes it to the data): kernels
+    as long as the series, points TSC_RADIUS_TAPS tap spacings wide at any length, the mean over the steps classified."""
+    kernel_size = kwargs.get('kernel_size', 128)
+    model_args = dict(in_chans=1, num_classes=2, kernel_size=kernel_size, radius=tap_radius(kernel_size, TSC_RADIUS_TAPS),
+                      conv_bias=True, global_pool='avg')
+    return _create('smpconv_tcn_tsc', pretrained, **dict(model_args, **kwargs))

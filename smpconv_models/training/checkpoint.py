@@ -19,7 +19,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -95,13 +95,15 @@ class Checkpointer:
     """Writes a run's weights and training states, and keeps the `keep` best epochs by a metric."""
 
     def __init__(self, run_dir: Path, keep: int, metric: str, model_name: str,
-                 model_args: Optional[Mapping[str, Any]] = None):
+                 model_args: Optional[Mapping[str, Any]] = None, label_names: Optional[Sequence[str]] = None):
         self.run_dir = run_dir
         self.keep = keep
         self.metric = metric
         self.lower_is_better = metric == 'loss'
-        # what `create_from_checkpoint` builds the weights' model from
+        # what `create_from_checkpoint` builds the weights' model from, and the names of its classes
         self.metadata = {'format': 'pt', 'architecture': model_name, 'model_args': json.dumps(plain(model_args or {}))}
+        if label_names:
+            self.metadata['label_names'] = json.dumps(list(label_names))
         self.best: List[Tuple[float, int]] = []  # (metric, epoch), best first
 
     def state_dict(self) -> Dict[str, Any]:

@@ -7,14 +7,16 @@ import argparse
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Collection, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Collection, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 from timm.utils import ParseKwargs
 
 from ..datasets.tasks import BUNDLED_TASK, TASKS
+from ..datasets.timeseries import NORMALIZATIONS
 
 BUNDLED_DATASET = 'fashion-mnist-subset'
+AUTO = 'auto'  # --epochs and --global-batch-size of a time-series run: from its number of training series
 
 __all__ = ['ConfigError', 'build_parser', 'build_eval_parser', 'parse_args', 'parse_eval_args']
 
@@ -30,6 +32,11 @@ NOT_CONFIGURABLE = ('help', 'config', 'resume')
 def default_workers() -> int:
     """Data loading processes per rank: one per CPU this process may run on, at most 8."""
     return min(8, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)
+
+
+def int_or_auto(value: str) -> Union[int, str]:
+    """A flag's whole number, or 'auto'."""
+    return AUTO if value == AUTO else int(value)
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -51,8 +58,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> Tuple[argparse._ArgumentGr
     group.add_argument('--dataset', default=None, metavar='NAME',
                        help="timm dataset type ('' for a folder or tar, 'hfds/...', 'wds/...', 'torch/...'), "
                             f"'{BUNDLED_DATASET}', the images bundled with the package, or a task of the authors' "
-                            f"sequence and CIFAR-10 models ({', '.join(TASKS)}); unset: a folder or tar with "
-                            "--data-dir, else the bundled images")
+                            f"sequence and CIFAR-10 models ({', '.join(TASKS)}), or time series of your own ('ts/NAME', "
+                            "'npz/NAME', 'audio/NAME' in --data-dir); unset: a folder or tar with --data-dir, else "
+                            "the bundled images")
     group.add_argument('--class-map', default='', metavar='FILE', help='a file mapping folder names to class indices')
     group.add_argument('--dataset-download', action='store_true', help="download a 'torch/' or 'hfds/' dataset")
     group.add_argument('--input-img-mode', default='RGB', help='PIL mode the images are read in')
@@ -72,6 +80,17 @@ def add_data_args(parser: argparse.ArgumentParser) -> Tuple[argparse._ArgumentGr
     tasks = parser.add_argument_group("The authors' sequence and CIFAR-10 tasks (--dataset smnist, ...)")
     tasks.add_argument('--permutation-seed', type=int, default=0,
                        help="pmnist: the seed of the pixel order (the authors': 0)")
+    series = parser.add_argument_group(
+        'Time series of your own (--dataset ts/NAME, npz/NAME or audio/NAME with --data-dir ROOT: docs/timeseries.md)')
+    series.add_argument('--series-length', type=int, default=None, metavar='STEPS',
+                        help='steps every series is padded (with zeros at its end) or truncated to; unset: those of '
+                             'the longest training series')
+    series.add_argument('--series-normalize', default='series', choices=NORMALIZATIONS,
+                        help='standardise each series and channel, or each channel by the training statistics, or not')
+    series.add_argument('--val-fraction', type=float, default=0.2,
+                        help="the training data's fraction (per class) held out as the 'validation' split")
+    series.add_argument('--sample-rate', type=int, default=16000, metavar='HZ',
+                        help='audio/: the rate every clip is resampled to')
     return group, tasks
 
 
@@ -124,8 +143,9 @@ def build_parser(default_config: Optional[Path] = None) -> argparse.ArgumentPars
     group = parser.add_argument_group('Batch')
     group.add_argument('-b', '--batch-size', type=int, default=None,
                        help='batch per process; unset: the global batch / (processes x accumulation)')
-    group.add_argument('--global-batch-size', type=int, default=2048,
-                       help='samples per optimizer update over all processes')
+    group.add_argument('--global-batch-size', type=int_or_auto, default=2048,
+                       help="samples per optimizer update over all processes ('auto': from the number of training "
+                            "series of a time-series dataset)")
     group.add_argument('-vb', '--validation-batch-size', type=int, default=None,
                        help='evaluation batch per process; unset: the training batch')
     group.add_argument('--grad-accum-steps', type=int, default=1, help='batches accumulated per optimizer update')
@@ -150,7 +170,9 @@ def build_parser(default_config: Optional[Path] = None) -> argparse.ArgumentPars
 
     group = parser.add_argument_group('Schedule')
     group.add_argument('--sched', default='cosine', help='timm scheduler, stepped every optimizer update')
-    group.add_argument('--epochs', type=int, default=300, help='epochs in all, warm-up included')
+    group.add_argument('--epochs', type=int_or_auto, default=300,
+                       help="epochs in all, warm-up included ('auto': from the number of training series of a "
+                            "time-series dataset)")
     group.add_argument('--warmup-epochs', type=int, default=10, help='epochs of linear warm-up from --warmup-lr')
     group.add_argument('--warmup-lr', type=float, default=1e-6, help='learning rate the warm-up starts from')
     group.add_argument('--min-lr', type=float, default=1e-6, help='learning rate the schedule ends at')
@@ -224,10 +246,10 @@ def build_eval_parser() -> argparse.ArgumentParser:
     group = parser.add_argument_group('Validation')
     group.add_argument('--split', default='validation', help='the split evaluated')
     group.add_argument('--num-samples', type=int, default=None, help="samples of an iterable dataset ('wds/')")
-    group.add_argument('--checkpoint', default='', metavar='FILE',
+    group.add_argument('--checkpoint', nargs='+', default=[], metavar='FILE',
                        help="weights (safetensors), a training state of train_imagenet.py, or an authors' ImageNet "
                             "checkpoint (their sequence and CIFAR-10 ones: smpconv_models.from_official_ckconv); its "
-                            "model unless --model names one")
+                            "model unless --model names one. Several: their ensemble (mean class probabilities)")
     group.add_argument('--use-ema', action='store_true', help='the EMA weights of a checkpoint that has them')
     group.add_argument('--trust-pickle', action='store_true',
                        help='fully unpickle a checkpoint that needs it (it can run code: only for trusted files)')

@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDa
 
 from ..datasets import FashionMNISTSubset
 from ..datasets.tasks import TASKS, create_task_dataset
+from ..datasets.timeseries import is_series_dataset, split_series_dataset
 from .config import BUNDLED_DATASET, ConfigError
 from .preemption import ignore_preemption_signals
 from .settings import AugmentSettings, DataSettings, SplitSettings
@@ -55,6 +56,19 @@ def _is_task(dataset: str) -> bool:
     return dataset in TASKS
 
 
+def _comes_prepared(dataset: str) -> bool:
+    """Whether the items of `dataset` come as tensors for the model: a task's or a time-series dataset's."""
+    return _is_task(dataset) or is_series_dataset(dataset)
+
+
+def _series_dataset(data: DataSettings, split: str) -> Dataset:
+    try:
+        return split_series_dataset(data.dataset, data.data_dir, split, data.val_fraction, data.seed,
+                                    data.series_length, data.series_normalize, data.sample_rate)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+
+
 def _task_dataset(data: DataSettings, split: str, training: bool, input_dropout: float = 0.) -> Dataset:
     try:
         return create_task_dataset(data.dataset, split, data.data_dir, training=training,
@@ -71,6 +85,8 @@ def create_eval_dataset(data: DataSettings, split: str, batch_size: int, num_sam
     iterable dataset)."""
     if _is_task(data.dataset):
         return _task_dataset(data, split, training=False)
+    if is_series_dataset(data.dataset):
+        return _series_dataset(data, split)
     if data.dataset == BUNDLED_DATASET:
         _check_no_data_dir(data)
         return FashionMNISTSubset(split)
@@ -90,6 +106,8 @@ def create_datasets(data: DataSettings, splits: SplitSettings, batch_size: int,
     if _is_task(data.dataset):
         return (_task_dataset(data, splits.train_split, True, input_dropout),
                 _task_dataset(data, splits.val_split, False))
+    if is_series_dataset(data.dataset):
+        return _series_dataset(data, splits.train_split), _series_dataset(data, splits.val_split)
     if data.dataset == BUNDLED_DATASET:
         _check_no_data_dir(data)
         return FashionMNISTSubset(splits.train_split), FashionMNISTSubset(splits.val_split)
@@ -114,8 +132,8 @@ def num_classes_of(dataset: Dataset) -> Optional[int]:
 
 def resolve_image_config(data: DataSettings, model: nn.Module) -> Optional[Dict[str, Any]]:
     """timm's preprocessing of the images for `model` (input size, normalisation, crop), with the values `data`
-    sets over the model's; None for a task, whose items come prepared."""
-    if _is_task(data.dataset):
+    sets over the model's; None for a task or time series, whose items come prepared."""
+    if _comes_prepared(data.dataset):
         return None
     return resolve_data_config(dict(input_size=data.input_size, crop_pct=data.crop_pct, mean=data.mean,
                                     std=data.std, interpolation=data.interpolation), model=model)

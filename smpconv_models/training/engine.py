@@ -2,7 +2,7 @@
 import math
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -131,10 +131,12 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, accelerator: Accelerator, channels_last: bool = False,
-             desc: str = 'eval') -> Dict[str, float]:
-    """Loss, top-1 and top-5 (%) over the whole validation set, summed exactly over all processes."""
+             desc: str = 'eval', num_classes: Optional[int] = None) -> Dict[str, Any]:
+    """Loss, top-1 and top-5 (%) over the whole validation set, summed exactly over all processes; with
+    `num_classes`, also the top-1 of each class ('class_top1') and its number of samples ('class_count')."""
     model.eval()
     totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # loss, top-1, top-5, count
+    per_class = torch.zeros(2, num_classes or 0, dtype=torch.float64, device=accelerator.device)  # correct, count
     for x, y in tqdm(loader, desc=desc, disable=not accelerator.is_main_process, leave=False, dynamic_ncols=True):
         x, y = x.to(accelerator.device), y.to(accelerator.device)
         if channels_last:
@@ -146,7 +148,15 @@ def evaluate(model: nn.Module, loader, accelerator: Accelerator, channels_last: 
         totals += torch.stack([
             F.cross_entropy(logits.float(), y, reduction='sum').double(),
             correct[:, :1].sum().double(), correct.sum().double(), y.new_tensor(len(y)).double()])
+        if num_classes:
+            per_class[0].index_add_(0, y, correct[:, 0].double())
+            per_class[1].index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
     totals = accelerator.reduce(totals, 'sum')
     count = totals[3].item()
-    return {'loss': totals[0].item() / count, 'top1': 100 * totals[1].item() / count,
-            'top5': 100 * totals[2].item() / count}
+    results: Dict[str, Any] = {'loss': totals[0].item() / count, 'top1': 100 * totals[1].item() / count,
+                               'top5': 100 * totals[2].item() / count}
+    if num_classes:
+        correct_per_class, count_per_class = accelerator.reduce(per_class, 'sum').tolist()
+        results['class_top1'] = [100 * c / n if n else math.nan for c, n in zip(correct_per_class, count_per_class)]
+        results['class_count'] = [int(n) for n in count_per_class]
+    return results

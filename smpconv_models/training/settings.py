@@ -10,8 +10,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Ty
 
 import torch
 
+from ..datasets.timeseries import auto_batch_and_epochs, is_series_dataset, summarize_training_series
 from ..factory import create_model
-from .config import NOT_CONFIGURABLE, ConfigError, plain
+from .config import AUTO, NOT_CONFIGURABLE, ConfigError, plain
 
 __all__ = ['DeviceSettings', 'DataSettings', 'SplitSettings', 'AugmentSettings', 'MixupSettings', 'OptimizerSettings',
            'ScheduleSettings', 'LoopSettings', 'ModelSettings', 'ModelTrainingSettings', 'EmaSettings', 'RunSettings',
@@ -65,6 +66,10 @@ class DataSettings:
     dataset_download: bool
     input_img_mode: str
     permutation_seed: int  # pmnist's pixel order
+    series_length: Optional[int]  # time series: the steps they are padded or truncated to (unset: the longest's)
+    series_normalize: str  # 'series', 'channel' or 'none'
+    val_fraction: float  # time series: the training data's fraction held out for validation
+    sample_rate: int  # audio clips: the rate they are resampled to
     input_size: Optional[Tuple[int, int, int]]
     crop_pct: Optional[float]
     mean: Optional[Tuple[float, ...]]
@@ -245,7 +250,7 @@ class EvalSettings:
     """What validate.py evaluates on, with which weights, and where its results go."""
     split: str
     num_samples: Optional[int]
-    checkpoint: str
+    checkpoint: Tuple[str, ...]  # several: their ensemble
     use_ema: bool
     trust_pickle: bool
     batch_size: int
@@ -338,11 +343,33 @@ def elastic_batch_flags(flags: Flags, saved: SavedBatch, world_size: int) -> Fla
             'grad_accum_steps': saved.global_batch_size // per_update}
 
 
+def series_flags(flags: Flags) -> Flags:
+    """The flags of a run on a time-series dataset, resolved from its training data: the series length (unset:
+    the longest training series'), the model's input channels and kernel length (unless --model-kwargs sets them),
+    and an `auto` batch and number of epochs from the number of training series (`auto_batch_and_epochs`)."""
+    try:
+        summary = summarize_training_series(flags['dataset'], flags['data_dir'], flags['val_fraction'], flags['seed'],
+                                            flags['sample_rate'])
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    length = flags['series_length'] or summary.longest
+    model_kwargs = {'in_chans': summary.num_channels, 'kernel_size': length, **flags['model_kwargs']}
+    batch, epochs = auto_batch_and_epochs(summary.num_train)
+    return {**flags, 'series_length': length, 'model_kwargs': model_kwargs,
+            'global_batch_size': batch if flags['global_batch_size'] == AUTO else flags['global_batch_size'],
+            'epochs': epochs if flags['epochs'] == AUTO else flags['epochs']}
+
+
 def resolve_training_config(flags: Flags, world_size: int, resumed: Optional[SavedBatch] = None) -> TrainingConfig:
     """The training flags' configuration on `world_size` processes: the batches settled over the processes (those
     of the `resumed` run, on another number of processes: `elastic_batch_flags`), the learning rate scaled to the
     global batch unless --lr sets it, the training input size given to a model that adapts to it
-    (`training_model_kwargs`)."""
+    (`training_model_kwargs`), the data's shapes and sizes to a run on a time series dataset (`series_flags`)."""
+    if is_series_dataset(flags['dataset']):
+        flags = series_flags(flags)
+    elif AUTO in (flags['epochs'], flags['global_batch_size']):
+        raise ConfigError(f"--epochs {AUTO} and --global-batch-size {AUTO} follow the size of a time-series dataset "
+                          f"(--dataset ts/NAME, ...): {flags['dataset'] or flags['data_dir']} needs numbers")
     if resumed is not None:
         flags = elastic_batch_flags(flags, resumed, world_size)
     loop, mixup = _pick(LoopSettings, flags), _pick(MixupSettings, flags)

@@ -49,6 +49,7 @@ class Trainer:
     val_images: int
     checkpointer: Checkpointer
     progress: Progress
+    data_notes: Tuple[str, ...] = ()  # what the data's preparation imputed, padded or truncated
 
     @property
     def run_dir(self) -> Path:
@@ -66,7 +67,10 @@ class Trainer:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         remove_leftovers(self.run_dir)
-        (self.run_dir / 'config.yaml').write_text(yaml.safe_dump(dict(self.config.recorded), sort_keys=False))
+        notes = ''.join(f'# data: {note}\n' for note in self.data_notes)
+        (self.run_dir / 'config.yaml').write_text(notes + yaml.safe_dump(dict(self.config.recorded), sort_keys=False))
+        for note in self.data_notes:
+            print(f'data: {note}')
 
     @property
     def mid_epoch(self) -> bool:
@@ -198,7 +202,8 @@ def create_trainer(config: TrainingConfig, accelerator: Accelerator,
     mixup = create_mixup(config.mixup, num_classes)
 
     checkpointer = Checkpointer(run_folder(config.run, config.model.model, resume_path), config.run.checkpoint_hist,
-                                config.run.eval_metric, config.model.model, config.model.model_kwargs)
+                                config.run.eval_metric, config.model.model, config.model.model_kwargs,
+                                getattr(train_set, 'classes', None))
     progress = Progress()
     if resume_state is not None:
         progress = restore_training_state(resume_state, model, optimizer, ema, accelerator.scaler, checkpointer,
@@ -214,4 +219,4 @@ def create_trainer(config: TrainingConfig, accelerator: Accelerator,
         config, accelerator, prepared, accelerator.unwrap_model(prepared, keep_torch_compile=False), ema, optimizer,
         scheduler, mixup, create_batch_scale(config.augment, config.data), create_loss(config.mixup.smoothing, mixup),
         train_loader, val_loader, batches_per_epoch, num_epochs, num_classes, len(train_set), len(val_set),
-        checkpointer, progress)
+        checkpointer, progress, tuple(dict.fromkeys(getattr(train_set, 'notes', ()) + getattr(val_set, 'notes', ()))))
