@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from smpconv_models.datasets.timeseries import (SeriesPreparation, auto_batch_and_epochs, read_arrays,
-                                                read_audio_folder, read_ts_file, split_series_dataset,
+from smpconv_models.datasets.timeseries import (SeriesPreparation, auto_batch_and_epochs, channel_statistics,
+                                                read_arrays, read_audio_folder, read_ts_file, split_series_dataset,
                                                 stratified_indices)
 from smpconv_models.training import ConfigError, parse_args, resolve_training_config
 
@@ -124,7 +124,7 @@ def test_audio_clips_are_resampled_to_the_configured_rate(tmp_path):
 
 def test_preparation_imputes_normalises_pads_and_says_so(ts_root):
     read = read_ts_file(ts_root / 'Waves' / 'Waves_TRAIN.ts')
-    x, notes = SeriesPreparation(length=35)(read)
+    x, notes = SeriesPreparation(length=35, normalize='series')(read)
     lengths = np.array([s.shape[1] for s in read.series])
     assert x.shape == (48, 2, 35)
     # a shorter series: each channel standardised over its own steps, zeros after its end
@@ -139,6 +139,14 @@ def test_preparation_imputes_normalises_pads_and_says_so(ts_root):
     assert 'Waves_TRAIN.ts: 1 missing values' in notes[0] and 'linear interpolation' in notes[0]
     assert f'{(lengths < 35).sum()} series of {lengths.min()} to 34 steps padded with zeros' in notes[1]
     assert f'{(lengths > 35).sum()} series of 36 to {lengths.max()} steps truncated to their first 35' in notes[2]
+    # by channel: the training data's mean and std over all its values
+    mean, std = channel_statistics(read)
+    x, _ = SeriesPreparation(length=35, normalize='channel')(read, (mean, std))
+    torch.testing.assert_close(x[short, :, :lengths[short]], torch.from_numpy(
+        (read.series[short] - mean[:, None]) / std[:, None]).float(), rtol=0, atol=1e-6)
+    values = np.ma.masked_invalid(np.concatenate(read.series, 1))  # the missing value left out
+    np.testing.assert_allclose(mean, values.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(std, values.std(1), rtol=1e-5)
 
 
 def test_the_validation_split_is_carved_from_the_training_file_per_class(ts_root):

@@ -13,8 +13,8 @@ stratified fraction, drawn with a fixed seed): model selection never sees the te
 
 Every series is made ready for the network the same way, whatever the split: missing values (`?`, NaN) filled by
 linear interpolation along time (the nearest value at the ends, 0 for a channel with none), each series and channel
-standardised to mean 0 and std 1 (`normalize='series'`), or each channel with the training data's statistics
-(`'channel'`), or left as it is (`'none'`); then padded at its end with zeros (its mean) or truncated to `length`
+standardised with the mean and std of the training data (`normalize='channel'`), or each series and channel to
+mean 0 and std 1 over its own steps (`'series'`), or left as it is (`'none'`); then padded at its end with zeros (its mean) or truncated to `length`
 steps. `SeriesDataset.notes` says what was imputed, padded or truncated.
 """
 import functools
@@ -34,9 +34,9 @@ __all__ = ['SERIES_FORMATS', 'NORMALIZATIONS', 'LabelledSeries', 'read_ts_file',
            'SeriesPreparation', 'SeriesDataset', 'is_series_dataset', 'split_series_dataset']
 
 SERIES_FORMATS = ('ts', 'npz', 'audio')
-NORMALIZATIONS = ('series', 'channel', 'none')
+NORMALIZATIONS = ('channel', 'series', 'none')
 _SPLITS = ('train', 'validation', 'test')
-UPDATES = 3000  # optimizer updates of an `auto` run (at least 100 epochs, at most 1000)
+UPDATES = 1000  # optimizer updates of an `auto` run (at least 100 epochs, at most 1000)
 PathLike = Union[str, Path]
 
 
@@ -235,10 +235,10 @@ def _interpolate_missing(x: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SeriesPreparation:
-    """How series are made ready for the network: `normalize` ('series', 'channel' or 'none'), then padded with
+    """How series are made ready for the network: `normalize` ('channel', 'series' or 'none'), then padded with
     zeros at the end or truncated to `length` steps."""
     length: int
-    normalize: str = 'series'
+    normalize: str = 'channel'
 
     def __post_init__(self):
         if self.normalize not in NORMALIZATIONS:
@@ -254,6 +254,8 @@ class SeriesPreparation:
         if self.normalize == 'series':
             series = [(s - s.mean(1, keepdims=True)) / np.maximum(s.std(1, keepdims=True), 1e-8) for s in series]
         elif self.normalize == 'channel':
+            if channel_stats is None:
+                raise ValueError("normalize='channel' standardises with the training data's channel_stats: give them")
             mean, std = channel_stats
             series = [(s - mean[:, None]) / std[:, None] for s in series]
         x = np.zeros((len(series), data.num_channels, self.length), dtype=np.float32)
@@ -334,8 +336,10 @@ def summarize_training_series(dataset: str, root: PathLike, val_fraction: float,
 
 
 def auto_batch_and_epochs(num_train: int) -> Tuple[int, int]:
-    """The batch and epochs of a run on `num_train` series (`--global-batch-size auto --epochs auto`)."""
-    batch = int(min(64, max(4, 2 ** round(math.log2(max(num_train, 1) / 10)))))
+    """The batch and epochs of a run on `num_train` series (`--global-batch-size auto --epochs auto`): a batch of
+    about a tenth of them (InceptionTime's rule), 8 to 64 (batch norm statistics over at least 8 series), and
+    `UPDATES` optimizer updates in 100 to 1000 epochs."""
+    batch = int(min(64, max(8, 2 ** round(math.log2(max(num_train, 1) / 10)))))
     epochs = int(min(1000, max(100, round(UPDATES * batch / num_train))))
     return batch, epochs
 
@@ -368,7 +372,7 @@ def _classes_of(train: LabelledSeries) -> Tuple[str, ...]:
 
 
 def split_series_dataset(dataset: str, root: PathLike, split: str, val_fraction: float = 0.2, seed: int = 0,
-                         length: Optional[int] = None, normalize: str = 'series',
+                         length: Optional[int] = None, normalize: str = 'channel',
                          sample_rate: int = 16000) -> SeriesDataset:
     """The `split` ('train', 'validation' or 'test') of the time-series dataset `dataset` ('ts/NAME', ...) in
     `root`: 'train' and 'validation' are the training data less and of a stratified `val_fraction` (drawn with

@@ -17,9 +17,14 @@ from ..layers.ckconv import TCNBlock, act_layer_of, norm_layer_of
 from .base import paper_cfg
 from .ckconv_base import CKConvNet
 
-__all__ = ['SMPConvTCN', 'tap_radius']
+__all__ = ['SMPConvTCN', 'tap_spacings']
 
-TSC_RADIUS_TAPS = 1.  # the radius of smpconv_tcn_tsc's points in tap spacings (the authors': about 1 at any length)
+# smpconv_tcn_tsc's initial points, in tap spacings: the authors' fixed domain lengths (position std 0.1, radius
+# about a tap) spread them over the newest 5% of any kernel, 21 taps of a 427-step series, as isolated spikes;
+# points that start within a tap or two of the newest step, as one compact kernel, and move from there classify
+# far better (benchmarks/RESULTS.md, Time-series classification)
+TSC_RADIUS_TAPS = 2.
+TSC_POSITION_STD_TAPS = 1.
 
 
 SEQUENCE_POOLS = ('last', 'avg')
@@ -148,8 +153,8 @@ default_cfgs = generate_default_cfgs({
 })
 
 
-def tap_radius(kernel_size: int, taps: float) -> float:
-    """The radius that spans `taps` tap spacings of a kernel of `kernel_size` taps over the domain [-1, 1]."""
+def tap_spacings(kernel_size: int, taps: float) -> float:
+    """The length of `taps` tap spacings in the kernel domain [-1, 1] of a kernel of `kernel_size` taps."""
     return taps * 2 / max(kernel_size - 1, 1)
 
 
@@ -198,8 +203,10 @@ def smpconv_tcn_speech_raw(pretrained: bool = False, **kwargs) -> SMPConvTCN:
 @register_model
 def smpconv_tcn_tsc(pretrained: bool = False, **kwargs) -> SMPConvTCN:
     """A TCN for time-series classification on your own data (configs/tcn_ucr.yaml sizes it to the data): kernels
-    as long as the series, points TSC_RADIUS_TAPS tap spacings wide at any length, the mean over the steps classified."""
+    as long as the series whose points start as a compact kernel of the same taps at any length, the mean over
+    the steps classified."""
     kernel_size = kwargs.get('kernel_size', 128)
-    model_args = dict(in_chans=1, num_classes=2, kernel_size=kernel_size, radius=tap_radius(kernel_size, TSC_RADIUS_TAPS),
-                      conv_bias=True, global_pool='avg')
+    model_args = dict(in_chans=1, num_classes=2, kernel_size=kernel_size, conv_bias=True, global_pool='avg',
+                      radius=tap_spacings(kernel_size, TSC_RADIUS_TAPS),
+                      position_std=tap_spacings(kernel_size, TSC_POSITION_STD_TAPS))
     return _create('smpconv_tcn_tsc', pretrained, **dict(model_args, **kwargs))

@@ -85,8 +85,9 @@ def add_data_args(parser: argparse.ArgumentParser) -> Tuple[argparse._ArgumentGr
     series.add_argument('--series-length', type=int, default=None, metavar='STEPS',
                         help='steps every series is padded (with zeros at its end) or truncated to; unset: those of '
                              'the longest training series')
-    series.add_argument('--series-normalize', default='series', choices=NORMALIZATIONS,
-                        help='standardise each series and channel, or each channel by the training statistics, or not')
+    series.add_argument('--series-normalize', default='channel', choices=NORMALIZATIONS,
+                        help="standardise each channel by the training data's statistics, or each series and channel "
+                             'by its own, or not')
     series.add_argument('--val-fraction', type=float, default=0.2,
                         help="the training data's fraction (per class) held out as the 'validation' split")
     series.add_argument('--sample-rate', type=int, default=16000, metavar='HZ',
