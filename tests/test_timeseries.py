@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import timm
 import torch
 import yaml
 
@@ -216,3 +217,21 @@ def test_train_and_validate_a_written_dataset_with_its_class_names(ts_root, tmp_
     assert validate.main(['--config', str(config), '--split', 'test', '--checkpoint',
                           *[str(output / f'waves-{seed}' / 'model_best.safetensors') for seed in (0, 1)]]) == 0
     assert 'ensemble of 2 smpconv_tcn_tsc' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize('length', [24, 427])
+def test_the_classifier_starts_as_one_compact_kernel_at_the_newest_step_at_any_length(length):
+    model = timm.create_model('smpconv_tcn_tsc', in_chans=3, kernel_size=length, num_classes=4)
+    points = model.blocks[0].conv1.large.points
+    spacing = 2 / (length - 1)
+    torch.testing.assert_close(points.radii.detach(), torch.full_like(points.radii, 3 * spacing))
+    # distances from the newest step (+1) half-normal of scale one tap: their rms is one tap (30 x 30 points)
+    distances = (1 - points.positions.detach()) / spacing
+    assert distances.min() >= 0 and 0.9 < distances.pow(2).mean().sqrt() < 1.1
+    x = torch.randn(2, 3, length)
+    features = model.forward_features(x)
+    torch.testing.assert_close(model.forward_head(features, pre_logits=True), features.mean(-1))
+    model.reset_classifier(4, 'last')
+    torch.testing.assert_close(model.forward_head(features, pre_logits=True), features[:, :, -1])
+    with pytest.raises(ValueError, match="a sequence is pooled by one of last, avg, got 'max'"):
+        model.reset_classifier(4, 'max')

@@ -19,12 +19,13 @@ from .ckconv_base import CKConvNet
 
 __all__ = ['SMPConvTCN', 'tap_spacings']
 
-# smpconv_tcn_tsc's initial points, in tap spacings: the authors' fixed domain lengths (position std 0.1, radius
-# about a tap) spread them over the newest 5% of any kernel, 21 taps of a 427-step series, as isolated spikes;
-# points that start within a tap or two of the newest step, as one compact kernel, and move from there classify
-# far better (benchmarks/RESULTS.md, Time-series classification)
-TSC_RADIUS_TAPS = 2.
-TSC_POSITION_STD_TAPS = 1.
+# smpconv_tcn_tsc's initial points, in tap spacings. The authors' fixed lengths in the kernel's domain (position
+# std 0.1, radius about a tap) scatter them as spikes over the newest tenth of any kernel (distances from the newest
+# step half-normal of scale 43 taps on a 427-step series); points that start together at the newest step, one
+# compact kernel a few taps wide, and move from there classify far better (benchmarks/RESULTS.md, Time-series
+# classification).
+TSC_RADIUS_TAPS = 3.
+TSC_SPREAD_TAPS = 1.  # the scale of the points' half-normal distances from the newest step
 
 
 SEQUENCE_POOLS = ('last', 'avg')
@@ -208,5 +209,6 @@ def smpconv_tcn_tsc(pretrained: bool = False, **kwargs) -> SMPConvTCN:
     kernel_size = kwargs.get('kernel_size', 128)
     model_args = dict(in_chans=1, num_classes=2, kernel_size=kernel_size, conv_bias=True, global_pool='avg',
                       radius=tap_spacings(kernel_size, TSC_RADIUS_TAPS),
-                      position_std=tap_spacings(kernel_size, TSC_POSITION_STD_TAPS))
+                      # SMPKernel puts causal points 2|z| from the newest step, z ~ N(0, position_std)
+                      position_std=tap_spacings(kernel_size, TSC_SPREAD_TAPS) / 2)
     return _create('smpconv_tcn_tsc', pretrained, **dict(model_args, **kwargs))
