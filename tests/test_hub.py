@@ -294,7 +294,7 @@ def test_validate_retries_with_a_smaller_batch_when_memory_runs_out(monkeypatch,
     import validate
     batch_sizes = []
 
-    def evaluate_once_out_of_memory(model, loader, accelerator, channels_last):
+    def evaluate_once_out_of_memory(model, loader, accelerator, channels_last, num_classes=None):
         batch_sizes.append(loader.batch_size)
         if len(batch_sizes) == 1:
             raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')

@@ -67,7 +67,7 @@ class DataSettings:
     input_img_mode: str
     permutation_seed: int  # pmnist's pixel order
     series_length: Optional[int]  # time series: the steps they are padded or truncated to (unset: the longest's)
-    series_normalize: str  # 'series', 'channel' or 'none'
+    series_normalize: str  # 'channel', 'series' or 'none'
     val_fraction: float  # time series: the training data's fraction held out for validation
     sample_rate: int  # audio clips: the rate they are resampled to
     input_size: Optional[Tuple[int, int, int]]
