@@ -298,7 +298,8 @@ def test_validate_retries_with_a_smaller_batch_when_memory_runs_out(monkeypatch,
         batch_sizes.append(loader.batch_size)
         if len(batch_sizes) == 1:
             raise RuntimeError('CUDA out of memory. Tried to allocate 2.00 GiB')
-        return {'loss': 1., 'top1': 50., 'top5': 90.}
+        per_class = {'class_top1': [50.] * num_classes, 'class_count': [20] * num_classes} if num_classes else {}
+        return {'loss': 1., 'top1': 50., 'top5': 90., **per_class}
 
     monkeypatch.setattr(validate, 'evaluate', evaluate_once_out_of_memory)
     assert validate.main(['--model', 'smpconv_nano', '-b', '64', '--workers', '0']) == 0
