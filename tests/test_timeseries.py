@@ -74,6 +74,7 @@ def test_ts_files_read_unequal_lengths_missing_values_and_the_declared_classes(t
     ('1,2,x:a', 'X_TRAIN.ts, line 10: not a series of numbers'),
     ('1,2:3:a', 'X_TRAIN.ts, line 10: channels of different lengths'),
     ('1,2,3:c', r"labels \['c'\] are not among the declared classes"),
+    ('1,2,3::a', 'X_TRAIN.ts, line 10: a series of no values'),
 ])
 def test_a_malformed_ts_line_is_named_with_its_file_and_line(tmp_path, line, message):
     path = tmp_path / 'X_TRAIN.ts'
@@ -92,8 +93,11 @@ def test_arrays_read_as_the_same_series(tmp_path):
     for read in (read_arrays(tmp_path / 'A_TRAIN.npz'), read_arrays(tmp_path / 'A_TRAIN_X.npy', tmp_path / 'A_TRAIN_y.npy')):
         assert np.array_equal(np.stack(read.series), x) and read.labels == ('0', '1', '2', '0', '1', '2')
     np.savez(tmp_path / 'bad.npz', X=x, labels=y)
-    with pytest.raises(ValueError, match='needs the arrays X .* and y .*; it has no y'):
+    with pytest.raises(ValueError, match=r'bad.npz needs the arrays X \[N, C, L\] and y \[N\]; it has X, labels'):
         read_arrays(tmp_path / 'bad.npz')
+    (tmp_path / 'cut.npz').write_bytes((tmp_path / 'A_TRAIN.npz').read_bytes()[:300])
+    with pytest.raises(ValueError, match='cut.npz: not readable arrays'):
+        read_arrays(tmp_path / 'cut.npz')
     np.savez(tmp_path / 'short.npz', X=x, y=y[:4])
     with pytest.raises(ValueError, match=r'X must be \[N, C, L\] .* got X \[6, 2, 9\] and y \[4\]'):
         read_arrays(tmp_path / 'short.npz')

@@ -12,18 +12,18 @@ The test file or folder is only read for the `test` split; `validation` is carve
 stratified fraction, drawn with a fixed seed): model selection never sees the test data.
 
 Every series is made ready for the network the same way, whatever the split: missing values (`?`, NaN) filled by
-linear interpolation along time (the nearest value at the ends, 0 for a channel with none), each series and channel
-standardised with the mean and std of the training data (`normalize='channel'`), or each series and channel to
-mean 0 and std 1 over its own steps (`'series'`), or left as it is (`'none'`); then padded at its end with zeros (its mean) or truncated to `length`
-steps. `SeriesDataset.notes` says what was imputed, padded or truncated.
+linear interpolation along time (the nearest value at the ends, 0 for a channel with none); each channel
+standardised with the mean and std of the training data (`normalize='channel'`), or each series and channel to mean
+0 and std 1 over its own steps (`'series'`), or left as it is (`'none'`); then padded at its end with zeros (the
+mean) or truncated to `length` steps. `SeriesDataset.notes` says what was imputed, padded or truncated.
 """
 import functools
+import math
 import wave
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
-
-import math
 
 import numpy as np
 import torch
@@ -31,7 +31,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 __all__ = ['SERIES_FORMATS', 'NORMALIZATIONS', 'LabelledSeries', 'read_ts_file', 'read_arrays', 'read_audio_folder',
-           'SeriesPreparation', 'SeriesDataset', 'is_series_dataset', 'split_series_dataset']
+           'read_part', 'resample', 'SeriesPreparation', 'channel_statistics', 'stratified_indices', 'SeriesDataset',
+           'TrainingSeriesSummary', 'summarize_training_series', 'auto_batch_and_epochs', 'is_series_dataset',
+           'split_series_dataset']
 
 SERIES_FORMATS = ('ts', 'npz', 'audio')
 NORMALIZATIONS = ('channel', 'series', 'none')
@@ -81,7 +83,11 @@ def read_ts_file(path: PathLike) -> LabelledSeries:
     path = Path(path)
     series, labels = [], []
     classes, has_labels, in_data = None, True, False
-    for number, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path}: not a text file ({e})') from e
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith('#'):
             continue
@@ -101,6 +107,8 @@ def read_ts_file(path: PathLike) -> LabelledSeries:
         *channels, label = line.split(':')
         if not channels:
             raise ValueError(f'{path}, line {number}: no values before the label {label!r}')
+        if any(not channel.strip() for channel in channels):
+            raise ValueError(f'{path}, line {number}: a series of no values (zero length)')
         try:
             values = [_parse_values(channel) for channel in channels]
         except ValueError as e:
@@ -119,16 +127,18 @@ def read_arrays(x_path: PathLike, y_path: Optional[PathLike] = None) -> Labelled
     """Series from arrays: an .npz of `X` [N, C, L] (or [N, L], one channel) and `y` [N], or two .npy files. Labels
     may be numbers or strings; NaN marks a missing value."""
     x_path = Path(x_path)
-    if y_path is None:
-        with np.load(x_path, allow_pickle=False) as arrays:
-            missing = {'X', 'y'} - set(arrays.files)
-            if missing:
-                raise ValueError(f'{x_path} needs the arrays X [N, C, L] and y [N]; it has no {", ".join(sorted(missing))}'
-                                 f' (it has {", ".join(arrays.files) or "none"})')
-            x, y = arrays['X'], arrays['y']
-    else:
-        x, y = np.load(x_path, allow_pickle=False), np.load(y_path, allow_pickle=False)
     source = str(x_path) if y_path is None else f'{x_path} and {y_path}'
+    try:  # numpy raises these for a truncated or foreign file, on opening it or on reading an array
+        if y_path is None:
+            with np.load(x_path, allow_pickle=False) as arrays:
+                names = tuple(arrays.files)
+                x, y = (arrays['X'], arrays['y']) if {'X', 'y'} <= set(names) else (None, None)
+        else:
+            x, y = np.load(x_path, allow_pickle=False), np.load(y_path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f'{source}: not readable arrays ({e})') from e
+    if x is None:
+        raise ValueError(f'{source} needs the arrays X [N, C, L] and y [N]; it has {", ".join(names) or "none"}')
     if x.ndim == 2:
         x = x[:, None]
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
