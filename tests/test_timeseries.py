@@ -142,8 +142,9 @@ def test_preparation_imputes_normalises_pads_and_says_so(ts_root):
     torch.testing.assert_close(x[3, 1, 5], (x[3, 1, 4] + x[3, 1, 6]) / 2)
     assert len(notes) == 3
     assert 'Waves_TRAIN.ts: 1 missing values' in notes[0] and 'linear interpolation' in notes[0]
-    assert f'{(lengths < 35).sum()} series of {lengths.min()} to 34 steps padded with zeros' in notes[1]
-    assert f'{(lengths > 35).sum()} series of 36 to {lengths.max()} steps truncated to their first 35' in notes[2]
+    shorter, longer = lengths[lengths < 35], lengths[lengths > 35]
+    assert f'{len(shorter)} series of {shorter.min()} to {shorter.max()} steps padded with zeros' in notes[1]
+    assert f'{len(longer)} series of {longer.min()} to {longer.max()} steps truncated to their first 35' in notes[2]
     # by channel: the training data's mean and std over all its values
     mean, std = channel_statistics(read)
     x, _ = SeriesPreparation(length=35, normalize='channel')(read, (mean, std))

@@ -281,13 +281,18 @@ class SeriesPreparation:
             values = sum(s.size for s in data.series)
             notes.append(f'{missing} missing values ({100 * missing / values:.2g}%) filled by linear interpolation '
                          'along time')
-        if (lengths < self.length).any():
-            notes.append(f'{int((lengths < self.length).sum())} series of {lengths.min()} to {self.length - 1} steps '
-                         f'padded with zeros at their end to {self.length}')
-        if (lengths > self.length).any():
-            notes.append(f'{int((lengths > self.length).sum())} series of {self.length + 1} to {lengths.max()} steps '
-                         f'truncated to their first {self.length}')
+        shorter, longer = lengths[lengths < self.length], lengths[lengths > self.length]
+        if len(shorter):
+            notes.append(f'{len(shorter)} series of {_span(shorter)} steps padded with zeros at their end to '
+                         f'{self.length}')
+        if len(longer):
+            notes.append(f'{len(longer)} series of {_span(longer)} steps truncated to their first {self.length}')
         return [f'{data.source}: {note}' for note in notes]
+
+
+def _span(lengths: np.ndarray) -> str:
+    """'7 to 25', or '26' where all are alike."""
+    return str(lengths.min()) if lengths.min() == lengths.max() else f'{lengths.min()} to {lengths.max()}'
 
 
 def channel_statistics(data: LabelledSeries) -> Tuple[np.ndarray, np.ndarray]:
