@@ -1,15 +1,25 @@
 """Data bundled with the package, so that training runs anywhere without a download."""
 from pathlib import Path
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ['FashionMNISTSubset']
+__all__ = ['FashionMNISTSubset', 'check_split']
 
 _TRAIN_SPLITS = ('train', 'training')
 _EVAL_SPLITS = ('validation', 'val', 'valid', 'eval', 'evaluation', 'test')
+
+
+def check_split(dataset: str, split: str, splits: Sequence[str]) -> str:
+    """`split` by its name among `splits` (the dataset's), 'val' read as 'validation'; a one-line error if the
+    dataset has no such split."""
+    names = {'val': 'validation', 'valid': 'validation', 'eval': 'validation', 'training': 'train'}
+    split = names.get(split, split)
+    if split not in splits:
+        raise ValueError(f"{dataset} has the splits {', '.join(splits)}, not {split!r}")
+    return split
 
 
 class FashionMNISTSubset(torch.utils.data.Dataset):

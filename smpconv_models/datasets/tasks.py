@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from . import FashionMNISTSubset
+from . import FashionMNISTSubset, check_split
 from .mfcc import mfcc
 from .timeseries import read_ts_file
 
@@ -92,14 +92,6 @@ def _image_transform(kind: str, training: bool, extra: Sequence[Callable]):
     return transforms.Compose(steps + list(extra))
 
 
-def _check_split(task: str, split: str, splits: Sequence[str]) -> str:
-    names = {'val': 'validation', 'valid': 'validation', 'eval': 'validation', 'training': 'train'}
-    split = names.get(split, split)
-    if split not in splits:
-        raise ValueError(f"{task} has the splits {', '.join(splits)}, not {split!r}")
-    return split
-
-
 def _root(task: str, root: Optional[Union[str, Path]]) -> Path:
     if not root:
         raise ValueError(f'{task} needs --data-dir: where its data is (or goes, with --dataset-download)')
@@ -115,7 +107,7 @@ def create_task_dataset(task: str, split: str, root: Optional[Union[str, Path]] 
     extra = [InputDropout(input_dropout)] if training and input_dropout else []
     if task in ('smnist', 'pmnist', 'scifar10', 'cifar10'):
         from torchvision.datasets import CIFAR10, MNIST
-        split = _check_split(task, split, ('train', 'test'))
+        split = check_split(task, split, ('train', 'test'))
         mnist = task in ('smnist', 'pmnist')
         order = pmnist_permutation(permutation_seed) if task == 'pmnist' else None
         to_items = [] if task == 'cifar10' else [Sequential(order)]
@@ -123,13 +115,13 @@ def create_task_dataset(task: str, split: str, root: Optional[Union[str, Path]] 
         source = MNIST if mnist else CIFAR10
         return source(str(_root(task, root)), train=split == 'train', transform=transform, download=download)
     if task == BUNDLED_TASK:
-        split = _check_split(task, split, ('train', 'validation'))
+        split = check_split(task, split, ('train', 'validation'))
         return FashionMNISTSubset(split, transform=_image_transform('fashion', training, [Sequential()] + extra),
                                   padding=0, rgb=False)
     if download:
         raise ValueError(f'{task} cannot be downloaded by this package: get its archive (see the README) and give '
                          'its folder or file with --data-dir')
-    split = _check_split(task, split, _SPLITS)
+    split = check_split(task, split, _SPLITS)
     if task == 'char-trajectories':
         dataset = CharacterTrajectories(_root(task, root), split)
     else:
@@ -205,7 +197,7 @@ class SpeechCommands(_PreparedSplit):
     length = 16000
 
     def __init__(self, root: Union[str, Path], split: str, mfcc: bool = True):
-        split = _check_split('Speech Commands', split, _SPLITS)
+        split = check_split('Speech Commands', split, _SPLITS)
         root = Path(root)
         if not root.exists():
             raise FileNotFoundError(f'Speech Commands not found at {root}: give the archive '
@@ -270,7 +262,7 @@ class CharacterTrajectories(_PreparedSplit):
     in `CharacterTrajectories/` (as in the UEA archive `Multivariate2018_ts.zip`, `Multivariate_ts/`)."""
 
     def __init__(self, root: Union[str, Path], split: str):
-        split = _check_split('Character Trajectories', split, _SPLITS)
+        split = check_split('Character Trajectories', split, _SPLITS)
         files = self._files(Path(root))
         series, names = [], []
         for path in files:

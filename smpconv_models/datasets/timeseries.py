@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from . import check_split
+
 __all__ = ['SERIES_FORMATS', 'NORMALIZATIONS', 'LabelledSeries', 'read_ts_file', 'read_arrays', 'read_audio_folder',
            'read_part', 'resample', 'SeriesPreparation', 'channel_statistics', 'stratified_indices', 'SeriesDataset',
            'TrainingSeriesSummary', 'summarize_training_series', 'auto_batch_and_epochs', 'is_series_dataset',
@@ -393,9 +395,7 @@ def split_series_dataset(dataset: str, root: PathLike, split: str, val_fraction:
     `root`: 'train' and 'validation' are the training data less and of a stratified `val_fraction` (drawn with
     `seed`); `length` None: the longest training series'."""
     fmt, folder = _parse_name(dataset, root)
-    split = {'val': 'validation', 'valid': 'validation', 'eval': 'validation', 'training': 'train'}.get(split, split)
-    if split not in _SPLITS:
-        raise ValueError(f"{dataset} has the splits {', '.join(_SPLITS)}, not {split!r}")
+    split = check_split(dataset, split, _SPLITS)
     if not 0 <= val_fraction < 1:
         raise ValueError(f'the validation fraction must be in [0, 1), got {val_fraction}')
     train = read_part(fmt, folder, 'TRAIN', sample_rate)
