@@ -11,7 +11,9 @@ dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
 
 - `torch`: PyTorch's convolution, direct: its cost grows with the taps;
 - `fft`: FFT convolution over a period of at least N + max(p, L - 1 - p) per axis, rounded up to a size
-  FFT libraries transform fast, computed in float32 or wider: its cost grows with N log N, whatever L.
+  FFT libraries transform fast, computed in float32 or wider: its cost grows with N log N, whatever L. A training
+  step whose forward pass runs on it keeps the spectra of x and of the kernel for the backward pass, which then
+  transforms the output gradient once for both gradients (`FFTConvolution`).
 
 Taps that never meet the input (a kernel longer than the sequence) are cropped first: the result is exactly
 the same. The output's dtype follows F.conv's under autocast (see `dispatch.compute_dtype`).
@@ -58,65 +60,101 @@ def _torch_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[
 
 
 # ---- FFT convolution ----------------------------------------------------------------------------------
+#
+# Spectra are kept frequency-major, [F, batch, channels] (F the frequencies of the period, flattened), the layout
+# of the per-frequency matrix products: a training step transforms x, the kernel and the output gradient once each
+# and keeps their spectra in this layout for every product that needs them (`FFTConvolution`).
 
 def _spatial(ndim: int) -> Tuple[int, ...]:
     return tuple(range(-ndim, 0))
 
 
-def _spectrum(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
-    """The spectrum of x zero-padded to `sizes` over its spatial axes (padded first: faster than rfftn's `s`)."""
+def _frequency_major(spectrum: torch.Tensor) -> torch.Tensor:
+    """[B, C, *f] -> [F, B, C], contiguous."""
+    return spectrum.flatten(2).permute(2, 0, 1).contiguous()
+
+
+def _spectra(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """The spectra [F, B, C] of x [B, C, *N] zero-padded to `sizes`, in float32 or wider (padded first: faster than
+    rfftn's `s`)."""
     padding = []
     for n, size in reversed(list(zip(x.shape[2:], sizes))):
         padding += [0, size - n]
-    return torch.fft.rfftn(F.pad(x, padding), dim=_spatial(len(sizes)))
+    x = F.pad(x.to(fft_dtype(x.dtype)), padding)
+    return _frequency_major(torch.fft.rfftn(x, dim=_spatial(len(sizes))))
 
 
-def _kernel_spectrum(weight: torch.Tensor, pad: List[int], sizes: List[int]) -> torch.Tensor:
-    """The spectrum of the kernel on the period, its tap `pad` at position 0: the taps from `pad` on, zeros, then
-    the taps before `pad` (wrapped around), one concatenation per axis."""
+def _conj_kernel_spectra(weight: torch.Tensor, pad: List[int], sizes: List[int]) -> torch.Tensor:
+    """The conjugate spectra [F, C, O] of the kernel [O, C, *k] on the period, its tap `pad` at position 0: the taps
+    from `pad` on, zeros, then the taps before `pad` (wrapped around), one concatenation per axis. Conjugate: the
+    forward pass correlates."""
+    weight = weight.to(fft_dtype(weight.dtype))
     for axis, (p, size) in enumerate(zip(pad, sizes)):
         dim = axis - len(pad)
         taps = weight.shape[dim]
         zeros = list(weight.shape)
         zeros[dim] = size - taps
         weight = torch.cat([weight.narrow(dim, p, taps - p), weight.new_zeros(zeros), weight.narrow(dim, 0, p)], dim)
-    return torch.fft.rfftn(weight, dim=_spatial(len(pad)))
+    spectrum = torch.fft.rfftn(weight, dim=_spatial(len(pad))).transpose(0, 1)
+    return _frequency_major(spectrum).conj_physical_()
 
 
-def _contract(a: torch.Tensor, v: torch.Tensor, conj_a: bool, conj_v: bool) -> torch.Tensor:
-    """y[p, q, f] = sum_k a[p, k, f] v[q, k, f] (either conjugated) at every frequency f: one product of contiguous
-    [F, P, K] and [F, K, Q] matrices, as PyTorch multiplies strided complex ones one at a time."""
-    a_f = a.flatten(2).permute(2, 0, 1).contiguous()
-    v_f = v.flatten(2).permute(2, 1, 0).contiguous()
-    if conj_a:
-        a_f = a_f.conj_physical_()
-    if conj_v:
-        v_f = v_f.conj_physical_()
-    return torch.bmm(a_f, v_f).permute(1, 2, 0).reshape(a.shape[0], v.shape[0], *a.shape[2:])
+def _signals(products: torch.Tensor, sizes: List[int], conjugate: bool = False) -> torch.Tensor:
+    """The signals [P, Q, *sizes] of the spectra `products` [F, P, Q] (conjugated first where told)."""
+    half = list(sizes[:-1]) + [sizes[-1] // 2 + 1]
+    spectrum = products.permute(1, 2, 0).reshape(products.shape[1], products.shape[2], *half)
+    if conjugate:
+        spectrum = spectrum.conj_physical_()
+    return torch.fft.irfftn(spectrum, s=sizes, dim=_spatial(len(sizes)))
+
+
+def _crop(signals: torch.Tensor, size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    return signals[(...,) + tuple(slice(0, n) for n in size)].to(dtype)
+
+
+def _taps_of_lags(lags: torch.Tensor, kernel_size: Sequence[int], pad: Sequence[int]) -> torch.Tensor:
+    """The taps [..., *k] of a correlation's lags over the period, tap j at lag j - pad: the last `pad` lags (the
+    negative ones, wrapped around), then the first k - pad; the inverse of `_conj_kernel_spectra`'s wrap."""
+    for axis, (k, p) in enumerate(zip(kernel_size, pad)):
+        dim = axis - len(pad)
+        period = lags.shape[dim]
+        lags = torch.cat([lags.narrow(dim, period - p, p), lags.narrow(dim, 0, k - p)], dim)
+    return lags
+
+
+def _forward_of_spectra(x_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
+                        size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """y = irfft(X conj(W)) per frequency, cropped to x's `size`."""
+    return _crop(_signals(torch.bmm(x_spectra, conj_kernel_spectra), sizes), size, dtype)
+
+
+def _grad_input_of_spectra(conj_grad_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
+                           size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """dx = irfft(dY W) per frequency (the adjoint of the forward's product), computed as the conjugate of
+    conj(dY) conj(W): both conjugates are the spectra kept, and a conjugated operand would cost bmm a copy."""
+    products = torch.bmm(conj_grad_spectra, conj_kernel_spectra.transpose(1, 2))
+    return _crop(_signals(products, sizes, conjugate=True), size, dtype)
+
+
+def _grad_weight_of_spectra(conj_grad_spectra: torch.Tensor, x_spectra: torch.Tensor, sizes: List[int],
+                            kernel_size: Sequence[int], pad: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """dw[o, c, j] = sum_{b, t} dy[b, o, t] x[b, c, t - p + j]: the correlation of x with dy, summed over the
+    batch per frequency, read at lags -p .. k - 1 - p."""
+    lags = _signals(torch.bmm(conj_grad_spectra.transpose(1, 2), x_spectra), sizes)
+    return _taps_of_lags(lags, kernel_size, pad).to(dtype)
 
 
 def _fft_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
-    ndim = len(pad)
-    size = x.shape[2:]
-    sizes = fft_sizes(size, weight.shape[2:], pad)
-    compute = fft_dtype(x.dtype)
-    mixed = _contract(_spectrum(x.to(compute), sizes), _kernel_spectrum(weight.to(compute), pad, sizes), False, True)
-    y = torch.fft.irfftn(mixed, s=sizes, dim=_spatial(ndim))
-    return y[(...,) + tuple(slice(0, n) for n in size)].to(x.dtype)
+    sizes = fft_sizes(x.shape[2:], weight.shape[2:], pad)
+    return _forward_of_spectra(_spectra(x, sizes), _conj_kernel_spectra(weight, pad, sizes), sizes, x.shape[2:],
+                               x.dtype)
 
 
 def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], pad: List[int]
                      ) -> torch.Tensor:
-    """dw[o, c, j] = sum_{b, t} dy[b, o, t] x[b, c, t - p + j]: the correlation of x with dy, summed over the
-    batch in the frequency domain, read at lags -p .. L - 1 - p."""
-    ndim = len(pad)
     sizes = fft_sizes(x.shape[2:], kernel_size, pad)
-    compute = fft_dtype(x.dtype)
-    spectrum_x = _spectrum(x.to(compute), sizes).transpose(0, 1)  # [C, B, f]
-    spectrum_dy = _spectrum(grad_y.to(compute), sizes).transpose(0, 1)  # [O, B, f]
-    cross = _contract(spectrum_dy, spectrum_x, True, False)
-    lags = torch.fft.irfftn(cross, s=sizes, dim=_spatial(ndim)).roll(tuple(pad), dims=_spatial(ndim))
-    return lags[(...,) + tuple(slice(0, k) for k in kernel_size)].to(x.dtype)
+    return _grad_weight_of_spectra(_spectra(grad_y, sizes).conj_physical_(), _spectra(x, sizes), sizes,
+                                   kernel_size, pad, x.dtype)
 
 
 def _work(x_shape: Sequence[int], channels: int, kernel_size: Sequence[int], pad: Sequence[int]
@@ -143,13 +181,18 @@ CONV = Operator('long convolution', 'SMPCONV_CONV_BACKEND', CONV_BACKENDS)
 # ---- the operator ---------------------------------------------------------------------------------------
 
 
+def _forward_backend(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> str:
+    """The backend of the forward pass of x with weight (both contiguous)."""
+    return CONV.choose('conv.forward', (x, weight, pad), 1, signature=(*weight.shape, *pad),
+                       work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad))
+
+
 @torch.library.custom_op('smpconv::conv', mutates_args=())
 def _forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
     if x.numel() == 0 or weight.numel() == 0:
         return x.new_zeros((x.shape[0], weight.shape[0], *x.shape[2:]))
     x, weight = x.contiguous(), weight.contiguous()
-    return CONV.compute('conv.forward', x, weight, pad, signature=(*weight.shape, *pad),
-                        work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad)).contiguous()
+    return CONV_BACKENDS[_forward_backend(x, weight, pad)].passes['conv.forward'](x, weight, pad).contiguous()
 
 
 @_forward.register_fake
@@ -181,16 +224,22 @@ def _opposite(kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:
     return [k - 1 - p for k, p in zip(kernel_size, pad)]
 
 
+def _gradients(grad_y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, pad: List[int], needs_x: bool,
+               needs_w: bool) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """dx and dw (where needed) by the operators, each pass on its own backend, differentiable again."""
+    kernel_size = list(weight.shape[2:])
+    grad_x = grad_w = None
+    if needs_x:  # the correlation of dy with the transposed, reversed kernel
+        grad_x = _forward(grad_y, _transposed(weight), _opposite(kernel_size, pad))
+    if needs_w:
+        grad_w = _grad_weight(grad_y, x, kernel_size, pad)
+    return grad_x, grad_w
+
+
 def _backward(ctx, grad_y):
     x, weight = ctx.saved_tensors
     (pad,) = ctx.args
-    kernel_size = list(weight.shape[2:])
-    grad_x = grad_w = None
-    if ctx.needs_input_grad[0]:  # the correlation of dy with the transposed, reversed kernel
-        grad_x = _forward(grad_y, _transposed(weight), _opposite(kernel_size, pad))
-    if ctx.needs_input_grad[1]:
-        grad_w = _grad_weight(grad_y, x, kernel_size, pad)
-    return grad_x, grad_w, None
+    return *_gradients(grad_y, x, weight, pad, *ctx.needs_input_grad[:2]), None
 
 
 def _grad_weight_backward(ctx, grad_grad_w):
@@ -207,6 +256,50 @@ def _grad_weight_backward(ctx, grad_grad_w):
 
 _forward.register_autograd(_backward, setup_context=save_inputs)
 _grad_weight.register_autograd(_grad_weight_backward, setup_context=save_inputs)
+
+
+class FFTConvolution(torch.autograd.Function):
+    """The FFT backend's forward pass of a training step, which keeps the spectra of x and of the kernel for the
+    backward pass; that transforms the output gradient once for both gradients (issue 21: three forward
+    transforms a step where the passes on their own take six). Second derivatives go through the operators."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
+        sizes = fft_sizes(x.shape[2:], weight.shape[2:], pad)
+        x_spectra, conj_kernel_spectra = _spectra(x, sizes), _conj_kernel_spectra(weight, pad, sizes)
+        # the spectra only the gradients asked for need
+        ctx.save_for_backward(x, weight, x_spectra if ctx.needs_input_grad[1] else None,
+                              conj_kernel_spectra if ctx.needs_input_grad[0] else None)
+        ctx.pad, ctx.sizes = pad, sizes
+        return _forward_of_spectra(x_spectra, conj_kernel_spectra, sizes, x.shape[2:], x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        x, weight, x_spectra, conj_kernel_spectra = ctx.saved_tensors
+        needs_x, needs_w = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():  # create_graph: gradients that can be differentiated again
+            return *_gradients(grad_y, x, weight, ctx.pad, needs_x, needs_w), None
+        conj_grad_spectra = _spectra(grad_y.contiguous(), ctx.sizes).conj_physical_()
+        grad_x = grad_w = None
+        if needs_x:
+            grad_x = _grad_input_of_spectra(conj_grad_spectra, conj_kernel_spectra, ctx.sizes, x.shape[2:], x.dtype)
+        if needs_w:
+            grad_w = _grad_weight_of_spectra(conj_grad_spectra, x_spectra, ctx.sizes, weight.shape[2:], ctx.pad,
+                                             weight.dtype)
+        return grad_x, grad_w, None
+
+
+def _convolve(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
+    """The convolution by the operator, or, in an eager training step whose forward pass runs on the FFT, by
+    `FFTConvolution`, which keeps the spectra (the operator is what graphs record: it decides at run time)."""
+    training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if not training or torch.compiler.is_compiling() or x.device.type == 'meta' or x.numel() == 0 or \
+            weight.numel() == 0:
+        return _forward(x, weight, pad)
+    x, weight = x.contiguous(), weight.contiguous()
+    if _forward_backend(x, weight, pad) == 'fft':
+        return FFTConvolution.apply(x, weight, pad)
+    return _forward(x, weight, pad)
 
 
 @register_flop_formula(torch.ops.smpconv.conv)
@@ -252,7 +345,7 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], p
     x, weight = x.to(dtype), weight.to(dtype)
     taps = useful_taps(weight.shape[2:], pad, x.shape[2:])
     weight = weight[(slice(None), slice(None)) + tuple(slice(start, stop) for start, stop in taps)]
-    y = _forward(x, weight, [p - start for p, (start, _) in zip(pad, taps)])
+    y = _convolve(x, weight, [p - start for p, (start, _) in zip(pad, taps)])
     return y if bias is None else y + bias.to(dtype).view(1, -1, *([1] * len(pad)))
 
 
