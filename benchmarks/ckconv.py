@@ -20,7 +20,8 @@ padded to M = N + L - 1, rfft, a complex einsum, irfft, differentiated by autogr
 The models are as created (seed 0) unless --checkpoint-dir holds weights for them (`<model>.safetensors`, a
 run's model.safetensors, say): the boxes follow the points. Each figure is the median step time over `--steps`
 steps after 2 untimed ones (which include the dispatcher's timing); ratios compare figures of this run, to the
-first row of their benchmark.
+first row of their benchmark. On a CPU, freed memory is kept for reuse as train_imagenet.py keeps it
+(`--system-malloc`: glibc's defaults), for every model alike.
 """
 import argparse
 import statistics
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from smpconv_models import CKConv, create_from_checkpoint
+from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment, parse_args, report, seconds
 
 
@@ -100,8 +102,11 @@ def main() -> None:
     parser.add_argument('--speech-batches', type=int, nargs='+', default=[8, 32])
     parser.add_argument('--smnist-batch', type=int, default=64)
     parser.add_argument('--checkpoint-dir', default=None, help='weights of the models, <model>.safetensors')
+    parser.add_argument('--system-malloc', action='store_true',
+                        help="glibc's default allocator settings, not those train_imagenet.py sets on the CPU")
     args = parse_args(parser)
     device = torch.device(args.device)
+    freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
     rows = []
 
     def measure(benchmark: str, model_name: str, label: str, x: torch.Tensor, context, steps: int, **kwargs):
@@ -139,7 +144,10 @@ def main() -> None:
         row['ratio'] = row['examples_per_s'] / ours['examples_per_s']
         print(f"| {row['benchmark']} | {row['model']} | {row['step_s']:.3f} | {row['examples_per_s']:.1f} | "
               f"{row['ratio']:.3f} |")
-    report(dict(environment=environment(device, 'float32'), rows=rows), args.output)
+    machine = environment(device, 'float32')
+    if device.type == 'cpu':
+        machine['malloc'] = 'freed memory kept for reuse' if freed_memory_kept else 'default'
+    report(dict(environment=machine, rows=rows), args.output)
 
 
 if __name__ == '__main__':
