@@ -7,8 +7,10 @@
 Table 1, training throughput (examples/s of forward, backward and an Adam step on a batch of random 32x32
 images) of
 - `smpconv_resnet_cifar10`: 33x33 SMP kernels, convolved over the box of taps their points reach (issue 21), each
-  pass on the faster of its FFT and direct paths;
-- `whole kernels`: the same, convolved over the whole 33x33 kernels (this package before issue 21);
+  pass on the faster of its FFT and direct paths (a step on the FFT keeps the spectra of x and of the kernel for
+  the backward pass);
+- `whole kernels`: the same, convolved over the whole 33x33 kernels, each pass on its own (this package before
+  issue 21);
 - `3x3 kernels`: the same network with dense 3x3 kernels where the SMP kernels are (`kernel_type='dense'`);
 - `authors' way`: the SMP network computed as the authors' code does, a dense kernel through F.conv2d.
 
@@ -25,7 +27,7 @@ first row of their benchmark. On a CPU, freed memory is kept for reuse as train_
 """
 import argparse
 import statistics
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from unittest import mock
 
@@ -34,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from smpconv_models import CKConv, create_from_checkpoint
+from smpconv_models.ops import conv as long_convolution
 from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment, parse_args, report, seconds
 
@@ -57,13 +60,18 @@ def authors_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Te
     return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2)
 
 
+@contextmanager
 def whole_kernels(convolve=None):
-    """The SMP layers convolving with their whole kernel: by this package's operator, or by `convolve(x, kernel,
-    bias)`."""
+    """The SMP layers convolving with their whole kernel: by this package's operator as before issue 21 (each pass
+    on its own, no spectra kept between them), or by `convolve(x, kernel, bias)`."""
     if convolve is None:
-        return mock.patch.object(CKConv, '_convolve_nonzero_taps', CKConv.convolve_whole_kernel)
-    return mock.patch.object(CKConv, '_convolve_nonzero_taps',
-                             lambda layer, x: convolve(x, layer.kernel(), layer.bias))
+        with mock.patch.object(CKConv, '_convolve_nonzero_taps', CKConv.convolve_whole_kernel), \
+                mock.patch.object(long_convolution, '_convolve', long_convolution._forward):
+            yield
+    else:
+        with mock.patch.object(CKConv, '_convolve_nonzero_taps',
+                               lambda layer, x: convolve(x, layer.kernel(), layer.bias)):
+            yield
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int, context) -> float:
