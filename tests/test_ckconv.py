@@ -260,6 +260,26 @@ def test_a_training_step_on_the_fft_transforms_x_the_kernel_and_the_output_gradi
         torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
 
 
+def test_a_training_step_on_the_fft_under_autocast():
+    """Under bfloat16 autocast the step computes from the inputs rounded to bfloat16, in float32: against the
+    float64 definition on the same rounded inputs, its gradients are off by the bfloat16 rounding of the output
+    (dx, in x's autocast dtype) or by float32 sums (dw, returned to the float32 weight)."""
+    generator = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 3, 40, generator=generator, requires_grad=True)
+    weight = torch.randn(4, 3, 13, generator=generator, requires_grad=True)
+    grad_y = torch.randn(2, 4, 40, generator=generator).bfloat16()  # exact in bfloat16: dy is the same for both
+    with use_backend('fft'), torch.autocast('cpu', dtype=torch.bfloat16):
+        y = causal_conv1d(x, weight)
+    assert y.dtype == torch.bfloat16
+    grads = torch.autograd.grad(y, (x, weight), grad_y)
+    rounded = [t.detach().bfloat16().double().requires_grad_() for t in (x, weight)]
+    expected = torch.autograd.grad(causal_reference(*rounded), rounded, grad_y.double())
+    for got, want in zip(grads, expected):
+        assert got.dtype == torch.float32
+        # a bfloat16 rounding (2^-8 relative) of sums of 13 x 4 products of O(1) numbers
+        torch.testing.assert_close(got.double(), want, rtol=0, atol=2 ** -8 * want.abs().max().item())
+
+
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_output_dtype_and_empty_inputs(backend):
     x, weight = torch.randn(2, 3, 16), torch.randn(4, 3, 16)
