@@ -298,15 +298,14 @@ class SMPKernel(nn.Module):
                 self.grid is not None and size == list(self.kernel_size)):
             return [[0, k] for k in size]
         ndim = len(size)
-        radii = self.radii.detach().clamp(self.radius_min, self.radius_max).reshape(-1, 1)
+        radii = self.radii.detach().clamp(self.radius_min, self.radius_max).reshape(-1)
         coords = kernel_grid(size, device=self.positions.device, dtype=self.positions.dtype)
         box = []
         for axis, tap in enumerate(keep):
             coordinate = ndim - 1 - axis  # the last axis runs along coordinate 0 (x)
-            nodes = coords[coordinate].reshape(-1)
-            positions = self.positions.detach()[..., coordinate].reshape(-1, 1)
-            reached = ((positions - nodes).abs() / radii < 1).any(0).nonzero().flatten().tolist()
-            box.append([min([tap] + reached[:1]), max([tap] + reached[-1:]) + 1])
+            positions = self.positions.detach()[..., coordinate].reshape(-1)
+            reached = _reached_span(coords[coordinate].reshape(-1), positions, radii)
+            box.append([min([tap] + reached[:1]), max([tap] + reached[1:]) + 1])
         return box
 
     @torch.jit.export
@@ -380,6 +379,44 @@ class SMPKernel(nn.Module):
     def extra_repr(self) -> str:
         return (f'num_filters={self.weights.shape[0]}, num_points={self.num_points}, '
                 f'kernel_size={self.kernel_size}, normalize={self.normalize}')
+
+
+# below this many point-node pairs, testing every node takes less than the ends' candidates (measured on 2 CPU
+# cores: smpconv_t's 240 points x 31 nodes, 0.3 ms a layer against 0.5 ms)
+_WHOLE_TEST_PAIRS = 1 << 17
+
+
+def _reaches(nodes: torch.Tensor, positions: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
+    """Whether each point reaches each node (broadcast), as the sampler computes it: a point's value at a node is
+    relu(1 - |node - position|_1 / radius), nonzero only where this holds along every axis."""
+    return (positions - nodes).abs() / radii < 1
+
+
+def _reached_span(nodes: torch.Tensor, positions: torch.Tensor, radii: torch.Tensor) -> List[int]:
+    """[first, last] of the grid `nodes` (evenly spaced, either way) that some point reaches, [] for none.
+
+    Each point reaches a run of nodes; its ends, from the point's interval mapped onto the grid in float64, are
+    right to within rounding, which can move them one node either way, so the sampler's own test (`_reaches`)
+    decides among the three nodes around each end: O(points), where testing every node costs O(points x nodes)
+    (61 ms per layer of 900 points and 16,000 taps). Grids of a half-precision dtype, whose nodes rounding
+    bunches together, single nodes, and grids small enough that testing every node costs less (under
+    `_WHOLE_TEST_PAIRS` point-node pairs) are tested whole."""
+    count = nodes.numel()
+    if count < 2 or nodes.dtype not in (torch.float32, torch.float64) or \
+            positions.numel() * count < _WHOLE_TEST_PAIRS:
+        reached = _reaches(nodes, positions[:, None], radii[:, None]).any(0).nonzero().flatten().tolist()
+        return reached[:1] + reached[-1:]
+    start = nodes[0].double()
+    step = (nodes[-1].double() - start) / (count - 1)
+    ends = torch.stack([(positions.double() - radii.double() - start) / step,
+                        (positions.double() + radii.double() - start) / step])
+    low, high = ends.min(0).values, ends.max(0).values  # each point's run lies strictly inside (low, high)
+    around = torch.arange(3, device=nodes.device)
+    firsts = (low.floor().long()[:, None] + around).clamp(0, count - 1)
+    lasts = (high.ceil().long()[:, None] - around).clamp(0, count - 1)
+    first = torch.where(_reaches(nodes[firsts], positions[:, None], radii[:, None]), firsts, count).min().item()
+    last = torch.where(_reaches(nodes[lasts], positions[:, None], radii[:, None]), lasts, -1).max().item()
+    return [first, last] if first < count else []
 
 
 def _same_values(tensors: Sequence[torch.Tensor], copies: Sequence[torch.Tensor]) -> bool:

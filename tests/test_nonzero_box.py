@@ -6,7 +6,8 @@ import torch
 from smpconv_models import CKConv, SMPConv2d
 from smpconv_models.ops import causal_conv1d, clear_choices, conv2d_same, conv_taps, depthwise_conv2d, use_backend
 from smpconv_models.ops.conv import CONV_BACKENDS
-from smpconv_models.smp import SMPKernel
+from smpconv_models import smp
+from smpconv_models.smp import SMPKernel, _reached_span, kernel_grid
 
 BACKENDS = list(CONV_BACKENDS)
 
@@ -68,6 +69,32 @@ def test_every_tap_outside_the_box_is_zero(ndim, taps, radius):
         assert start <= min(taps_hit) and max(taps_hit) < stop
         if ndim == 1:
             assert [start, stop] == [min(taps_hit), max(taps_hit) + 1]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize('taps', [1, 2, 9, 784, 16000])
+def test_the_reached_span_is_that_of_every_node_tested(monkeypatch, dtype, taps):
+    """`nonzero_box` finds each axis's span from each point's interval on the grid, the sampler's test deciding at
+    its ends (on grids of any size here): the same span as testing every node, for points whose radius ends
+    exactly on a node, that reach no node (between two), or lie off the grid, on grids running either way (rows
+    run from y = +1 down)."""
+    monkeypatch.setattr(smp, '_WHOLE_TEST_PAIRS', 0)
+    generator = torch.Generator().manual_seed(taps)
+    spacing = 2 / max(taps - 1, 1)
+    on_nodes = -1 + spacing * torch.randint(0, taps, (40,), generator=generator).double()
+    cases = {
+        'radius ending on a node': (on_nodes, spacing * torch.randint(1, 4, (40,), generator=generator).double()),
+        'between two nodes, reaching none': (on_nodes + spacing / 2, torch.full((40,), spacing / 4).double()),
+        'anywhere, off the grid too': (torch.rand(40, generator=generator).double() * 3 - 1.5,
+                                       torch.rand(40, generator=generator).double() * 0.3 + 1e-4),
+    }
+    cases['all together'] = tuple(torch.cat(parts) for parts in zip(*cases.values()))
+    grid = kernel_grid([taps], dtype=dtype)[0]
+    for nodes in (grid, grid.flip(0)):
+        for name, (positions, radii) in cases.items():
+            positions, radii = positions.to(dtype), radii.to(dtype)
+            reached = ((positions[:, None] - nodes).abs() / radii[:, None] < 1).any(0).nonzero().flatten().tolist()
+            assert _reached_span(nodes, positions, radii) == reached[:1] + reached[-1:], name
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
