@@ -7,7 +7,7 @@ from smpconv_models import CKConv, SMPConv2d
 from smpconv_models.ops import causal_conv1d, clear_choices, conv2d_same, conv_taps, depthwise_conv2d, use_backend
 from smpconv_models.ops.conv import CONV_BACKENDS
 from smpconv_models import smp
-from smpconv_models.smp import SMPKernel, _reached_span, kernel_grid
+from smpconv_models.smp import SMPKernel, _reached_span, kernel_grid, smp_kernel
 
 BACKENDS = list(CONV_BACKENDS)
 
@@ -95,6 +95,37 @@ def test_the_reached_span_is_that_of_every_node_tested(monkeypatch, dtype, taps)
             positions, radii = positions.to(dtype), radii.to(dtype)
             reached = ((positions[:, None] - nodes).abs() / radii[:, None] < 1).any(0).nonzero().flatten().tolist()
             assert _reached_span(nodes, positions, radii) == reached[:1] + reached[-1:], name
+
+
+@pytest.mark.parametrize('normalize', [True, False])
+@pytest.mark.parametrize('in_per_filter', [None, 3])
+@pytest.mark.parametrize('taps, radius', [(784, 0.002), (16000, 0.0002), (1001, 0.003), (101, 0.2)])
+def test_a_1d_kernel_sampled_point_by_point_is_the_whole_grids(normalize, in_per_filter, taps, radius):
+    """Points per filter on a 1D grid are sampled at the nodes each one reaches, where that is a small part of the
+    grid: the values and gradients of the whole grid's products (float64: to the rounding of sums in another
+    order), in any box, points off the grid or the box included."""
+    generator = torch.Generator().manual_seed(taps)
+    points = SMPKernel(4, 6, taps, ndim=1, in_per_filter=in_per_filter, shared_positions=False, normalize=normalize,
+                       init_radius=radius, radius_range=(1e-4, 1.), dtype=torch.float64)
+    with torch.no_grad():
+        points.positions.copy_(torch.rand(4, 6, 1, generator=generator, dtype=torch.float64) * 2.2 - 1.1)
+        points.radii.mul_(torch.rand(4, 6, generator=generator, dtype=torch.float64) + 0.5)
+        points.weights.normal_(generator=generator)
+        for point, node in enumerate((taps // 3, taps // 2)):  # runs across the edges of the boxes below
+            points.positions[:, point] = -1 + 2 * node / (taps - 1)
+            points.radii[:, point] = 3 * 2 / (taps - 1)
+    params = list(points.parameters())
+    for box in (None, [[taps // 3, taps]], [[0, max(1, taps // 2)]]):
+        radii = points.radii.clamp(points.radius_min, points.radius_max)
+        expected = smp_kernel(points.positions, radii, points.weights, [taps], normalize=normalize, box=box)
+        kernel = points(None, box)
+        per_point = points._sample_per_point(taps, radii, box)
+        assert (per_point is not None) == (radius < 0.1)  # wide points: the whole grid's products cost less
+        torch.testing.assert_close(kernel, expected, rtol=0, atol=1e-13)  # float64 sums of a few O(1) terms
+        grad = torch.randn(kernel.shape, generator=generator, dtype=torch.float64)
+        for got, want in zip(torch.autograd.grad(kernel, params, grad), torch.autograd.grad(expected, params, grad)):
+            # float64 gradients summed over taps of values O(1) in another order
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
