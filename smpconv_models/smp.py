@@ -334,8 +334,10 @@ class SMPKernel(nn.Module):
                           ) -> Optional[torch.Tensor]:
         """A 1D kernel of points per filter sampled point by point, at the few nodes each one reaches (the
         sequence models' points reach 1-5 taps of 784 or 16,000): `smp_kernel`'s values, summed in another order;
-        None where its whole-grid products cost less, or where the graph must not depend on the points' values."""
-        if self.positions.is_meta or torch.compiler.is_compiling() or size < 2:
+        None where its whole-grid products cost less, where the graph must not depend on the points' values, and
+        on half-precision grids, whose nodes rounding bunches together."""
+        if self.positions.is_meta or torch.compiler.is_compiling() or size < 2 or \
+                self.positions.dtype not in (torch.float32, torch.float64):
             return None
         start, stop = (0, size) if box is None else box[0]
         nodes = kernel_grid([size], device=self.positions.device, dtype=self.positions.dtype)[0]

@@ -126,6 +126,8 @@ def test_a_1d_kernel_sampled_point_by_point_is_the_whole_grids(normalize, in_per
         for got, want in zip(torch.autograd.grad(kernel, params, grad), torch.autograd.grad(expected, params, grad)):
             # float64 gradients summed over taps of values O(1) in another order
             torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+    half = points.to(torch.bfloat16)  # its grid's nodes bunch together: sampled over the whole grid
+    assert half._sample_per_point(taps, half.radii, None) is None
 
 
 @pytest.mark.parametrize('backend', BACKENDS)
