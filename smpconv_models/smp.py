@@ -323,7 +323,7 @@ class SMPKernel(nn.Module):
                 ) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)
-        if not torch.jit.is_scripting() and grid is None and len(size) == 1 and self.positions.dim() == 3:
+        if not torch.jit.is_scripting() and grid is None and len(size) == 1:
             kernel = self._sample_per_point(size[0], radii, box)
             if kernel is not None:
                 return kernel
@@ -333,16 +333,18 @@ class SMPKernel(nn.Module):
     def _sample_per_point(self, size: int, radii: torch.Tensor, box: Optional[List[List[int]]]
                           ) -> Optional[torch.Tensor]:
         """A 1D kernel of points per filter sampled point by point, at the few nodes each one reaches (the
-        sequence models' points reach 1-5 taps of 784 or 16,000): `smp_kernel`'s values, summed in another order;
-        None where its whole-grid products cost less, where the graph must not depend on the points' values, and
-        on half-precision grids, whose nodes rounding bunches together."""
-        if self.positions.is_meta or torch.compiler.is_compiling() or size < 2 or \
-                self.positions.dtype not in (torch.float32, torch.float64):
+        sequence models' points reach 1-5 taps of 784 or 16,000), on a CPU: `smp_kernel`'s values, summed in
+        another order. None where its whole-grid products cost less; where a graph is recorded, which must not
+        depend on the points' values; on half-precision grids, whose nodes rounding bunches together; and on
+        GPUs, where the whole grid's work is cheap and its product is reproducible (scatter-adds are atomic)."""
+        if torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.jit.is_tracing() or \
+                torch.compiler.is_compiling() or self.positions.dim() != 3 or self.positions.device.type != 'cpu' \
+                or self.positions.dtype not in (torch.float32, torch.float64) or size < 2:
             return None
         start, stop = (0, size) if box is None else box[0]
         nodes = kernel_grid([size], device=self.positions.device, dtype=self.positions.dtype)[0]
         positions = self.positions[..., 0]  # [F, P]
-        with torch.no_grad():  # each point's nodes: a run from its interval on the grid, one node wider each way
+        with torch.no_grad():  # each point's nodes: the run its interval covers on the grid, with a node to spare
             step = 2. / (size - 1)
             first = ((positions.double() - radii.double() + 1.) / step).floor().long() - 1
             width = int((((positions.double() + radii.double() + 1.) / step).ceil().long() + 1 - first).max()) + 1

@@ -239,10 +239,23 @@ def test_first_and_second_derivatives_and_the_operator_checks(backend):
                                                                   x.detach(), [5], [4]))
 
 
+def test_fx_records_a_tcn_over_its_whole_kernels():
+    """FX records the sequence models as the deployment tools need them (issue 21's box and point-by-point sampling
+    depend on the points' values, which a graph must not): their whole kernels through PyTorch's convolution."""
+    model = timm.create_model('smpconv_tcn_chartraj').eval()
+    x = torch.randn(2, 3, 182, generator=torch.Generator().manual_seed(0))
+    traced = torch.fx.symbolic_trace(model)
+    assert 'smpconv::' not in traced.code
+    with torch.no_grad():
+        # float32 logits of order 0.1: the box's FFT and the whole kernel's direct convolution differ by rounding
+        torch.testing.assert_close(traced(x), model(x), rtol=0, atol=1e-6)
+
+
 @pytest.mark.parametrize('needs', ['both', 'weight', 'input'])
 def test_a_training_step_on_the_fft_transforms_x_the_kernel_and_the_output_gradient_once(monkeypatch, needs):
     """Issue 21: the forward pass keeps the spectra of x and of the kernel for the backward pass, which transforms
-    dy once for both gradients; the gradients are those of the definition, whichever of them are asked for."""
+    dy once for both gradients; the gradients are those of the definition, whichever of them are asked for. The
+    output is a tensor of its own, which a layer after it may change in place."""
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(2, 3, 40, dtype=torch.float64, generator=generator, requires_grad=needs != 'weight')
     weight = torch.randn(4, 3, 13, dtype=torch.float64, generator=generator, requires_grad=needs != 'input')
@@ -250,10 +263,10 @@ def test_a_training_step_on_the_fft_transforms_x_the_kernel_and_the_output_gradi
     rfftn = torch.fft.rfftn
     monkeypatch.setattr(torch.fft, 'rfftn', lambda *args, **kwargs: transforms.append(1) or rfftn(*args, **kwargs))
     with use_backend('fft'):
-        y = causal_conv1d(x, weight)
+        y = causal_conv1d(x, weight).mul_(1.)
         inputs = [t for t in (x, weight) if t.requires_grad]
         grads = torch.autograd.grad(y.square().sum(), inputs)
-    assert len(transforms) == 3
+    assert len(transforms) == 3 and y.is_contiguous()
     expected = causal_reference(x, weight)
     # float64: rounding of sums of a few hundred products of O(1) numbers
     for got, want in zip(grads, torch.autograd.grad(expected.square().sum(), inputs)):

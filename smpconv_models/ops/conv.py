@@ -109,7 +109,10 @@ def _signals(products: torch.Tensor, sizes: List[int], conjugate: bool = False) 
 
 
 def _crop(signals: torch.Tensor, size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    return signals[(...,) + tuple(slice(0, n) for n in size)].to(dtype)
+    """The first `size` samples, a tensor of their own: a view would keep the whole period alive, and one returned
+    by an autograd Function cannot be changed in place."""
+    cropped = signals[(...,) + tuple(slice(0, n) for n in size)]
+    return cropped.to(dtype, memory_format=torch.contiguous_format, copy=True)
 
 
 def _taps_of_lags(lags: torch.Tensor, kernel_size: Sequence[int], pad: Sequence[int]) -> torch.Tensor:
@@ -293,8 +296,8 @@ def _convolve(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Te
     """The convolution by the operator, or, in an eager training step whose forward pass runs on the FFT, by
     `FFTConvolution`, which keeps the spectra (the operator is what graphs record: it decides at run time)."""
     training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if not training or torch.compiler.is_compiling() or x.device.type == 'meta' or x.numel() == 0 or \
-            weight.numel() == 0:
+    if not training or torch.compiler.is_compiling() or torch.jit.is_tracing() or x.device.type == 'meta' or \
+            x.numel() == 0 or weight.numel() == 0:
         return _forward(x, weight, pad)
     x, weight = x.contiguous(), weight.contiguous()
     if _forward_backend(x, weight, pad) == 'fft':
