@@ -35,7 +35,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from smpconv_models import CKConv, create_from_checkpoint
+from smpconv_models import CKConv, SMPKernel, create_from_checkpoint
 from smpconv_models.ops import conv as long_convolution
 from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment, parse_args, report, seconds
@@ -63,10 +63,12 @@ def authors_conv2d(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Te
 @contextmanager
 def whole_kernels(convolve=None):
     """The SMP layers convolving with their whole kernel: by this package's operator as before issue 21 (each pass
-    on its own, no spectra kept between them), or by `convolve(x, kernel, bias)`."""
+    on its own, no spectra kept between them, every point sampled at every tap), or by `convolve(x, kernel,
+    bias)`."""
     if convolve is None:
         with mock.patch.object(CKConv, '_convolve_nonzero_taps', CKConv.convolve_whole_kernel), \
-                mock.patch.object(long_convolution, '_convolve', long_convolution._forward):
+                mock.patch.object(long_convolution, '_convolve', long_convolution._forward), \
+                mock.patch.object(SMPKernel, '_sample_per_point', lambda *args: None):
             yield
     else:
         with mock.patch.object(CKConv, '_convolve_nonzero_taps',
