@@ -337,17 +337,16 @@ class SMPKernel(nn.Module):
         another order. None where its whole-grid products cost less; where a graph is recorded, which must not
         depend on the points' values; on half-precision grids, whose nodes rounding bunches together; and on
         GPUs, where the whole grid's work is cheap and its product is reproducible (scatter-adds are atomic)."""
-        if torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.jit.is_tracing() or \
-                torch.compiler.is_compiling() or self.positions.dim() != 3 or self.positions.device.type != 'cpu' \
-                or self.positions.dtype not in (torch.float32, torch.float64) or size < 2:
+        if _capturing_graph() or self.positions.dim() != 3 or self.positions.device.type != 'cpu' or \
+                self.positions.dtype not in (torch.float32, torch.float64) or size < 2:
             return None
         start, stop = (0, size) if box is None else box[0]
         nodes = kernel_grid([size], device=self.positions.device, dtype=self.positions.dtype)[0]
         positions = self.positions[..., 0]  # [F, P]
         with torch.no_grad():  # each point's nodes: the run its interval covers on the grid, with a node to spare
-            step = 2. / (size - 1)
-            first = ((positions.double() - radii.double() + 1.) / step).floor().long() - 1
-            width = int((((positions.double() + radii.double() + 1.) / step).ceil().long() + 1 - first).max()) + 1
+            low, high = _interval_on_grid(nodes, positions, radii)
+            first = low.floor().long() - 1
+            width = int((high.ceil().long() + 1 - first).max()) + 1
             if width * _PER_POINT_RATIO > stop - start:
                 return None
             index = first[..., None] + torch.arange(width, device=first.device)  # [F, P, W]
@@ -369,8 +368,7 @@ class SMPKernel(nn.Module):
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:
         """Inference outside of graph capture: eval mode, no autograd, no compiler or tracer at work."""
-        return (not self.training and not torch.is_grad_enabled() and not torch.jit.is_tracing()
-                and not torch.compiler.is_compiling() and not torch.fx._symbolic_trace.is_fx_symbolic_tracing())
+        return not self.training and not torch.is_grad_enabled() and not _capturing_graph()
 
     @torch.jit.unused
     def _inference_kernel(self, size: List[int], grid: Optional[torch.Tensor],
@@ -431,6 +429,23 @@ _PER_POINT_RATIO = 8
 _WHOLE_TEST_PAIRS = 1 << 17
 
 
+def _capturing_graph() -> bool:
+    """Whether a tracer or compiler is recording: what it records must not depend on the points' values."""
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
+
+
+def _interval_on_grid(nodes: torch.Tensor, positions: torch.Tensor, radii: torch.Tensor
+                      ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each point's interval, position -+ radius, in indices of the evenly spaced grid `nodes` (either way), in
+    float64: the nodes it reaches lie strictly inside (low, high), to within rounding."""
+    start = nodes[0].double()
+    step = (nodes[-1].double() - start) / (nodes.numel() - 1)
+    ends = torch.stack([(positions.double() - radii.double() - start) / step,
+                        (positions.double() + radii.double() - start) / step])
+    return ends.min(0).values, ends.max(0).values
+
+
 def _reaches(nodes: torch.Tensor, positions: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
     """Whether each point reaches each node (broadcast), as the sampler computes it: a point's value at a node is
     relu(1 - |node - position|_1 / radius), nonzero only where this holds along every axis."""
@@ -451,11 +466,7 @@ def _reached_span(nodes: torch.Tensor, positions: torch.Tensor, radii: torch.Ten
             positions.numel() * count < _WHOLE_TEST_PAIRS:
         reached = _reaches(nodes, positions[:, None], radii[:, None]).any(0).nonzero().flatten().tolist()
         return reached[:1] + reached[-1:]
-    start = nodes[0].double()
-    step = (nodes[-1].double() - start) / (count - 1)
-    ends = torch.stack([(positions.double() - radii.double() - start) / step,
-                        (positions.double() + radii.double() - start) / step])
-    low, high = ends.min(0).values, ends.max(0).values  # each point's run lies strictly inside (low, high)
+    low, high = _interval_on_grid(nodes, positions, radii)
     around = torch.arange(3, device=nodes.device)
     firsts = (low.floor().long()[:, None] + around).clamp(0, count - 1)
     lasts = (high.ceil().long()[:, None] - around).clamp(0, count - 1)

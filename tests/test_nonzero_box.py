@@ -3,10 +3,9 @@ with the whole kernel (float64: to rounding), on every backend of the long convo
 import pytest
 import torch
 
-from smpconv_models import CKConv, SMPConv2d
+from smpconv_models import CKConv, SMPConv2d, smp
 from smpconv_models.ops import causal_conv1d, clear_choices, conv2d_same, conv_taps, depthwise_conv2d, use_backend
 from smpconv_models.ops.conv import CONV_BACKENDS
-from smpconv_models import smp
 from smpconv_models.smp import SMPKernel, _reached_span, kernel_grid, smp_kernel
 
 BACKENDS = list(CONV_BACKENDS)
