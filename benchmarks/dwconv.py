@@ -4,6 +4,7 @@
     python benchmarks/dwconv.py                                    # CPU: batch 2, float32, NCHW input
     python benchmarks/dwconv.py --train-step                       # and smpconv_t's training step, batch 8
     python benchmarks/dwconv.py --device cuda --dtype bfloat16 --batch-size 64 --layouts nchw channels_last
+    python benchmarks/dwconv.py --device cuda --dtype bfloat16 --batch-size 64 --zero-taps   # SMP kernels' zeros
 
 For each distinct layer shape (channels, map size, kernel after cropping to the taps that meet a pixel) and
 input layout: the forward and forward+backward (input and weight gradients) time of every backend that runs
@@ -14,7 +15,10 @@ convolution on channels_last input: a model runs in one layout throughout).
 unit (a large matmul in the same dtype: tensor cores on a GPU) and its minimum bytes (each tensor read or
 written once) over the measured memory bandwidth (a large copy). Its FLOPs count only the taps that meet a
 pixel (a direct method skips the rest); FFT convolution does asymptotically less work and can beat it.
-The totals weight each shape by the number of layers of the model that have it. --train-step times one
+The totals weight each shape by the number of layers of the model that have it. --zero-taps times instead, per
+layer shape of smpconv_t, each backend on the kernel the model's first layer of that shape samples (as created,
+seed 0: zero wherever no point reaches) against the same kernel with its zeros made nonzero: what skipping the
+zero taps saves (the Triton kernels visit only the columns each row's nonzero taps reach). --train-step times one
 training step of smpconv_t (forward, backward, AdamW) with the dispatcher against PyTorch's NCHW
 convolution, the plain F.conv2d path.
 """
@@ -143,6 +147,48 @@ def benchmark_shapes(args, device: torch.device, dtype: torch.dtype) -> List[Dic
     return rows
 
 
+def smp_kernels(model_name: str, img_size: int, dtype: torch.dtype) -> Dict[Shape, torch.Tensor]:
+    """Per large-kernel layer shape, the kernel (cropped as the layer crops it) of the model's first layer of that
+    shape, as created with seed 0."""
+    torch.manual_seed(0)
+    model = timm.create_model(model_name).eval()
+    kernels = {}
+
+    def record(module: SMPConv2d, inputs: tuple, output: torch.Tensor) -> None:
+        _, channels, height, width = inputs[0].shape
+        window = module.touched_window(inputs[0])
+        kernels.setdefault((channels, height, width, *window), module.kernel(window).to(dtype))
+
+    for module in model.modules():
+        if isinstance(module, SMPConv2d):
+            module.register_forward_hook(record)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, img_size, img_size))
+    return kernels
+
+
+def benchmark_zero_taps(args, device: torch.device, dtype: torch.dtype) -> List[Dict]:
+    probe = torch.empty(1, device=device, dtype=dtype)
+    backends = [name for name, backend in BACKENDS.items() if backend.supports(probe)]
+    rows = []
+    print(f"| C | H x W | kernel | nonzero taps | pass | {' | '.join(backends)} |\n|" + '---|' * (len(backends) + 5))
+    for shape, kernel in smp_kernels('smpconv_t', args.img_size, dtype).items():
+        channels, height, width, kh, kw = shape
+        kernel = kernel.to(device)
+        # the same magnitudes, no zero left: the work of a kernel without zero taps
+        filled = torch.where(kernel == 0, kernel.abs().max() * 1e-3, kernel)
+        x = torch.randn(args.batch_size, channels, height, width, device=device, dtype=dtype)
+        for backward in (False, True):
+            ratios = {name: time_backend(name, x, kernel, backward, args.min_seconds)
+                      / time_backend(name, x, filled, backward, args.min_seconds) for name in backends}
+            nonzero = (kernel != 0).float().mean().item()
+            rows.append(dict(shape=shape, backward=backward, nonzero_taps=nonzero, time_ratio=ratios))
+            print(f"| {channels} | {height} x {width} | {kh} x {kw} | {nonzero:.0%} | "
+                  f"{'fwd+bwd' if backward else 'fwd'} | " + ' | '.join(f'{ratios[n]:.2f}' for n in backends) + ' |',
+                  flush=True)
+    return rows
+
+
 def training_step_seconds(model: torch.nn.Module, x: torch.Tensor, backend, steps: int) -> float:
     """Median seconds of a forward, backward and AdamW step, after one untimed step (the dispatcher's timing)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
@@ -178,6 +224,8 @@ def main() -> None:
     parser.add_argument('--models', nargs='+', default=['smpconv_t', 'smpconv_b', 'smpconv_mobile51'])
     parser.add_argument('--img-size', type=int, default=224)
     parser.add_argument('--min-seconds', type=float, default=0.2, help='least time spent timing each pass')
+    parser.add_argument('--zero-taps', action='store_true',
+                        help="smpconv_t's SMP kernels against the same kernels without zero taps, instead")
     parser.add_argument('--train-step', action='store_true', help="also time smpconv_t's training step")
     parser.add_argument('--train-batch-size', type=int, default=8)
     parser.add_argument('--train-steps', type=int, default=1)
@@ -186,8 +234,11 @@ def main() -> None:
     if args.batch_size is None:
         args.batch_size = 64 if device.type == 'cuda' else 2
 
-    results = dict(environment=environment(device, args.dtype), batch_size=args.batch_size,
-                   shapes=benchmark_shapes(args, device, dtype))
+    results = dict(environment=environment(device, args.dtype), batch_size=args.batch_size)
+    if args.zero_taps:
+        results['zero_taps'] = benchmark_zero_taps(args, device, dtype)
+    else:
+        results['shapes'] = benchmark_shapes(args, device, dtype)
     if args.train_step:
         results['training_step_seconds'] = benchmark_training_step(args, device, dtype)
     report(results, args.output)

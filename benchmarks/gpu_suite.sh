@@ -18,6 +18,10 @@ python benchmarks/inference.py --device cuda --dtype bfloat16 --layouts channels
 python -m pytest tests/triton_suite -q -p no:cacheprovider 2>&1 | tee "$out/triton_suite.txt"
 python benchmarks/dwconv.py --device cuda --dtype bfloat16 --batch-size 64 --layouts nchw channels_last \
     --min-seconds 0.1 --output "$out/dwconv_cuda.json" 2>&1 | tee "$out/dwconv_cuda.md"
+# Zero taps (issue 21): each backend on smpconv_t's SMP kernels as created against the same kernels without zeros
+# (the Triton forward visits only the columns each kernel row's nonzero taps reach).
+python benchmarks/dwconv.py --device cuda --dtype bfloat16 --batch-size 64 --zero-taps --min-seconds 0.1 \
+    --output "$out/zero_taps_cuda.json" 2>&1 | tee "$out/zero_taps_cuda.md"
 
 # Continuous resizing (issue 18): the Triton kernels against float64 on the GPU, then the layer at s = 1/2 and
 # 0.73 against PyTorch's dense stride-2 convolution on smpconv_t's downsampling layers (the dispatcher times

@@ -69,7 +69,7 @@ def _pointers(kind: str, dtype: str) -> Dict[str, str]:
     accumulator = 'fp64' if dtype == 'fp64' else 'fp32'
     geometry = {f'{axis}_{index}_ptr': '*i64' for axis in ('row', 'col') for index in ('start', 'phase')}
     reach = {f'{axis}_{index}_ptr': '*i32' for axis in ('row', 'col') for index in ('first', 'count')}
-    return {'forward': {}, 'grad_weight': {'partial_ptr': '*fp32'}, 'resize_forward': geometry,
+    return {'forward': {'reach_ptr': '*i32'}, 'grad_weight': {'partial_ptr': '*fp32'}, 'resize_forward': geometry,
             'resize_grad_input': {**geometry, **reach},
             'resize_grad_bank': {**geometry, 'grad_bank_ptr': f'*{accumulator}'}}[kind]
 

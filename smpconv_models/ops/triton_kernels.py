@@ -10,7 +10,9 @@ matrix T_u[j_in, j_out] = w[u, j_in - j_out + kw // 2], built tile by tile from 
 
     y[(b, i), :] = sum_u  x[(b, i + u - kh // 2), :] @ T_u
 
-Only the band of K that the kernel reaches is visited.
+Only the band of K that the kernel's nonzero taps reach is visited, per channel and kernel row: an SMP kernel is
+zero wherever no point reaches, so its rows' nonzero taps span less than the whole row (`tap_reach`), and the
+tiles of x and of T_u that would only meet zeros are skipped, never read.
 
 Weight gradient as a GEMM per channel and kernel row u, with the batch folded into the reduction:
 
@@ -38,8 +40,8 @@ try:
 except ImportError:  # CPU-only PyTorch builds come without Triton
     triton = None
 
-__all__ = ['available', 'forward', 'grad_weight', 'reference_forward', 'reference_grad_weight', 'FORWARD_CONFIGS',
-           'GRAD_WEIGHT_CONFIGS', 'GRAD_WEIGHT_BLOCK_N']
+__all__ = ['available', 'forward', 'grad_weight', 'tap_reach', 'reference_forward', 'reference_grad_weight',
+           'FORWARD_CONFIGS', 'GRAD_WEIGHT_CONFIGS', 'GRAD_WEIGHT_BLOCK_N']
 
 INTERPRETED = os.environ.get('TRITON_INTERPRET') == '1'
 
@@ -56,8 +58,8 @@ if triton is not None:
     # kernels in fp32 (IEEE and TF32), fp16 and bf16 on sm_80 and sm_90a (benchmarks/triton_codegen.py,
     # tests/test_triton_codegen.py). The first config is the one Triton's interpreter runs.
     FORWARD_CONFIGS = [
-        triton.Config({'BLOCK_M': 64, 'BLOCK_N': 32, 'BLOCK_K': 32}, num_warps=8, num_stages=3),
-        triton.Config({'BLOCK_M': 128, 'BLOCK_N': 32, 'BLOCK_K': 16}, num_warps=8, num_stages=3),
+        triton.Config({'BLOCK_M': 32, 'BLOCK_N': 32, 'BLOCK_K': 32}, num_warps=4, num_stages=3),
+        triton.Config({'BLOCK_M': 128, 'BLOCK_N': 32, 'BLOCK_K': 16}, num_warps=8, num_stages=2),
         triton.Config({'BLOCK_M': 64, 'BLOCK_N': 64, 'BLOCK_K': 16}, num_warps=8, num_stages=2),
         triton.Config({'BLOCK_M': 32, 'BLOCK_N': 64, 'BLOCK_K': 16}, num_warps=8, num_stages=2),
         triton.Config({'BLOCK_M': 32, 'BLOCK_N': 32, 'BLOCK_K': 16}, num_warps=4, num_stages=3),
@@ -71,7 +73,7 @@ if triton is not None:
 
     @triton.jit
     def _forward_kernel(
-            x_ptr, w_ptr, y_ptr,
+            x_ptr, w_ptr, reach_ptr, y_ptr,
             rows, height, width,
             stride_xb, stride_xc, stride_xh, stride_xw,
             stride_yb, stride_yc, stride_yh, stride_yw,
@@ -84,10 +86,11 @@ if triton is not None:
         image, out_row = row // height, row % height
         x_plane = image.to(tl.int64) * stride_xb + channel.to(tl.int64) * stride_xc
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        # the input columns any output column of this block reaches
-        k_start = tl.maximum(tl.program_id(2) * BLOCK_N - KW // 2, 0) // BLOCK_K * BLOCK_K
-        k_end = tl.minimum(tl.program_id(2) * BLOCK_N + BLOCK_N + KW // 2, width)
         for u in range(KH):
+            # the input columns this block's outputs reach through row u's nonzero taps
+            reach = reach_ptr + (channel * KH + u) * 2
+            k_start = tl.maximum(tl.program_id(2) * BLOCK_N + tl.load(reach), 0) // BLOCK_K * BLOCK_K
+            k_end = tl.minimum(tl.program_id(2) * BLOCK_N + BLOCK_N + tl.load(reach + 1), width)
             in_row = out_row + u - KH // 2
             row_ok = (row < rows) & (in_row >= 0) & (in_row < height)
             row_start = x_plane + in_row.to(tl.int64) * stride_xh
@@ -175,6 +178,18 @@ def _upcast(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.float() if INTERPRETED and tensor.dtype == torch.bfloat16 else tensor
 
 
+def tap_reach(weight: torch.Tensor) -> torch.Tensor:
+    """int32 [C, kh, 2]: per channel and kernel row, the column offsets v - kw // 2 of its first nonzero tap and of
+    one past its last, the input columns an output column reaches through them; (2^30, -2^30) for a row of zeros,
+    a range no column is in. NaN and infinite taps count as nonzero: they reach the output as they would densely."""
+    kw = weight.shape[-1]
+    nonzero = weight != 0
+    offsets = torch.arange(kw, device=weight.device) - kw // 2
+    first = torch.where(nonzero, offsets, 2 ** 30).amin(-1)
+    end = torch.where(nonzero, offsets + 1, -2 ** 30).amax(-1)
+    return torch.stack((first, end), -1).to(torch.int32)
+
+
 def forward(x: torch.Tensor, weight: torch.Tensor, config: Optional['triton.Config'] = None) -> torch.Tensor:
     """y = depthwise 'same' correlation of x [B, C, H, W] (any strides) with weight [C, kh, kw] (odd), in x's
     dtype and memory format; autotuned unless a `config` (one of FORWARD_CONFIGS) is given."""
@@ -187,7 +202,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, config: Optional['triton.Conf
 
     def grid(meta):
         return channels, triton.cdiv(rows, meta['BLOCK_M']), triton.cdiv(width, meta['BLOCK_N'])
-    launch(_forward_tuned, _forward_kernel, config, grid, x, weight, y, rows, height, width,
+    launch(_forward_tuned, _forward_kernel, config, grid, x, weight, tap_reach(weight), y, rows, height, width,
             *x.stride(), *y.stride(), KH=kh, KW=kw, PRECISION=_precision(x))
     return y.to(dtype)
 

@@ -83,6 +83,61 @@ def test_any_input_layout(layout):
     assert_close(triton_kernels.grad_weight(grad_y, x, weight.shape[-2:]), expected_grad_w, torch.float32)
 
 
+def zero_taps(pattern: str, weight: torch.Tensor) -> torch.Tensor:
+    """`weight` [3, kh, kw] with taps zeroed as SMP kernels have them: a disc about a point off the centre (the
+    three channels sharing it, as SMP layers share their points), a different support per channel, a single tap,
+    or no tap at all."""
+    channels, kh, kw = weight.shape
+    rows, cols = torch.meshgrid(torch.arange(kh), torch.arange(kw), indexing='ij')
+    if pattern == 'disc':
+        keep = ((rows - kh / 3) ** 2 + (cols - kw / 4) ** 2 <= (min(kh, kw) / 3) ** 2).expand(channels, kh, kw)
+    elif pattern == 'per channel':
+        keep = torch.stack([cols >= kw // 2, rows < kh // 3, (rows + cols) % 5 == 0])
+    elif pattern == 'one tap':
+        keep = (rows == kh - 1) & (cols == 0)
+    else:
+        keep = torch.zeros(kh, kw, dtype=torch.bool)
+    return weight * keep.to(weight.device)
+
+
+@pytest.mark.parametrize('dtype', list(TOLERANCES))
+@pytest.mark.parametrize('pattern', ['disc', 'per channel', 'one tap', 'none'])
+def test_forward_of_kernels_with_zero_taps(pattern, dtype):
+    """Each channel's rows visit only the input columns their nonzero taps reach: the same sums."""
+    x, weight = inputs(2, 3, 37, 70, (31, 31), dtype)
+    weight = zero_taps(pattern, weight)
+    assert_close(triton_kernels.forward(x, weight),
+                 triton_kernels.reference_forward(x.double(), weight.double()), dtype,
+                 None if pattern != 'none' else 0.)  # no taps: zeros exactly
+
+
+def test_tap_reach():
+    """Per channel and kernel row, the column offsets of the first nonzero tap and one past the last; an empty
+    range for rows of zeros; NaN taps count."""
+    weight = torch.zeros(2, 3, 7)
+    weight[0, 0, 1] = weight[0, 0, 4] = 1.
+    weight[0, 2, 6] = float('nan')
+    empty = [2 ** 30, -2 ** 30]
+    assert triton_kernels.tap_reach(weight).tolist() == [[[-2, 2], empty, [3, 4]], [empty] * 3]
+
+
+def test_tiles_of_zero_taps_are_not_read():
+    """The input rows and the tiles of input columns that only zero taps reach are never loaded: NaNs there stay
+    out of the outputs (multiplied by a zero tap, as a pass over the whole kernel would, they give NaN)."""
+    config = triton_kernels.FORWARD_CONFIGS[0]
+    assert config.kwargs['BLOCK_N'] == config.kwargs['BLOCK_K'] == 32  # the geometry below
+    x, weight = inputs(1, 2, 40, 64, (31, 31), torch.float32)
+    weight[0, :13] = weight[0, 15:] = weight[0, :, :13] = weight[0, :, 15:] = 0  # output (i, j) reads x up to
+    weight[1] = 0                                                                   # (i - 1, j - 1); none at all
+    clean = x.clone()
+    x[:, :, 39] = x[:, :, :, 40] = float('nan')  # row 39 meets taps of rows 0..29, column 40 outputs 25..55
+    y = triton_kernels.forward(x, weight, config)
+    expected = triton_kernels.reference_forward(clean.double(), weight.double())
+    # outputs 0..31 of each row are one block of columns: its nonzero taps reach input columns 0..30, one tile
+    assert_close(y[:, :1, :, :32], expected[:, :1, :, :32], torch.float32)
+    assert torch.equal(y[:, 1], torch.zeros_like(y[:, 1]))
+
+
 # every autotune config, on a map of several tiles of rows and columns each way
 @pytest.mark.parametrize('config', triton_kernels.FORWARD_CONFIGS, ids=str)
 def test_every_forward_config(config):
