@@ -97,12 +97,12 @@ def test_cifar10_as_images_and_as_sequences(cifar_root, monkeypatch):
     assert label == 4 and len(create_task_dataset('cifar10', 'train', cifar_root)) == 50
 
 
-def _wav(samples: np.ndarray) -> bytes:
+def _wav(samples: np.ndarray, rate: int = 16000) -> bytes:
     data = io.BytesIO()
     with wave.open(data, 'wb') as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
-        wav.setframerate(16000)
+        wav.setframerate(rate)
         wav.writeframes((samples * 2 ** 15).astype('<i2').tobytes())
     return data.getvalue()
 
@@ -145,6 +145,14 @@ def test_speech_commands_from_its_archive(speech_archive):
     assert coefficients.shape == (20, 161)
     with pytest.raises(FileNotFoundError, match='Speech Commands not found at .*nowhere'):
         SpeechCommands(speech_archive.parent / 'nowhere.tar.gz', 'train')
+
+
+def test_speech_commands_clip_at_another_rate(tmp_path):
+    """A clip of 16,000 samples at 8 kHz is 2 s of audio, not one of the authors' clips: named, not read."""
+    (tmp_path / 'yes').mkdir()
+    (tmp_path / 'yes' / 'clip_nohash_0.wav').write_bytes(_wav(np.zeros(16000), rate=8000))
+    with pytest.raises(ValueError, match=r'yes/clip_nohash_0\.wav: sampled at 8000 Hz; .* at 16000 Hz'):
+        SpeechCommands(tmp_path, 'train', mfcc=False)
 
 
 def test_mfcc_equals_torchaudios():

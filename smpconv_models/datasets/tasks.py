@@ -22,7 +22,6 @@ order, so it cannot be reproduced exactly.
 """
 import io
 import tarfile
-import wave
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -33,7 +32,7 @@ from torch.utils.data import Dataset
 
 from . import FashionMNISTSubset, check_split
 from .mfcc import mfcc
-from .timeseries import read_ts_file
+from .timeseries import read_ts_file, read_wav, shuffled_classes
 
 __all__ = ['TASKS', 'BUNDLED_TASK', 'create_task_dataset', 'pmnist_permutation', 'SpeechCommands', 'CharacterTrajectories',
            'stratified_split']
@@ -137,12 +136,8 @@ def stratified_split(labels: Sequence[int], seed: int = 0, fractions: Tuple[floa
                      ) -> Dict[str, np.ndarray]:
     """Indices of the train / validation / test splits: per class, 70% / 15% / the rest of its items in an order
     shuffled with `seed`."""
-    labels = np.asarray(labels)
-    generator = np.random.RandomState(seed)
     splits = {name: [] for name in _SPLITS}
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        generator.shuffle(members)
+    for members in shuffled_classes(labels, seed):
         train_end = int(round(fractions[0] * len(members)))
         validation_end = train_end + int(round(fractions[1] * len(members)))
         splits['train'].append(members[:train_end])
@@ -177,14 +172,6 @@ class _PreparedSplit(Dataset):
 
 # ---- Speech Commands ------------------------------------------------------------------------------------------------
 
-def _read_wav(data: bytes) -> np.ndarray:
-    """16-bit PCM samples of a WAV file, scaled to [-1, 1) (the authors' int16 / 2^15)."""
-    with wave.open(io.BytesIO(data)) as wav:
-        if wav.getsampwidth() != 2 or wav.getnchannels() != 1:
-            raise ValueError('Speech Commands clips are 16-bit mono WAV files')
-        return np.frombuffer(wav.readframes(wav.getnframes()), dtype='<i2').astype(np.float32) / 2 ** 15
-
-
 class SpeechCommands(_PreparedSplit):
     """Speech Commands v0.02 (Warden 2018, CC BY 4.0) as the authors use it: the clips of ten words that last
     exactly 1 s at 16 kHz, as MFCCs [20, 161] or raw samples [1, 16000].
@@ -195,6 +182,7 @@ class SpeechCommands(_PreparedSplit):
     """
     classes = ('yes', 'no', 'up', 'down', 'left', 'right', 'on', 'off', 'stop', 'go')
     length = 16000
+    rate = 16000
 
     def __init__(self, root: Union[str, Path], split: str, mfcc: bool = True):
         split = check_split('Speech Commands', split, _SPLITS)
@@ -233,7 +221,9 @@ class SpeechCommands(_PreparedSplit):
     def _prepare(cls, root: Path, as_mfcc: bool) -> Dict[str, torch.Tensor]:
         clips, labels = [], []
         for path, data in cls._clips(root):
-            samples = _read_wav(data)
+            samples, rate = read_wav(io.BytesIO(data), path)
+            if rate != cls.rate:
+                raise ValueError(f'{path}: sampled at {rate} Hz; Speech Commands clips are at {cls.rate} Hz')
             if len(samples) == cls.length:  # the authors drop the shorter clips
                 clips.append(samples)
                 labels.append(cls.classes.index(Path(path).parent.name))

@@ -23,7 +23,7 @@ import wave
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -32,8 +32,8 @@ from torch.utils.data import Dataset
 
 from . import check_split
 
-__all__ = ['SERIES_FORMATS', 'NORMALIZATIONS', 'LabelledSeries', 'read_ts_file', 'read_arrays', 'read_audio_folder',
-           'read_part', 'resample', 'SeriesPreparation', 'channel_statistics', 'stratified_indices', 'SeriesDataset',
+__all__ = ['SERIES_FORMATS', 'NORMALIZATIONS', 'LabelledSeries', 'read_ts_file', 'read_arrays', 'read_wav',
+           'read_audio_folder', 'read_part', 'resample', 'shuffled_classes', 'SeriesPreparation', 'channel_statistics', 'stratified_indices', 'SeriesDataset',
            'TrainingSeriesSummary', 'summarize_training_series', 'auto_batch_and_epochs', 'is_series_dataset',
            'split_series_dataset']
 
@@ -152,20 +152,23 @@ def read_arrays(x_path: PathLike, y_path: Optional[PathLike] = None) -> Labelled
     return LabelledSeries(tuple(x.astype(np.float32)), labels, source)
 
 
-def _read_wav(path: Path) -> Tuple[np.ndarray, int]:
-    """A WAV file's samples (8, 16 or 32-bit PCM, channels averaged) in [-1, 1), and its sampling rate."""
+def read_wav(source: Union[Path, BinaryIO], name: Optional[str] = None) -> Tuple[np.ndarray, int]:
+    """A WAV file's samples (8, 16 or 32-bit PCM, channels averaged) in [-1, 1): n-bit integers / 2^(n - 1), the
+    authors' int16 / 2^15 for Speech Commands; and its sampling rate. `source` is a path or a binary file object,
+    `name` what errors call it (default: the path)."""
+    name = name or str(source)
     try:
-        with wave.open(str(path)) as wav:
+        with wave.open(str(source) if isinstance(source, Path) else source) as wav:
             width, channels, rate = wav.getsampwidth(), wav.getnchannels(), wav.getframerate()
             frames = wav.readframes(wav.getnframes())
     except (wave.Error, EOFError) as e:
-        raise ValueError(f'{path}: not a readable WAV file ({e})') from e
+        raise ValueError(f'{name}: not a readable WAV file ({e})') from e
     if width == 1:
         samples = (np.frombuffer(frames, dtype=np.uint8).astype(np.float32) - 128) / 128
     elif width in (2, 4):
         samples = np.frombuffer(frames, dtype=f'<i{width}').astype(np.float32) / 2 ** (8 * width - 1)
     else:
-        raise ValueError(f'{path}: {8 * width}-bit samples; 8, 16 or 32-bit PCM WAV files are read')
+        raise ValueError(f'{name}: {8 * width}-bit samples; 8, 16 or 32-bit PCM WAV files are read')
     return samples.reshape(-1, channels).mean(1), rate
 
 
@@ -189,7 +192,7 @@ def read_audio_folder(folder: PathLike, sample_rate: int) -> LabelledSeries:
     series, labels = [], []
     for name in classes:
         for path in sorted((folder / name).glob('*.wav')):
-            samples, rate = _read_wav(path)
+            samples, rate = read_wav(path)
             if len(samples) == 0:
                 raise ValueError(f'{path}: a clip of no samples (zero length)')
             series.append(resample(samples, rate, sample_rate)[None])
@@ -304,15 +307,22 @@ def channel_statistics(data: LabelledSeries) -> Tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.maximum(std, 1e-8).astype(np.float32)
 
 
+def shuffled_classes(labels: Sequence, seed: int) -> Iterator[np.ndarray]:
+    """The indices of each class's items (classes in sorted order), each class's in an order shuffled with `seed`:
+    what stratified splits draw from."""
+    labels = np.asarray(labels)
+    generator = np.random.RandomState(seed)
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        generator.shuffle(members)
+        yield members
+
+
 def stratified_indices(labels: Sequence[str], fraction: float, seed: int) -> Tuple[np.ndarray, np.ndarray]:
     """Indices of the items kept and of the `fraction` carved out: per class, round(fraction x its items) of them
     (at least one of a class of two or more), drawn with `seed`."""
-    labels = np.asarray(labels)
-    generator = np.random.RandomState(seed)
     kept, carved = [], []
-    for label in sorted(set(labels.tolist())):
-        members = np.flatnonzero(labels == label)
-        generator.shuffle(members)
+    for members in shuffled_classes(labels, seed):
         count = int(round(fraction * len(members)))
         if fraction > 0 and len(members) > 1:
             count = min(max(count, 1), len(members) - 1)
