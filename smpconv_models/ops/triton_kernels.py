@@ -179,15 +179,15 @@ def _upcast(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def tap_reach(weight: torch.Tensor) -> torch.Tensor:
-    """int32 [C, kh, 2]: per channel and kernel row, the column offsets v - kw // 2 of its first nonzero tap and of
-    one past its last, the input columns an output column reaches through them; (2^30, -2^30) for a row of zeros,
-    a range no column is in. NaN and infinite taps count as nonzero: they reach the output as they would densely."""
+    """int32 [C, kh, 2]: per channel and kernel row, the column offsets v - kw // 2 of its first and last nonzero
+    taps, the input columns an output column reaches through them; (2^30, -2^30) for a row of zeros, a range no
+    column is in. NaN and infinite taps count as nonzero: they reach the output as they would densely."""
     kw = weight.shape[-1]
     nonzero = weight != 0
     offsets = torch.arange(kw, device=weight.device) - kw // 2
     first = torch.where(nonzero, offsets, 2 ** 30).amin(-1)
-    end = torch.where(nonzero, offsets + 1, -2 ** 30).amax(-1)
-    return torch.stack((first, end), -1).to(torch.int32)
+    last = torch.where(nonzero, offsets, -2 ** 30).amax(-1)
+    return torch.stack((first, last), -1).to(torch.int32)
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, config: Optional['triton.Config'] = None) -> torch.Tensor:

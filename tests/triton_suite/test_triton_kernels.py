@@ -112,13 +112,13 @@ def test_forward_of_kernels_with_zero_taps(pattern, dtype):
 
 
 def test_tap_reach():
-    """Per channel and kernel row, the column offsets of the first nonzero tap and one past the last; an empty
-    range for rows of zeros; NaN taps count."""
+    """Per channel and kernel row, the column offsets of the first and last nonzero taps; an empty range for rows of
+    zeros; NaN taps count."""
     weight = torch.zeros(2, 3, 7)
     weight[0, 0, 1] = weight[0, 0, 4] = 1.
     weight[0, 2, 6] = float('nan')
     empty = [2 ** 30, -2 ** 30]
-    assert triton_kernels.tap_reach(weight).tolist() == [[[-2, 2], empty, [3, 4]], [empty] * 3]
+    assert triton_kernels.tap_reach(weight).tolist() == [[[-2, 1], empty, [3, 3]], [empty] * 3]
 
 
 def test_tiles_of_zero_taps_are_not_read():
@@ -127,13 +127,15 @@ def test_tiles_of_zero_taps_are_not_read():
     config = triton_kernels.FORWARD_CONFIGS[0]
     assert config.kwargs['BLOCK_N'] == config.kwargs['BLOCK_K'] == 32  # the geometry below
     x, weight = inputs(1, 2, 40, 64, (31, 31), torch.float32)
-    weight[0, :13] = weight[0, 15:] = weight[0, :, :13] = weight[0, :, 15:] = 0  # output (i, j) reads x up to
-    weight[1] = 0                                                                   # (i - 1, j - 1); none at all
+    # channel 0: output (i, j) reads x's rows i - 2, i - 1 and columns j - 2 .. j; channel 1 reads nothing
+    weight[0, :13] = weight[0, 15:] = weight[0, :, :13] = weight[0, :, 16:] = 0
+    weight[1] = 0
     clean = x.clone()
     x[:, :, 39] = x[:, :, :, 40] = float('nan')  # row 39 meets taps of rows 0..29, column 40 outputs 25..55
     y = triton_kernels.forward(x, weight, config)
     expected = triton_kernels.reference_forward(clean.double(), weight.double())
-    # outputs 0..31 of each row are one block of columns: its nonzero taps reach input columns 0..30, one tile
+    # outputs 0..31 of each row are one block of columns: its nonzero taps reach input columns 0..31, exactly
+    # one tile (one column more would take in the next)
     assert_close(y[:, :1, :, :32], expected[:, :1, :, :32], torch.float32)
     assert torch.equal(y[:, 1], torch.zeros_like(y[:, 1]))
 
