@@ -20,6 +20,8 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops.dispatch import capturing_graph
+
 __all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'round_to_odd', 'scaled_kernel_size', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'central_box', 'point_interpolation', 'SMPKernel', 'project_radii']
 
 # Radii live in [RADIUS_MIN, RADIUS_MAX]: the authors clamp to this range after every optimizer step.
@@ -337,7 +339,7 @@ class SMPKernel(nn.Module):
         another order. None where its whole-grid products cost less; where a graph is recorded, which must not
         depend on the points' values; on half-precision grids, whose nodes rounding bunches together; and on
         GPUs, where the whole grid's work is cheap and its product is reproducible (scatter-adds are atomic)."""
-        if _capturing_graph() or self.positions.dim() != 3 or self.positions.device.type != 'cpu' or \
+        if capturing_graph() or self.positions.dim() != 3 or self.positions.device.type != 'cpu' or \
                 self.positions.dtype not in (torch.float32, torch.float64) or size < 2:
             return None
         start, stop = (0, size) if box is None else box[0]
@@ -368,7 +370,7 @@ class SMPKernel(nn.Module):
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:
         """Inference outside of graph capture: eval mode, no autograd, no compiler or tracer at work."""
-        return not self.training and not torch.is_grad_enabled() and not _capturing_graph()
+        return not self.training and not torch.is_grad_enabled() and not capturing_graph()
 
     @torch.jit.unused
     def _inference_kernel(self, size: List[int], grid: Optional[torch.Tensor],
@@ -427,12 +429,6 @@ _PER_POINT_RATIO = 8
 # below this many point-node pairs, testing every node takes less than the ends' candidates (measured on 2 CPU
 # cores: smpconv_t's 240 points x 31 nodes, 0.3 ms a layer against 0.5 ms)
 _WHOLE_TEST_PAIRS = 1 << 17
-
-
-def _capturing_graph() -> bool:
-    """Whether a tracer or compiler is recording: what it records must not depend on the points' values."""
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
 
 
 def _interval_on_grid(nodes: torch.Tensor, positions: torch.Tensor, radii: torch.Tensor

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from .dispatch import (Backend, Operator, check_float, check_odd, compute_dtype, conv_grad_weight, fft_dtype,
-                       fft_sizes, recording_graph, save_inputs, tap_flops)
+from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
+                       fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops)
 
 __all__ = ['causal_conv1d', 'conv2d_same', 'conv_taps', 'CONV_BACKENDS']
 
@@ -296,8 +296,7 @@ def _convolve(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Te
     """The convolution by the operator, or, in an eager training step whose forward pass runs on the FFT, by
     `FFTConvolution`, which keeps the spectra (the operator is what graphs record: it decides at run time)."""
     training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    if not training or torch.compiler.is_compiling() or torch.jit.is_tracing() or x.device.type == 'meta' or \
-            x.numel() == 0 or weight.numel() == 0:
+    if not training or capturing_graph() or x.device.type == 'meta' or x.numel() == 0 or weight.numel() == 0:
         return _forward(x, weight, pad)
     x, weight = x.contiguous(), weight.contiguous()
     if _forward_backend(x, weight, pad) == 'fft':

@@ -46,7 +46,7 @@ import torch
 import torch.fx
 
 __all__ = ['Backend', 'Operator', 'use_backend', 'choices', 'restore_choices', 'clear_choices', 'seconds',
-           'recording_graph', 'compute_dtype', 'check_float', 'check_odd', 'memory_format', 'fft_sizes',
+           'recording_graph', 'capturing_graph', 'compute_dtype', 'check_float', 'check_odd', 'memory_format', 'fft_sizes',
            'fft_dtype', 'conv_grad_weight', 'tap_flops', 'save_inputs', 'first_sample']
 
 
@@ -59,6 +59,13 @@ def recording_graph() -> bool:
     package."""
     return (torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_exporting()
             or torch.onnx.is_in_onnx_export())
+
+
+def capturing_graph() -> bool:
+    """Whether jit.trace, torch.compile or FX is recording: what it records must not depend on the values it sees
+    (the points' positions, a backend's choice of the moment)."""
+    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
