@@ -24,7 +24,7 @@ convolution, the plain F.conv2d path.
 """
 import argparse
 from collections import Counter
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import timm
 import torch
@@ -41,19 +41,27 @@ NATIVE_LAYOUTS = {'torch': 'nchw', 'torch_channels_last': 'channels_last'}
 Shape = Tuple[int, int, int, int, int]  # channels, height, width, kernel height, kernel width
 
 
+def visit_large_kernel_layers(model: torch.nn.Module, img_size: int,
+                              visit: Callable[[SMPConv2d, Shape, torch.Tensor], None]) -> None:
+    """`visit(layer, its shape, its input)` for every large-kernel layer of the model, in one no-grad forward pass
+    of an image on the model's device."""
+    def hook(module: SMPConv2d, inputs: tuple, output: torch.Tensor) -> None:
+        _, channels, height, width = inputs[0].shape
+        visit(module, (channels, height, width, *module.touched_window(inputs[0])), inputs[0])
+
+    hooks = [module.register_forward_hook(hook) for module in model.modules() if isinstance(module, SMPConv2d)]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model(torch.zeros(1, 3, img_size, img_size, device=device))
+    for handle in hooks:
+        handle.remove()
+
+
 def layer_shapes(model_name: str, img_size: int) -> Counter:
     """How many large-kernel layers of the model have each shape, from one forward pass on the meta device."""
-    model = timm.create_model(model_name, device='meta')
     shapes = Counter()
-
-    def record(module: SMPConv2d, inputs: tuple, output: torch.Tensor) -> None:
-        _, channels, height, width = inputs[0].shape
-        shapes[(channels, height, width, *module.touched_window(inputs[0]))] += 1
-
-    for module in model.modules():
-        if isinstance(module, SMPConv2d):
-            module.register_forward_hook(record)
-    model(torch.empty(1, 3, img_size, img_size, device='meta'))
+    visit_large_kernel_layers(timm.create_model(model_name, device='meta'), img_size,
+                              lambda layer, shape, x: shapes.update([shape]))
     return shapes
 
 
@@ -151,19 +159,13 @@ def smp_kernels(model_name: str, img_size: int, dtype: torch.dtype) -> Dict[Shap
     """Per large-kernel layer shape, the kernel (cropped as the layer crops it) of the model's first layer of that
     shape, as created with seed 0."""
     torch.manual_seed(0)
-    model = timm.create_model(model_name).eval()
     kernels = {}
 
-    def record(module: SMPConv2d, inputs: tuple, output: torch.Tensor) -> None:
-        _, channels, height, width = inputs[0].shape
-        window = module.touched_window(inputs[0])
-        kernels.setdefault((channels, height, width, *window), module.kernel(window).to(dtype))
+    def record(layer: SMPConv2d, shape: Shape, x: torch.Tensor) -> None:
+        if shape not in kernels:
+            kernels[shape] = layer.kernel(list(shape[3:])).to(dtype)
 
-    for module in model.modules():
-        if isinstance(module, SMPConv2d):
-            module.register_forward_hook(record)
-    with torch.no_grad():
-        model(torch.zeros(1, 3, img_size, img_size))
+    visit_large_kernel_layers(timm.create_model(model_name).eval(), img_size, record)
     return kernels
 
 
