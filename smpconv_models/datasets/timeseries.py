@@ -33,9 +33,9 @@ from torch.utils.data import Dataset
 from . import check_split
 
 __all__ = ['SERIES_FORMATS', 'NORMALIZATIONS', 'LabelledSeries', 'read_ts_file', 'read_arrays', 'read_wav',
-           'read_audio_folder', 'read_part', 'resample', 'shuffled_classes', 'SeriesPreparation', 'channel_statistics', 'stratified_indices', 'SeriesDataset',
-           'TrainingSeriesSummary', 'summarize_training_series', 'auto_batch_and_epochs', 'is_series_dataset',
-           'split_series_dataset']
+           'read_audio_folder', 'read_part', 'resample', 'shuffled_classes', 'SeriesPreparation', 'channel_statistics',
+           'stratified_indices', 'SeriesDataset', 'TrainingSeriesSummary', 'summarize_training_series',
+           'auto_batch_and_epochs', 'is_series_dataset', 'split_series_dataset']
 
 SERIES_FORMATS = ('ts', 'npz', 'audio')
 NORMALIZATIONS = ('channel', 'series', 'none')
