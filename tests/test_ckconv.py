@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 import smpconv_models
 from smpconv_models import CKConv, causal_conv1d, conv2d_same, from_official_ckconv
 from smpconv_models.ops import clear_choices, use_backend
-from smpconv_models.ops.conv import CONV_BACKENDS
+from smpconv_models.ops.conv import CONV_BACKENDS, TRANSPOSE_CHUNK_ROWS
 
 DATA = Path(__file__).parent / 'data' / 'official_seq'
 CASES = ['tcn_smnist_tiny', 'tcn_chartraj_tiny', 'resnet_cifar10_tiny']
@@ -252,12 +252,15 @@ def test_fx_records_a_tcn_over_its_whole_kernels():
 
 
 @pytest.mark.parametrize('needs', ['both', 'weight', 'input'])
-def test_a_training_step_on_the_fft_transforms_x_the_kernel_and_the_output_gradient_once(monkeypatch, needs):
+@pytest.mark.parametrize('length', [40, 1100])
+def test_a_training_step_on_the_fft_transforms_x_the_kernel_and_the_output_gradient_once(monkeypatch, needs, length):
     """Issue 21: the forward pass keeps the spectra of x and of the kernel for the backward pass, which transforms
     dy once for both gradients; the gradients are those of the definition, whichever of them are asked for. The
-    output is a tensor of its own, which a layer after it may change in place."""
+    output is a tensor of its own, which a layer after it may change in place. At 1100 steps the spectra have
+    more frequencies than a chunk of their transposing copies (`TRANSPOSE_CHUNK_ROWS`)."""
+    assert (1100 + 12) // 2 + 1 > TRANSPOSE_CHUNK_ROWS  # the period's frequencies, at least
     generator = torch.Generator().manual_seed(1)
-    x = torch.randn(2, 3, 40, dtype=torch.float64, generator=generator, requires_grad=needs != 'weight')
+    x = torch.randn(2, 3, length, dtype=torch.float64, generator=generator, requires_grad=needs != 'weight')
     weight = torch.randn(4, 3, 13, dtype=torch.float64, generator=generator, requires_grad=needs != 'input')
     transforms = []
     rfftn = torch.fft.rfftn
