@@ -74,12 +74,18 @@ def _place_kernel(weight: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return placed.roll((-(kh // 2), -(kw // 2)), dims=(-2, -1))
 
 
+def _spectrum(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """The spectrum of x [B, C, H, W] zero-padded to `size`, in float32 or wider. Copied to contiguous first: rfft2
+    reads channels_last through its strides slower than the copy and a contiguous transform take (2-core EPYC,
+    batch 32, smpconv_t's shapes: weight gradients 10-15% faster)."""
+    return torch.fft.rfft2(x.to(fft_dtype(x.dtype), memory_format=torch.contiguous_format), s=size)
+
+
 def _fft_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     height, width = x.shape[-2:]
     size = _fft_sizes(height, width, weight.shape[-2:])
-    compute = fft_dtype(x.dtype)
-    spectrum = torch.fft.rfft2(x.to(compute), s=size)
-    kernel = torch.fft.rfft2(_place_kernel(weight.to(compute), size))
+    spectrum = _spectrum(x, size)
+    kernel = torch.fft.rfft2(_place_kernel(weight.to(fft_dtype(x.dtype)), size))
     # conj_physical, not a lazy conj() view: inside a compiled graph (torch 2.14) the conjugate bit of a view
     # made in a custom operator is dropped and the result silently wrong
     y = torch.fft.irfft2(spectrum * kernel.conj_physical(), s=size)[..., :height, :width]
@@ -92,9 +98,7 @@ def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: Sequenc
     height, width = x.shape[-2:]
     kh, kw = kernel_size
     size = _fft_sizes(height, width, kernel_size)
-    compute = fft_dtype(x.dtype)
-    spectrum_x = torch.fft.rfft2(x.to(compute), s=size)
-    cross = (spectrum_x * torch.fft.rfft2(grad_y.to(compute), s=size).conj_physical()).sum(0)  # see _fft_forward
+    cross = (_spectrum(x, size) * _spectrum(grad_y, size).conj_physical()).sum(0)  # see _fft_forward
     lags = torch.fft.irfft2(cross, s=size).roll((kh // 2, kw // 2), dims=(-2, -1))
     return lags[:, :kh, :kw].to(x.dtype)
 
