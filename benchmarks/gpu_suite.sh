@@ -29,3 +29,9 @@ python benchmarks/dwconv.py --device cuda --dtype bfloat16 --batch-size 64 --zer
 python -m pytest tests/test_resize_triton.py -q -p no:cacheprovider 2>&1 | tee "$out/resize_triton.txt"
 python benchmarks/resize.py --device cuda --batch-size 64 --min-seconds 0.2 --output "$out/resize_cuda.json" \
     2>&1 | tee "$out/resize_cuda.md"
+
+# Long convolutions (issue 21): the paper's table 1 (the CIFAR-10 model's training throughput against the 3x3
+# network: 0.97x on an RTX 3090) and the sequence models' steps against whole kernels and the authors' FFT
+# convolution, on the GPU.
+python benchmarks/ckconv.py --device cuda --steps 10 --authors-steps 3 --output "$out/ckconv_cuda.json" 2>&1 \
+    | tee "$out/ckconv_cuda.md"
