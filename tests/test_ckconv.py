@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 import smpconv_models
 from smpconv_models import CKConv, causal_conv1d, conv2d_same, from_official_ckconv
-from smpconv_models.ops import clear_choices, use_backend
+from smpconv_models.ops import choices, clear_choices, restore_choices, use_backend
+from smpconv_models.ops import conv as long_convolution
 from smpconv_models.ops.conv import CONV_BACKENDS, TRANSPOSE_CHUNK_ROWS
 
 DATA = Path(__file__).parent / 'data' / 'official_seq'
@@ -273,6 +274,42 @@ def test_a_training_step_on_the_fft_transforms_x_the_kernel_and_the_output_gradi
     expected = causal_reference(x, weight)
     # float64: rounding of sums of a few hundred products of O(1) numbers
     for got, want in zip(grads, torch.autograd.grad(expected.square().sum(), inputs)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
+
+
+def test_a_training_step_keeps_its_spectra_where_the_whole_step_is_faster_on_the_fft(monkeypatch):
+    """Whether a training step convolves by `FFTConvolution` is timed on the step's three passes ('conv.step'),
+    whatever the forward pass alone would run on; without a gradient only the forward pass is chosen."""
+    x = torch.randn(2, 3, 40, requires_grad=True)
+    weight = torch.randn(4, 3, 13, requires_grad=True)
+    kept_spectra = []
+    apply = long_convolution.FFTConvolution.apply
+    monkeypatch.setattr(long_convolution.FFTConvolution, 'apply',
+                        lambda *args: kept_spectra.append(1) or apply(*args))
+    key = ('cpu', 'float32', 'contiguous', (2, 3, 40), (4, 3, 13, 12))
+    for forward, step in [('torch', 'fft'), ('fft', 'torch')]:
+        clear_choices()
+        restore_choices({('conv.forward', *key): forward, ('conv.step', *key): step})
+        kept_spectra.clear()
+        causal_conv1d(x, weight)
+        assert kept_spectra == ([1] if step == 'fft' else [])
+    clear_choices()
+    with torch.no_grad():
+        causal_conv1d(x, weight)
+    assert [k[0] for k in choices()] == ['conv.forward']
+    causal_conv1d(x, weight)
+    assert ('conv.step', *key) in choices()
+
+
+def test_both_timed_training_steps_compute_the_gradients():
+    """The two candidates of 'conv.step' do the same work (dx and dw, y standing in for dy), so that their
+    timings compare like with like."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 40, dtype=torch.float64, generator=generator)
+    weight = torch.randn(4, 3, 13, dtype=torch.float64, generator=generator)
+    direct, fft = (CONV_BACKENDS[name].passes['conv.step'](x, weight, [12]) for name in ('torch', 'fft'))
+    for got, want in zip(fft, direct):
+        # float64: rounding of sums of a few hundred products of O(10) numbers
         torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
 
 
