@@ -365,6 +365,21 @@ def test_hopeless_candidates_are_not_timed(monkeypatch):
     assert sorted(set(timed)) == ['_fft_forward', '_torch_forward']
 
 
+def test_candidates_are_timed_on_the_whole_batch(monkeypatch):
+    """The FFT's kernel transforms do not shrink with the batch, so the long convolution is not screened on one
+    sample (which would favour the direct path): every timed call gets the whole batch."""
+    from smpconv_models.ops import dispatch
+    batches = []
+
+    def fake_seconds(call, device):
+        batches.append(call.args[0].shape[0])
+        return 1.
+
+    monkeypatch.setattr(dispatch, 'seconds', fake_seconds)
+    causal_conv1d(torch.randn(4, 3, 64, requires_grad=True), torch.randn(4, 3, 5, requires_grad=True))
+    assert len(batches) >= 2 and set(batches) == {4}
+
+
 def test_arguments_that_do_not_fit_are_named():
     with pytest.raises(ValueError, match=r'causal_conv1d takes x \[B, C, L\] and weight \[O, C, L\], got \(2, 3, 8\) '
                                          r'and \(4, 2, 5\)'):
