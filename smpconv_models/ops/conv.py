@@ -215,15 +215,16 @@ def _fft_step(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> Tuple[to
             _grad_weight_of_spectra(conj_grad_spectra, x_spectra, sizes, weight.shape[2:], pad, weight.dtype))
 
 
-# `conv.step` decides how a training step convolves: by `FFTConvolution` (its passes sharing spectra) or by the
-# operator, each pass on its own backend. Timing the forward pass alone misses what the kept spectra save: the
-# CIFAR-10 model's 48-channel 9x9 boxes at batch 64 run the forward pass about as fast on either backend, while
-# the whole step on the FFT takes a third less, so a step took 1.5 s or 2.2 s by the noise of that timing.
+# `conv.step` decides how a training step convolves: by `FFTConvolution` (its three passes sharing spectra) or by
+# the operator, each pass on its own backend. The forward pass's timing alone leaves out what the kept spectra save
+# in the backward pass (a 48-channel 9x9 box at batch 64: the forward pass 2.2x faster on the FFT, the step 4.3x).
 CONV_BACKENDS: Dict[str, Backend] = {
     'torch': Backend({'conv.forward': _torch_forward, 'conv.grad_weight': _torch_grad_weight,
                       'conv.step': _torch_step}),
     'fft': Backend({'conv.forward': _fft_forward, 'conv.grad_weight': _fft_grad_weight, 'conv.step': _fft_step}),
 }
+
+
 def _no_screening(args: Tuple, batched: int) -> None:
     """No smaller problem in proportion: the FFT transforms all O x C filters of the kernel whatever the batch, so
     one sample favours the direct convolution (a 48-channel 9x9 box, forward pass: 4.9x slower on the FFT than
