@@ -206,13 +206,11 @@ def _torch_step(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> Tuple[
 
 
 def _fft_step(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A training step's three passes as `FFTConvolution` computes them, y standing in for the output gradient."""
-    sizes = fft_sizes(x.shape[2:], weight.shape[2:], pad)
-    x_spectra, conj_kernel_spectra = _spectra(x, sizes), _conj_kernel_spectra(weight, pad, sizes)
-    y = _forward_of_spectra(x_spectra, conj_kernel_spectra, sizes, x.shape[2:], x.dtype)
-    conj_grad_spectra = _spectra(y, sizes, conjugate=True)
-    return (_grad_input_of_spectra(conj_grad_spectra, conj_kernel_spectra, sizes, x.shape[2:], x.dtype),
-            _grad_weight_of_spectra(conj_grad_spectra, x_spectra, sizes, weight.shape[2:], pad, weight.dtype))
+    """A training step's three passes by `FFTConvolution` itself, y standing in for the output gradient: (dx, dw)."""
+    with torch.enable_grad():  # the dispatcher times without autograd
+        x, weight = x.detach().requires_grad_(), weight.detach().requires_grad_()
+        y = FFTConvolution.apply(x, weight, pad)
+        return torch.autograd.grad(y, (x, weight), y.detach())
 
 
 # `conv.step` decides how a training step convolves: by `FFTConvolution` (its three passes sharing spectra) or by
