@@ -21,14 +21,17 @@ padded to M = N + L - 1, rfft, a complex einsum, irfft, differentiated by autogr
 
 The models are as created (seed 0) unless --checkpoint-dir holds weights for them (`<model>.safetensors`, a
 run's model.safetensors, say): the boxes follow the points. Each figure is the median step time over `--steps`
-steps after 2 untimed ones (which include the dispatcher's timing); ratios compare figures of this run, to the
-first row of their benchmark. On a CPU, freed memory is kept for reuse as train_imagenet.py keeps it
+steps after 2 untimed ones (which include the dispatcher's timing), a benchmark's models stepped in turn, one step
+of each per round, so that a machine whose speed drifts moves them alike; ratios compare figures of this run, to
+the first row of their benchmark. On a CPU, freed memory is kept for reuse as train_imagenet.py keeps it
 (`--system-malloc`: glibc's defaults), for every model alike.
 """
 import argparse
 import statistics
 from contextlib import contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
+from typing import Dict, List, Tuple
 from unittest import mock
 
 import timm
@@ -76,18 +79,36 @@ def whole_kernels(convolve=None):
             yield
 
 
-def step_seconds(model: torch.nn.Module, x: torch.Tensor, steps: int, context) -> float:
-    """Median seconds of a training step: forward, cross-entropy, backward, Adam."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    labels = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
+class Candidate:
+    """One model of a benchmark, stepped within its context: forward, cross-entropy, backward, Adam."""
 
-    def step():
-        F.cross_entropy(model(x), labels).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+    def __init__(self, label: str, model: torch.nn.Module, x: torch.Tensor, steps: int, context=nullcontext):
+        self.label, self.model, self.x, self.steps, self.context = label, model, x, steps, context
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        self.labels = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
+        self.times = []
 
-    with context:
-        return statistics.median([seconds(step, x.device) for _ in range(steps + 2)][2:])
+    def _step(self) -> None:
+        F.cross_entropy(self.model(self.x), self.labels).backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def step_seconds(self) -> float:
+        with self.context():
+            return seconds(self._step, self.x.device)
+
+
+def step_medians(candidates: List[Candidate]) -> Dict[str, float]:
+    """Median step seconds of each candidate over its `steps` steps after 2 untimed ones, the candidates' steps
+    taken in turn (one of each per round): a machine whose speed drifts over minutes moves them all alike."""
+    for candidate in candidates:
+        for _ in range(2):
+            candidate.step_seconds()
+    for round_ in range(max(candidate.steps for candidate in candidates)):
+        for candidate in candidates:
+            if round_ < candidate.steps:
+                candidate.times.append(candidate.step_seconds())
+    return {candidate.label: statistics.median(candidate.times) for candidate in candidates}
 
 
 def create(name: str, checkpoint_dir, device, **kwargs) -> torch.nn.Module:
@@ -119,34 +140,40 @@ def main() -> None:
     freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
     rows = []
 
-    def measure(benchmark: str, model_name: str, label: str, x: torch.Tensor, context, steps: int, **kwargs):
-        model = create(model_name, args.checkpoint_dir, device, **kwargs)
-        step_s = step_seconds(model, x, steps, context)
-        rows.append(dict(benchmark=benchmark, model=label, step_s=step_s, examples_per_s=x.shape[0] / step_s))
-        print(f'{benchmark}, {label}: {step_s:.3f} s', flush=True)
+    def measure(benchmark: str, name: str, x: torch.Tensor, candidates: List[Tuple]) -> None:
+        """Step the candidates (label, context, steps, model kwargs) of `name` in turn on x; one row each."""
+        medians = step_medians([Candidate(label, create(name, args.checkpoint_dir, device, **kwargs), x, steps, context)
+                                for label, context, steps, kwargs in candidates])
+        for label, step_s in medians.items():
+            rows.append(dict(benchmark=benchmark, model=label, step_s=step_s, examples_per_s=x.shape[0] / step_s))
+            print(f'{benchmark}, {label}: {step_s:.3f} s', flush=True)
 
     if 'cifar' in args.benchmarks:
         images = torch.randn(args.cifar_batch, 3, 32, 32, device=device)
-        benchmark, name = f'CIFAR-10, batch {args.cifar_batch}', 'smpconv_resnet_cifar10'
-        measure(benchmark, name, name, images, nullcontext(), args.steps)
-        measure(benchmark, name, 'whole kernels', images, whole_kernels(), args.steps)
-        measure(benchmark, name, '3x3 kernels (same layout)', images, nullcontext(), args.steps, kernel_type='dense',
-                kernel_size=3)
-        measure(benchmark, name, "authors' way (dense kernel, F.conv2d)", images, whole_kernels(authors_conv2d),
-                args.authors_steps)
+        name = 'smpconv_resnet_cifar10'
+        measure(f'CIFAR-10, batch {args.cifar_batch}', name, images, [
+            (name, nullcontext, args.steps, {}),
+            ('whole kernels', whole_kernels, args.steps, {}),
+            ('3x3 kernels (same layout)', nullcontext, args.steps, dict(kernel_type='dense', kernel_size=3)),
+            ("authors' way (dense kernel, F.conv2d)", partial(whole_kernels, authors_conv2d), args.authors_steps, {}),
+        ])
     if 'speech' in args.benchmarks:
         for batch in args.speech_batches:
             audio = torch.randn(batch, 1, 16000, device=device)
-            benchmark, name = f'raw Speech Commands, batch {batch}', 'smpconv_tcn_speech_raw'
-            measure(benchmark, name, name, audio, nullcontext(), args.steps)
-            measure(benchmark, name, 'whole kernels', audio, whole_kernels(), args.steps)
-            measure(benchmark, name, "authors' way (their FFT convolution)", audio,
-                    whole_kernels(authors_causal_fftconv), args.steps)
+            name = 'smpconv_tcn_speech_raw'
+            measure(f'raw Speech Commands, batch {batch}', name, audio, [
+                (name, nullcontext, args.steps, {}),
+                ('whole kernels', whole_kernels, args.steps, {}),
+                ("authors' way (their FFT convolution)", partial(whole_kernels, authors_causal_fftconv), args.steps,
+                 {}),
+            ])
     if 'smnist' in args.benchmarks:
         pixels = torch.randn(args.smnist_batch, 1, 784, device=device)
-        benchmark, name = f'sMNIST, batch {args.smnist_batch}', 'smpconv_tcn_smnist'
-        measure(benchmark, name, name, pixels, nullcontext(), args.steps)
-        measure(benchmark, name, 'whole kernels', pixels, whole_kernels(), args.steps)
+        name = 'smpconv_tcn_smnist'
+        measure(f'sMNIST, batch {args.smnist_batch}', name, pixels, [
+            (name, nullcontext, args.steps, {}),
+            ('whole kernels', whole_kernels, args.steps, {}),
+        ])
 
     print('| benchmark | model | step (s) | examples/s | ratio to ours |\n|---|---|---|---|---|')
     for row in rows:
