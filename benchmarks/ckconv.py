@@ -27,11 +27,10 @@ the first row of their benchmark. On a CPU, freed memory is kept for reuse as tr
 (`--system-malloc`: glibc's defaults), for every model alike.
 """
 import argparse
-import statistics
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Callable, List, Tuple
 from unittest import mock
 
 import timm
@@ -41,7 +40,7 @@ import torch.nn.functional as F
 from smpconv_models import CKConv, SMPKernel, create_from_checkpoint
 from smpconv_models.ops import conv as long_convolution
 from smpconv_models.training import keep_freed_memory_for_reuse
-from timing import environment, parse_args, report, seconds
+from timing import environment, medians_in_turn, parse_args, report
 
 
 def authors_causal_fftconv(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -79,36 +78,18 @@ def whole_kernels(convolve=None):
             yield
 
 
-class Candidate:
-    """One model of a benchmark, stepped within its context: forward, cross-entropy, backward, Adam."""
+def training_step(model: torch.nn.Module, x: torch.Tensor, context=nullcontext) -> Callable[[], None]:
+    """A training step of `model` on x within a fresh `context()`: forward, cross-entropy, backward, Adam."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    labels = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
 
-    def __init__(self, label: str, model: torch.nn.Module, x: torch.Tensor, steps: int, context=nullcontext):
-        self.label, self.model, self.x, self.steps, self.context = label, model, x, steps, context
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-        self.labels = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
-        self.times = []
+    def step() -> None:
+        with context():
+            F.cross_entropy(model(x), labels).backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
 
-    def _step(self) -> None:
-        F.cross_entropy(self.model(self.x), self.labels).backward()
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-
-    def step_seconds(self) -> float:
-        with self.context():
-            return seconds(self._step, self.x.device)
-
-
-def step_medians(candidates: List[Candidate]) -> Dict[str, float]:
-    """Median step seconds of each candidate over its `steps` steps after 2 untimed ones, the candidates' steps
-    taken in turn (one of each per round): a machine whose speed drifts over minutes moves them all alike."""
-    for candidate in candidates:
-        for _ in range(2):
-            candidate.step_seconds()
-    for round_ in range(max(candidate.steps for candidate in candidates)):
-        for candidate in candidates:
-            if round_ < candidate.steps:
-                candidate.times.append(candidate.step_seconds())
-    return {candidate.label: statistics.median(candidate.times) for candidate in candidates}
+    return step
 
 
 def create(name: str, checkpoint_dir, device, **kwargs) -> torch.nn.Module:
@@ -143,8 +124,9 @@ def main() -> None:
 
     def measure(benchmark: str, name: str, x: torch.Tensor, candidates: List[Tuple]) -> None:
         """Step the candidates (label, context, steps, model kwargs) of `name` in turn on x; one row each."""
-        medians = step_medians([Candidate(label, create(name, args.checkpoint_dir, device, **kwargs), x, steps, context)
-                                for label, context, steps, kwargs in candidates if steps > 0])
+        medians = medians_in_turn({
+            label: (training_step(create(name, args.checkpoint_dir, device, **kwargs), x, context), steps)
+            for label, context, steps, kwargs in candidates if steps > 0}, device)
         for label, step_s in medians.items():
             rows.append(dict(benchmark=benchmark, model=label, step_s=step_s, examples_per_s=x.shape[0] / step_s))
             print(f'{benchmark}, {label}: {step_s:.3f} s', flush=True)

@@ -5,7 +5,7 @@ import platform
 import statistics
 import time
 from datetime import date
-from typing import Callable, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -32,6 +32,21 @@ def median_seconds(run: Callable[[], object], device: torch.device, warmup: int 
     while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
         times.append(seconds(run, device))
     return statistics.median(times)
+
+
+def medians_in_turn(runs: Dict[str, Tuple[Callable[[], object], int]], device: torch.device, warmup: int = 2
+                    ) -> Dict[str, float]:
+    """Median seconds of each run's call over its own number of calls after `warmup` untimed ones, the runs called
+    in turn, one call of each per round: a machine whose speed drifts over minutes moves them all alike."""
+    for call, _ in runs.values():
+        for _ in range(warmup):
+            call()
+    times = {label: [] for label in runs}
+    for round_ in range(max(repeats for _, repeats in runs.values())):
+        for label, (call, repeats) in runs.items():
+            if round_ < repeats:
+                times[label].append(seconds(call, device))
+    return {label: statistics.median(label_times) for label, label_times in times.items()}
 
 
 def cpu_name() -> str:

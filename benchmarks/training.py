@@ -10,7 +10,8 @@ forward pass of a new shape, and where a step spends its time.
     python benchmarks/training.py --whole-kernels          # and smpconv_t convolving with its whole kernels
 
 A training step is forward, cross-entropy, backward and an AdamW step (median of --steps steps after 2
-untimed ones, which include the depthwise dispatcher's timing). `eval` is a no_grad forward pass at the
+untimed ones, which include the depthwise dispatcher's timing; the models' steps taken in turn, one of each per
+round, so that a machine whose speed drifts moves them alike). `eval` is a no_grad forward pass at the
 largest batch (median, after a first call, which is reported apart: it includes choosing the depthwise
 backends for the new shapes, from an empty cache). smpconv_t convolves with the box of taps its points reach
 (issue 21); `smpconv_t, whole kernels` (--whole-kernels) with its whole kernels, as before.
@@ -18,6 +19,7 @@ backends for the new shapes, from an empty cache). smpconv_t convolves with the 
 import argparse
 import statistics
 from contextlib import nullcontext
+from typing import Callable
 from unittest import mock
 
 import timm
@@ -28,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 from smpconv_models import SMPConv2d
 from smpconv_models.ops import clear_choices
 from smpconv_models.training import keep_freed_memory_for_reuse
-from timing import environment, parse_args, report, seconds
+from timing import environment, medians_in_turn, parse_args, report, seconds
 
 MODELS = ('smpconv_t', 'convnext_tiny')
 WHOLE_KERNELS = 'smpconv_t, whole kernels'
@@ -49,12 +51,20 @@ def make(name: str, device: torch.device, layout: torch.memory_format, compile_m
     return torch.compile(model) if compile_model else model
 
 
-def train_step(model, optimizer, x, labels, autocast) -> None:
-    with autocast:
-        loss = F.cross_entropy(model(x), labels)
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+def training_step(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, autocast, context
+                  ) -> Callable[[], None]:
+    """A training step of `model` within a fresh `context()`: forward, cross-entropy, backward, AdamW."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        with context():
+            with autocast:
+                loss = F.cross_entropy(model(x), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def main() -> None:
@@ -74,9 +84,9 @@ def main() -> None:
                         help='also smpconv_t convolving with its whole kernels (before issue 21)')
     args = parse_args(parser)
     # (label, model, context) of each model measured
-    models = [(MODELS[0], MODELS[0], nullcontext())] + (
-        [(WHOLE_KERNELS, MODELS[0], whole_kernels())] if args.whole_kernels else []) + [
-        (MODELS[1], MODELS[1], nullcontext())]
+    models = [(MODELS[0], MODELS[0], nullcontext)] + (
+        [(WHOLE_KERNELS, MODELS[0], whole_kernels)] if args.whole_kernels else []) + [
+        (MODELS[1], MODELS[1], nullcontext)]
     device = torch.device(args.device)
     freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
     autocast = autocast_context(device, args.autocast)
@@ -91,24 +101,22 @@ def main() -> None:
         for batch in args.batch_sizes:
             x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
             labels = torch.randint(0, 1000, (batch,), device=device)
-            for name, model_name, context in models:
-                clear_choices()
-                model = make(model_name, device, layout, args.compile).train()
-                optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-                with context:
-                    times = [seconds(lambda: train_step(model, optimizer, x, labels, autocast), device)
-                             for _ in range(args.steps + 2)][2:]
-                record('training step', batch, layout_name, name, statistics.median(times))
+            clear_choices()
+            steps = {name: (training_step(make(model_name, device, layout, args.compile).train(), x, labels,
+                                          autocast, context), args.steps)
+                     for name, model_name, context in models}
+            for name, step_s in medians_in_turn(steps, device).items():
+                record('training step', batch, layout_name, name, step_s)
                 if args.profile:
                     with profile(activities=[ProfilerActivity.CPU]) as prof:
-                        train_step(model, optimizer, x, labels, autocast)
+                        steps[name][0]()
                     print(prof.key_averages().table(sort_by='self_cpu_time_total', row_limit=25), flush=True)
         batch = max(args.batch_sizes)
         x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
         for name, model_name, context in models:
             clear_choices()
             model = make(model_name, device, layout, args.compile).eval()
-            with torch.no_grad(), autocast, context:
+            with torch.no_grad(), autocast, context():
                 first = seconds(lambda: model(x), device)
                 later = statistics.median(seconds(lambda: model(x), device) for _ in range(args.steps))
             record('eval, first call', batch, layout_name, name, first)
