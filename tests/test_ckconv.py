@@ -277,6 +277,37 @@ def test_a_training_step_on_the_fft_transforms_x_the_kernel_and_the_output_gradi
         torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize('box, pad, period', [((9, 9), (4, 4), (36, 36)), ((3, 7), (0, 6), (27, 20)),
+                                               ((5, 4), (2, 1), (25, 45)), ((1, 1), (0, 0), (8, 9))])
+def test_a_small_2d_box_is_transformed_by_dft_matrix_products(monkeypatch, box, pad, period):
+    """A small 2-D box's kernel spectra and weight-gradient taps, by DFT matrix products, are those of the FFTs
+    over the period: odd and even periods, taps before and after the current position, and a half spectrum whose
+    values at f1 = 0 and P1 / 2 are not real (irfftn reads their real parts)."""
+    cpu = torch.device('cpu')
+    assert long_convolution._box_dft_pays(box, period, cpu)
+    generator = torch.Generator().manual_seed(4)
+    weight = torch.randn(4, 3, *box, dtype=torch.float64, generator=generator)
+    lag_spectra = torch.randn(period[0] * (period[1] // 2 + 1), 4, 3, dtype=torch.complex128, generator=generator)
+    by_products = (long_convolution._conj_kernel_spectra(weight, list(pad), list(period)),
+                   long_convolution._taps_of_lag_spectra(lag_spectra, list(period), box, pad))
+    monkeypatch.setattr(long_convolution, '_box_dft_pays', lambda *args: False)
+    by_ffts = (long_convolution._conj_kernel_spectra(weight, list(pad), list(period)),
+               long_convolution._taps_of_lags(long_convolution._signals(lag_spectra, list(period)), box, pad))
+    for got, want in zip(by_products, by_ffts):
+        # float64: sums of at most a few hundred O(1) terms in another order
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_only_small_2d_boxes_on_the_cpu_are_transformed_by_dft_matrix_products():
+    """The CIFAR-10 model's boxes (7 to 11 taps a side, periods 36 and 40) are; its whole 33 x 33 kernels on a
+    48 x 48 period, 1-D kernels and GPUs keep the FFTs."""
+    pays = long_convolution._box_dft_pays
+    cpu = torch.device('cpu')
+    assert pays((7, 7), (36, 36), cpu) and pays((11, 10), (40, 40), cpu)
+    assert not pays((33, 33), (48, 48), cpu) and not pays((5,), (36,), cpu)
+    assert not pays((9, 9), (36, 36), torch.device('cuda'))
+
+
 def test_a_training_step_keeps_its_spectra_where_the_whole_step_is_faster_on_the_fft(monkeypatch):
     """Whether a training step convolves by `FFTConvolution` is timed on the step's three passes ('conv.step'),
     whatever the forward pass alone would run on; without a gradient only the forward pass is chosen."""
