@@ -14,6 +14,8 @@ dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
   FFT libraries transform fast, computed in float32 or wider: its cost grows with N log N, whatever L. A training
   step whose three passes run faster on it (timed together, `conv.step`) keeps the spectra of x and of the kernel
   for the backward pass, which then transforms the output gradient once for both gradients (`FFTConvolution`).
+  On the CPU the kernel's spectra and the weight gradient's taps of a small 2-D box are products with DFT
+  matrices rather than transforms of the whole period (`_box_dft_pays`).
 
 Taps that never meet the input (a kernel longer than the sequence) are cropped first: the result is exactly
 the same. The output's dtype follows F.conv's under autocast (see `dispatch.compute_dtype`).
