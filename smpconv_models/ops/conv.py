@@ -178,8 +178,8 @@ def _grad_weight_of_spectra(conj_grad_spectra: torch.Tensor, x_spectra: torch.Te
 
 # A 2-D box of k0 x k1 taps needs only k0 x k1 of the period's values: the kernel's spectra and the weight
 # gradient's taps are two products with DFT matrices each, which land in the layout wanted, with none of the
-# period's transforms or copies. On the CPU they cost less than the FFTs up to boxes of about a third of the period
-# (below); the CIFAR-10 model's boxes are 7 to 11 taps a side on periods of 36 and 40.
+# period's transforms or copies. On the CPU they cost less than the FFTs up to boxes of about half the period a
+# side (below); the CIFAR-10 model's boxes are 7 to 11 taps a side on periods of 36 and 40.
 
 def _box_dft_pays(kernel_size: Sequence[int], sizes: Sequence[int], device: torch.device) -> bool:
     """Whether a 2-D box's transforms run faster as DFT matrix products than as FFTs over the period. The products
