@@ -30,7 +30,7 @@ import argparse
 from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 from unittest import mock
 
 import timm
@@ -40,7 +40,9 @@ import torch.nn.functional as F
 from smpconv_models import CKConv, SMPKernel, create_from_checkpoint
 from smpconv_models.ops import conv as long_convolution
 from smpconv_models.training import keep_freed_memory_for_reuse
-from timing import environment, medians_in_turn, parse_args, report
+from timing import environment, medians_in_turn, parse_args, report, training_step
+
+ADAM = partial(torch.optim.Adam, lr=1e-4)  # the authors' optimizer for these models
 
 
 def authors_causal_fftconv(x: torch.Tensor, weight: torch.Tensor, bias=None) -> torch.Tensor:
@@ -78,20 +80,6 @@ def whole_kernels(convolve=None):
             yield
 
 
-def training_step(model: torch.nn.Module, x: torch.Tensor, context=nullcontext) -> Callable[[], None]:
-    """A training step of `model` on x within a fresh `context()`: forward, cross-entropy, backward, Adam."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    labels = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
-
-    def step() -> None:
-        with context():
-            F.cross_entropy(model(x), labels).backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
 def create(name: str, checkpoint_dir, device, **kwargs) -> torch.nn.Module:
     """The model as created (seed 0), or with its weights in `checkpoint_dir`."""
     torch.manual_seed(0)
@@ -125,7 +113,7 @@ def main() -> None:
     def measure(benchmark: str, name: str, x: torch.Tensor, candidates: List[Tuple]) -> None:
         """Step the candidates (label, context, steps, model kwargs) of `name` in turn on x; one row each."""
         medians = medians_in_turn({
-            label: (training_step(create(name, args.checkpoint_dir, device, **kwargs), x, context), steps)
+            label: (training_step(create(name, args.checkpoint_dir, device, **kwargs), x, ADAM, context), steps)
             for label, context, steps, kwargs in candidates if steps > 0}, device)
         for label, step_s in medians.items():
             rows.append(dict(benchmark=benchmark, model=label, step_s=step_s, examples_per_s=x.shape[0] / step_s))

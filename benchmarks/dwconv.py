@@ -24,6 +24,7 @@ convolution, the plain F.conv2d path.
 """
 import argparse
 from collections import Counter
+from functools import partial
 from typing import Callable, Dict, List, Tuple
 
 import timm
@@ -33,7 +34,7 @@ import smpconv_models  # noqa: F401  registers the SMPConv models
 from smpconv_models.layers import SMPConv2d
 from smpconv_models.ops import clear_choices, depthwise_conv2d, use_backend
 from smpconv_models.ops.depthwise import BACKENDS
-from timing import environment, median_seconds, parse_args, report
+from timing import environment, median_seconds, parse_args, report, training_step
 
 LAYOUTS = {'nchw': torch.contiguous_format, 'channels_last': torch.channels_last}
 # PyTorch's own convolutions, each in the layout it runs natively
@@ -193,14 +194,7 @@ def benchmark_zero_taps(args, device: torch.device, dtype: torch.dtype) -> List[
 
 def training_step_seconds(model: torch.nn.Module, x: torch.Tensor, backend, steps: int) -> float:
     """Median seconds of a forward, backward and AdamW step, after one untimed step (the dispatcher's timing)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6)
-    target = torch.randint(0, 1000, (x.shape[0],), device=x.device)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        torch.nn.functional.cross_entropy(model(x), target).backward()
-        optimizer.step()
-
+    step = training_step(model, x, partial(torch.optim.AdamW, lr=1e-6))
     with use_backend(backend):
         return median_seconds(step, x.device, warmup=1, min_repeats=steps, min_seconds=0.)
 

@@ -4,10 +4,12 @@ import json
 import platform
 import statistics
 import time
+from contextlib import nullcontext
 from datetime import date
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, ContextManager, Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from smpconv_models.ops.dispatch import seconds  # one timer: the one the dispatcher chooses backends by
 
@@ -32,6 +34,25 @@ def median_seconds(run: Callable[[], object], device: torch.device, warmup: int 
     while len(times) < min_repeats or time.perf_counter() - start < min_seconds:
         times.append(seconds(run, device))
     return statistics.median(times)
+
+
+def training_step(model: torch.nn.Module, x: torch.Tensor, optimizer: Callable[..., torch.optim.Optimizer],
+                  context: Callable[[], ContextManager] = nullcontext, autocast: ContextManager = nullcontext()
+                  ) -> Callable[[], None]:
+    """A training step of `model` on x and random labels, within a fresh `context()`: forward and cross-entropy
+    (under `autocast`), backward, and a step of `optimizer(model.parameters())`."""
+    step_optimizer = optimizer(model.parameters())
+    labels = torch.randint(0, model.num_classes, (x.shape[0],), device=x.device)
+
+    def step() -> None:
+        with context():
+            with autocast:
+                loss = F.cross_entropy(model(x), labels)
+            loss.backward()
+            step_optimizer.step()
+            step_optimizer.zero_grad(set_to_none=True)
+
+    return step
 
 
 def medians_in_turn(runs: Dict[str, Tuple[Callable[[], object], int]], device: torch.device, warmup: int = 2

@@ -19,20 +19,20 @@ backends for the new shapes, from an empty cache). smpconv_t convolves with the 
 import argparse
 import statistics
 from contextlib import nullcontext
-from typing import Callable
+from functools import partial
 from unittest import mock
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from smpconv_models import SMPConv2d
 from smpconv_models.ops import clear_choices
 from smpconv_models.training import keep_freed_memory_for_reuse
-from timing import environment, medians_in_turn, parse_args, report, seconds
+from timing import environment, medians_in_turn, parse_args, report, seconds, training_step
 
 MODELS = ('smpconv_t', 'convnext_tiny')
+ADAMW = partial(torch.optim.AdamW, lr=1e-4)
 WHOLE_KERNELS = 'smpconv_t, whole kernels'
 
 
@@ -49,22 +49,6 @@ def make(name: str, device: torch.device, layout: torch.memory_format, compile_m
     torch.manual_seed(0)
     model = timm.create_model(name).to(device=device, memory_format=layout)
     return torch.compile(model) if compile_model else model
-
-
-def training_step(model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, autocast, context
-                  ) -> Callable[[], None]:
-    """A training step of `model` within a fresh `context()`: forward, cross-entropy, backward, AdamW."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        with context():
-            with autocast:
-                loss = F.cross_entropy(model(x), labels)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-
-    return step
 
 
 def main() -> None:
@@ -100,10 +84,9 @@ def main() -> None:
         layout = torch.channels_last if layout_name == 'channels_last' else torch.contiguous_format
         for batch in args.batch_sizes:
             x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
-            labels = torch.randint(0, 1000, (batch,), device=device)
             clear_choices()
-            steps = {name: (training_step(make(model_name, device, layout, args.compile).train(), x, labels,
-                                          autocast, context), args.steps)
+            steps = {name: (training_step(make(model_name, device, layout, args.compile).train(), x, ADAMW, context,
+                                          autocast), args.steps)
                      for name, model_name, context in models}
             for name, step_s in medians_in_turn(steps, device).items():
                 record('training step', batch, layout_name, name, step_s)
