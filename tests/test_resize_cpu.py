@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from smpconv_models.ops import resize_cpu
+from smpconv_models.ops.native import NativeExtension
 from smpconv_models.ops.resize import reference_grads, reference_taps, resize_geometry
 
 Geometry = List[torch.Tensor]  # row_start, row_phase, col_start, col_phase
@@ -266,9 +267,9 @@ def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
     def no_compiler():
         raise OSError('no C++ compiler found\nmore detail')
 
-    monkeypatch.setattr(resize_cpu, '_build', no_compiler)
-    monkeypatch.setattr(resize_cpu, '_built', None)
-    monkeypatch.setattr(resize_cpu, '_failed', False)
+    extension = NativeExtension('smpconv_resize_cpu', 'resize_cpu.cpp', 'the C++ resizing convolution')
+    monkeypatch.setattr(extension, 'build', no_compiler)
+    monkeypatch.setattr(resize_cpu, 'EXTENSION', extension)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         assert not resize_cpu.available(torch.zeros(1))

@@ -9,66 +9,23 @@ bfloat16 (accumulated in float32) CPU tensors in any memory layout (made contigu
 contiguous, in the inputs' dtype, and do not depend on the number of threads. The `*_points` functions take the
 bank as points' values [C, P] and their interpolation [P, Py, ky, Px, kx] (bank[c] = sum_q weights[c, q]
 interp[q], sampled per channel where it is used and never stored whole), `grad_points` giving the adjoints in
-both. Where the extension cannot be
-built (no compiler, say), `available` warns once and answers False, and the operator computes with PyTorch.
-
-The extension is built for the CPU it runs on (-march=native): its name carries a hash of the CPU's features and
-the PyTorch version, so a build cache shared by different machines keeps one build per kind of CPU (PyTorch
-rebuilds it where the source changes).
+both. Where the extension cannot be built (no compiler, say), `available` warns once and answers False, and the
+operator computes with PyTorch (`native`).
 """
-import hashlib
-import platform
-import threading
-import warnings
-from pathlib import Path
-from types import ModuleType
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 
+from .native import NativeExtension
+
 __all__ = ['available', 'forward', 'grad_input', 'grad_bank', 'forward_points', 'grad_input_points', 'grad_points']
 
-_SOURCE = Path(__file__).parent / 'csrc' / 'resize_cpu.cpp'
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
-_build_lock = threading.Lock()
-_built: Optional[ModuleType] = None
-_failed = False
+EXTENSION = NativeExtension('smpconv_resize_cpu', 'resize_cpu.cpp', 'the C++ resizing convolution')
 
 
-def _cpu_features() -> Optional[str]:
-    """The CPU's feature flags as /proc/cpuinfo lists them, None where it does not (then no -march=native)."""
-    try:
-        cpuinfo = Path('/proc/cpuinfo').read_text()
-    except OSError:
-        return None
-    flags = [line for line in cpuinfo.splitlines() if line.startswith(('flags', 'Features'))]
-    return flags[0] if flags else None
-
-
-def _build() -> ModuleType:
-    """Compile (or load from the build cache) the extension for this CPU."""
-    from torch.utils.cpp_extension import load
-    features = _cpu_features()
-    native = [] if features is None else ['-march=native']
-    key = '\n'.join((features or platform.machine(), torch.__version__))
-    name = f'smpconv_resize_cpu_{hashlib.sha256(key.encode()).hexdigest()[:16]}'
-    return load(name=name, sources=[str(_SOURCE)], extra_cflags=['-O3', '-fopenmp', *native],
-                extra_ldflags=['-fopenmp'], verbose=False)
-
-
-def _extension() -> Optional[ModuleType]:
-    """The extension, built on the first call; None where building it failed (warned once)."""
-    global _built, _failed
-    with _build_lock:
-        if _built is None and not _failed:
-            try:
-                _built = _build()
-            except Exception as e:  # no compiler, no ninja, a compiler error: PyTorch computes instead
-                _failed = True
-                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                warnings.warn(f'the C++ resizing convolution did not build ({reason}): it computes with PyTorch',
-                              RuntimeWarning, stacklevel=3)
-        return _built
+def _extension():
+    return EXTENSION.module()
 
 
 def available(x: torch.Tensor) -> bool:
