@@ -194,6 +194,31 @@ def test_causal_convolution_is_exact_for_every_length(backend, length, taps):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize('x_size, taps, pad', [((1,), (5,), (4,)), ((63,), (40,), (39,)), ((161,), (400,), (399,)),
+                                              ((9, 11), (7, 5), (3, 2)), ((32, 32), (9, 9), (4, 4)),
+                                              ((16, 16), (33, 33), (16, 16)), ((12, 7), (5, 6), (0, 5))])
+def test_a_float32_training_step_on_the_fft_is_the_definition(x_size, taps, pad):
+    """In float32 the spectra's products run on the C++ extension where it builds (`spectral_cpu`), and a small
+    2-D box's transforms are DFT matrix products: a training step's output and gradients against the float64
+    definition, for 1-D and 2-D kernels, boxes and kernels longer than x."""
+    generator = torch.Generator().manual_seed(sum(x_size + taps))
+    x = torch.randn(3, 5, *x_size, generator=generator, requires_grad=True)
+    weight = torch.randn(7, 5, *taps, generator=generator, requires_grad=True)
+    with use_backend('fft'):
+        y = long_convolution.conv_taps(x, weight, pad)
+        grads = torch.autograd.grad(y.square().sum(), (x, weight))
+    padding = long_convolution._paddings(taps, pad)
+    expected = F.conv1d(F.pad(x.double(), padding), weight.double()) if len(taps) == 1 else \
+        F.conv2d(F.pad(x.double(), padding), weight.double())
+    expected_grads = torch.autograd.grad(expected.square().sum(), (x, weight))
+    # float32 FFTs over periods of a few thousand values at most: errors ~1e-6 of the sums' scale, which is at most
+    # sqrt(5 taps) ~ 40 for y and a hundred times that for the gradients
+    scale = expected.abs().max().item()
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-5 * scale)
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5 * want.abs().max().item())
+
+
 @pytest.mark.parametrize('length', [64, 63, 161])
 def test_the_authors_fft_path_is_the_causal_convolution_on_even_lengths_only(length):
     generator = torch.Generator().manual_seed(length)
@@ -287,7 +312,7 @@ def test_a_small_2d_box_is_transformed_by_dft_matrix_products(monkeypatch, box, 
     assert long_convolution._box_dft_pays(box, period, cpu)
     generator = torch.Generator().manual_seed(4)
     weight = torch.randn(4, 3, *box, dtype=torch.float64, generator=generator)
-    lag_spectra = torch.randn(period[0] * (period[1] // 2 + 1), 4, 3, dtype=torch.complex128, generator=generator)
+    lag_spectra = torch.randn(4, 3, period[0] * (period[1] // 2 + 1), dtype=torch.complex128, generator=generator)
     by_products = (long_convolution._conj_kernel_spectra(weight, list(pad), list(period)),
                    long_convolution._taps_of_lag_spectra(lag_spectra, list(period), box, pad))
     monkeypatch.setattr(long_convolution, '_box_dft_pays', lambda *args: False)

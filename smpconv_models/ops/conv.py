@@ -14,8 +14,9 @@ dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
   FFT libraries transform fast, computed in float32 or wider: its cost grows with N log N, whatever L. A training
   step whose three passes run faster on it (timed together, `conv.step`) keeps the spectra of x and of the kernel
   for the backward pass, which then transforms the output gradient once for both gradients (`FFTConvolution`).
-  On the CPU the kernel's spectra and the weight gradient's taps of a small 2-D box are products with DFT
-  matrices rather than transforms of the whole period (`_box_dft_pays`).
+  On the CPU the spectra's per-frequency products run on a C++ extension that reads them as rfft lays them out
+  (`spectral_cpu`), and the kernel's spectra and the weight gradient's taps of a small 2-D box are products with
+  DFT matrices rather than transforms of the whole period (`_box_dft_pays`).
 
 Taps that never meet the input (a kernel longer than the sequence) are cropped first: the result is exactly
 the same. The output's dtype follows F.conv's under autocast (see `dispatch.compute_dtype`).
@@ -28,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
+from . import spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
                        fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops)
 
@@ -63,9 +65,11 @@ def _torch_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[
 
 # ---- FFT convolution ----------------------------------------------------------------------------------
 #
-# Spectra are kept frequency-major, [F, batch, channels] (F the frequencies of the period, flattened), the layout
-# of the per-frequency matrix products: a training step transforms x, the kernel and the output gradient once each
-# and keeps their spectra in this layout for every product that needs them (`FFTConvolution`).
+# Spectra are kept as rfftn leaves them, [batch, channels, F] (F the frequencies of the period, flattened): a
+# training step transforms x, the kernel and the output gradient once each and keeps their spectra for every
+# product that needs them (`FFTConvolution`). The products per frequency run on the C++ extension on CPUs
+# (`spectral_cpu`), which reads that layout as it is; elsewhere a batched matrix product reads the spectra
+# frequency-major, [F, batch, channels], copied there and back around each product.
 
 def _spatial(ndim: int) -> Tuple[int, ...]:
     return tuple(range(-ndim, 0))
@@ -78,33 +82,43 @@ def _spatial(ndim: int) -> Tuple[int, ...]:
 TRANSPOSE_CHUNK_ROWS = 512
 
 
-def _transpose_copy(matrix: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
-    """The transpose [C, R] of `matrix` [R, C], contiguous, conjugated in the same pass where told."""
-    source = matrix.conj() if conjugate else matrix  # a view: the copy below conjugates
-    transposed = matrix.new_empty(matrix.shape[1], matrix.shape[0])
-    chunk_rows = TRANSPOSE_CHUNK_ROWS if matrix.device.type == 'cpu' else max(matrix.shape[0], 1)
-    for start in range(0, matrix.shape[0], chunk_rows):
-        transposed[:, start:start + chunk_rows].copy_(source[start:start + chunk_rows].t())
-    return transposed
+def _transpose_copy(matrix: torch.Tensor) -> torch.Tensor:
+    """The transpose [C, R] of `matrix` [R, C], contiguous."""
+    return _frequency_major(matrix.unsqueeze(1)).squeeze(2)
 
 
-def _frequency_major(spectrum: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
-    """[B, C, *f] -> [F, B, C], contiguous, conjugated where told."""
-    return _transpose_copy(spectrum.flatten(2).flatten(0, 1), conjugate).view(-1, *spectrum.shape[:2])
+def _frequency_major(spectra: torch.Tensor) -> torch.Tensor:
+    """[M, K, F] -> [F, M, K], contiguous, from any strides (a transposed view's, a conjugate view conjugated), in
+    chunks of `TRANSPOSE_CHUNK_ROWS` rows [m, k] on the CPU."""
+    rows, per_row = spectra.shape[0], max(1, spectra.shape[1])
+    chunk = max(1, TRANSPOSE_CHUNK_ROWS // per_row) if spectra.device.type == 'cpu' else max(1, rows)
+    moved = spectra.new_empty(spectra.shape[2], *spectra.shape[:2])
+    for start in range(0, rows, chunk):
+        moved[:, start:start + chunk].copy_(spectra[start:start + chunk].permute(2, 0, 1))
+    return moved
 
 
-def _spectra(x: torch.Tensor, sizes: List[int], conjugate: bool = False) -> torch.Tensor:
-    """The spectra [F, B, C] of x [B, C, *N] zero-padded to `sizes`, in float32 or wider (padded first: faster than
-    rfftn's `s`), conjugated where told."""
+def _products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[M, N, F], contiguous: per frequency f, the matrix product of a [M, K, F] and b [K, N, F] (either may be a
+    transposed or conjugate view)."""
+    if spectral_cpu.available(a):
+        return spectral_cpu.products(a, b)
+    products = torch.bmm(_frequency_major(a), _frequency_major(b))
+    return _transpose_copy(products.flatten(1)).view(*products.shape[1:], -1)
+
+
+def _spectra(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """The spectra [B, C, F] of x [B, C, *N] zero-padded to `sizes`, in float32 or wider (padded first: faster than
+    rfftn's `s`)."""
     padding = []
     for n, size in reversed(list(zip(x.shape[2:], sizes))):
         padding += [0, size - n]
     x = F.pad(x.to(fft_dtype(x.dtype)), padding)
-    return _frequency_major(torch.fft.rfftn(x, dim=_spatial(len(sizes))), conjugate)
+    return torch.fft.rfftn(x, dim=_spatial(len(sizes))).flatten(2)
 
 
 def _conj_kernel_spectra(weight: torch.Tensor, pad: List[int], sizes: List[int]) -> torch.Tensor:
-    """The conjugate spectra [F, O, C] of the kernel [O, C, *k] on the period, its tap `pad` at position 0: the taps
+    """The conjugate spectra [O, C, F] of the kernel [O, C, *k] on the period, its tap `pad` at position 0: the taps
     from `pad` on, zeros, then the taps before `pad` (wrapped around), one concatenation per axis. Conjugate: the
     forward pass correlates."""
     weight = weight.to(fft_dtype(weight.dtype))
@@ -116,23 +130,13 @@ def _conj_kernel_spectra(weight: torch.Tensor, pad: List[int], sizes: List[int])
         zeros = list(weight.shape)
         zeros[dim] = size - taps
         weight = torch.cat([weight.narrow(dim, p, taps - p), weight.new_zeros(zeros), weight.narrow(dim, 0, p)], dim)
-    return _frequency_major(torch.fft.rfftn(weight, dim=_spatial(len(pad))), conjugate=True)
+    return torch.fft.rfftn(weight, dim=_spatial(len(pad))).flatten(2).conj()
 
 
-def _signals(products: torch.Tensor, sizes: List[int], conjugate: bool = False) -> torch.Tensor:
-    """The signals [P, Q, *sizes] of the spectra `products` [F, P, Q] (conjugated first where told)."""
+def _signals(spectra: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """The signals [P, Q, *sizes] of the half spectra [P, Q, F]."""
     half = list(sizes[:-1]) + [sizes[-1] // 2 + 1]
-    if len(sizes) == 2 and products.device.type == 'cpu':
-        # irfftn runs a c2c transform along the first axis, then a c2r along the last; on the CPU, PyTorch copies a
-        # [P, Q, f0, f1] spectrum to [P, Q, f1, f0] for the first and back. Copied to [P, Q, f1, f0] here in the
-        # transposition needed anyway, it skips one of those copies: the CIFAR-10 model's [684, 64, 48] products
-        # (a 36 x 36 period) 12.4-13.1 ms against 14.2 ms, [760, 64, 48] (40 x 40) 15.5 against 18.3 ms.
-        source = products.view(*half, -1).permute(2, 0, 1)
-        spectrum = products.new_empty(source.shape[0], half[1], half[0]).transpose(1, 2)
-        spectrum.copy_(source.conj() if conjugate else source)
-    else:
-        spectrum = _transpose_copy(products.flatten(1), conjugate)
-    return torch.fft.irfftn(spectrum.view(*products.shape[1:], *half), s=sizes, dim=_spatial(len(sizes)))
+    return torch.fft.irfftn(spectra.unflatten(-1, half), s=sizes, dim=_spatial(len(sizes)))
 
 
 def _crop(signals: torch.Tensor, size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
@@ -155,22 +159,20 @@ def _taps_of_lags(lags: torch.Tensor, kernel_size: Sequence[int], pad: Sequence[
 def _forward_of_spectra(x_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
                         size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """y = irfft(X conj(W)) per frequency, cropped to x's `size`."""
-    return _crop(_signals(torch.bmm(x_spectra, conj_kernel_spectra.transpose(1, 2)), sizes), size, dtype)
+    return _crop(_signals(_products(x_spectra, conj_kernel_spectra.transpose(0, 1)), sizes), size, dtype)
 
 
-def _grad_input_of_spectra(conj_grad_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
+def _grad_input_of_spectra(grad_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
                            size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """dx = irfft(dY W) per frequency (the adjoint of the forward's product), computed as the conjugate of
-    conj(dY) conj(W): both conjugates are the spectra kept, and a conjugated operand would cost bmm a copy."""
-    products = torch.bmm(conj_grad_spectra, conj_kernel_spectra)
-    return _crop(_signals(products, sizes, conjugate=True), size, dtype)
+    """dx = irfft(dY W) per frequency, the adjoint of the forward's product."""
+    return _crop(_signals(_products(grad_spectra, conj_kernel_spectra.conj()), sizes), size, dtype)
 
 
-def _grad_weight_of_spectra(conj_grad_spectra: torch.Tensor, x_spectra: torch.Tensor, sizes: List[int],
+def _grad_weight_of_spectra(grad_spectra: torch.Tensor, x_spectra: torch.Tensor, sizes: List[int],
                             kernel_size: Sequence[int], pad: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """dw[o, c, j] = sum_{b, t} dy[b, o, t] x[b, c, t - p + j]: the correlation of x with dy, summed over the
     batch per frequency, read at lags -p .. k - 1 - p."""
-    lag_spectra = torch.bmm(conj_grad_spectra.transpose(1, 2), x_spectra)
+    lag_spectra = _products(grad_spectra.transpose(0, 1).conj(), x_spectra)
     if _box_dft_pays(kernel_size, sizes, lag_spectra.device):
         return _taps_of_lag_spectra(lag_spectra, sizes, kernel_size, pad).to(dtype)
     return _taps_of_lags(_signals(lag_spectra, sizes), kernel_size, pad).to(dtype)
@@ -208,35 +210,33 @@ def _box_lags(kernel_size: Sequence[int], pad: Sequence[int], device: torch.devi
 
 
 def _conj_kernel_spectra_of_box(weight: torch.Tensor, pad: List[int], sizes: List[int]) -> torch.Tensor:
-    """`_conj_kernel_spectra` of a 2-D box, [P0 F1, O, C]: the sum over its taps of w[i, j]
-    exp(2 pi i (f0 (i - p0) / P0 + f1 (j - p1) / P1)), along the rows and then along the columns."""
+    """`_conj_kernel_spectra` of a 2-D box, [O, C, P0 F1]: the sum over its taps of w[i, j]
+    exp(2 pi i (f0 (i - p0) / P0 + f1 (j - p1) / P1)), along the columns and then along the rows."""
     out_chs, in_chs, k0, k1 = weight.shape
     complex_dtype = torch.promote_types(weight.dtype, torch.complex64)
     lags0, lags1 = _box_lags(weight.shape[2:], pad, weight.device)
     rows = _dft_matrix(sizes[0], sizes[0], lags0, complex_dtype)  # [P0, k0]
     columns = _dft_matrix(sizes[1], sizes[1] // 2 + 1, lags1, complex_dtype)  # [F1, k1]
-    taps = weight.permute(2, 3, 0, 1).reshape(k0, k1 * out_chs * in_chs).to(complex_dtype)
-    by_rows = (rows @ taps).view(sizes[0], k1, out_chs * in_chs)
-    return torch.matmul(columns, by_rows).view(-1, out_chs, in_chs)
+    by_columns = weight.reshape(out_chs * in_chs, k0, k1).to(complex_dtype) @ columns.t()  # [O C, k0, F1]
+    return torch.matmul(rows, by_columns).view(out_chs, in_chs, -1)
 
 
 def _taps_of_lag_spectra(spectra: torch.Tensor, sizes: List[int], kernel_size: Sequence[int], pad: Sequence[int]
                          ) -> torch.Tensor:
-    """The taps [O, C, k0, k1] of a correlation whose lags have the half spectra `spectra` [P0 F1, O, C]: tap
+    """The taps [O, C, k0, k1] of a correlation whose lags have the half spectra `spectra` [O, C, P0 F1]: tap
     (i, j) is the lag (i - p0, j - p1) of irfftn, which reads each frequency of the last axis twice (its conjugate
     stands for the other half) but f1 = 0 and P1 / 2 once, and only their real parts."""
-    _, out_chs, in_chs = spectra.shape
+    out_chs, in_chs, _ = spectra.shape
     half = sizes[1] // 2 + 1
     lags0, lags1 = _box_lags(kernel_size, pad, spectra.device)
     counts = torch.full((half, 1), 2., dtype=torch.float64, device=spectra.device)
     counts[0] = 1.
     if sizes[1] % 2 == 0:
         counts[-1] = 1.
-    rows = _dft_matrix(sizes[0], sizes[0], lags0, spectra.dtype).t() / sizes[0]  # [k0, P0]; columns [k1, F1]
-    columns = (_dft_matrix(sizes[1], half, lags1, torch.complex128) * (counts / sizes[1])).t().to(spectra.dtype)
-    by_rows = (rows @ spectra.view(sizes[0], half * out_chs * in_chs)).view(len(lags0), half, out_chs * in_chs)
-    taps = torch.matmul(columns, by_rows).real  # [k0, k1, O C]
-    return taps.permute(2, 0, 1).reshape(out_chs, in_chs, *kernel_size)
+    rows = _dft_matrix(sizes[0], sizes[0], lags0, spectra.dtype).t() / sizes[0]  # [k0, P0]; columns [F1, k1]
+    columns = (_dft_matrix(sizes[1], half, lags1, torch.complex128) * (counts / sizes[1])).to(spectra.dtype)
+    by_rows = torch.matmul(rows, spectra.reshape(out_chs * in_chs, sizes[0], half))  # [O C, k0, F1]
+    return (by_rows @ columns).real.view(out_chs, in_chs, *kernel_size)
 
 
 def _fft_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
@@ -248,8 +248,7 @@ def _fft_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch
 def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], pad: List[int]
                      ) -> torch.Tensor:
     sizes = fft_sizes(x.shape[2:], kernel_size, pad)
-    return _grad_weight_of_spectra(_spectra(grad_y, sizes, conjugate=True), _spectra(x, sizes), sizes,
-                                   kernel_size, pad, x.dtype)
+    return _grad_weight_of_spectra(_spectra(grad_y, sizes), _spectra(x, sizes), sizes, kernel_size, pad, x.dtype)
 
 
 def _work(x_shape: Sequence[int], channels: int, kernel_size: Sequence[int], pad: Sequence[int]
@@ -403,12 +402,12 @@ class FFTConvolution(torch.autograd.Function):
         needs_x, needs_w = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # create_graph: gradients that can be differentiated again
             return *_gradients(grad_y, x, weight, ctx.pad, needs_x, needs_w), None
-        conj_grad_spectra = _spectra(grad_y.contiguous(), ctx.sizes, conjugate=True)
+        grad_spectra = _spectra(grad_y.contiguous(), ctx.sizes)
         grad_x = grad_w = None
         if needs_x:
-            grad_x = _grad_input_of_spectra(conj_grad_spectra, conj_kernel_spectra, ctx.sizes, x.shape[2:], x.dtype)
+            grad_x = _grad_input_of_spectra(grad_spectra, conj_kernel_spectra, ctx.sizes, x.shape[2:], x.dtype)
         if needs_w:
-            grad_w = _grad_weight_of_spectra(conj_grad_spectra, x_spectra, ctx.sizes, weight.shape[2:], ctx.pad,
+            grad_w = _grad_weight_of_spectra(grad_spectra, x_spectra, ctx.sizes, weight.shape[2:], ctx.pad,
                                              weight.dtype)
         return grad_x, grad_w, None
 
