@@ -13,6 +13,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
+import torch
+
 __all__ = ['NativeExtension']
 
 SOURCES = Path(__file__).parent / 'csrc'
@@ -39,8 +41,7 @@ class NativeExtension:
 
     def build(self) -> ModuleType:
         """Compile (or load from the build cache) the extension for this CPU."""
-        import torch
-        from torch.utils.cpp_extension import load
+        from torch.utils.cpp_extension import load  # imported here: it looks for compilers and CUDA on import
         features = _cpu_features()
         native = [] if features is None else ['-march=native']
         key = '\n'.join((features or platform.machine(), torch.__version__))
