@@ -99,10 +99,10 @@ def memory_format(x: torch.Tensor) -> torch.memory_format:
 
 def _smooth_size(n: int) -> int:
     """The smallest 2^a 3^b 5^c >= n with a >= 1 (a >= 3 from 256 on): sizes FFT libraries transform fast. Per
-    element of a batch of rfft and irfft (MKL, 2-core EPYC), odd sizes ran 2-3x slower than their even neighbours
-    (1125 against 1120 and 1152; 45 x 45 against 48 x 48), and long ones with one or two factors of 2 1.2-1.4x
-    slower than larger sizes with more (21870 and 22500 against 23040, 1100 against 1152); small periods keep
-    theirs (36 x 36 transformed faster than 40 x 40)."""
+    element of a batch of rfft and irfft (MKL, 2-core EPYC), odd sizes ran slower than their even neighbours (1125
+    2.6x slower than 1120 and 1152, 45 x 45 1.4x slower than 48 x 48), and long ones with one or two factors of 2
+    took longer than the larger 23040 (21870 and 22500: 1.3-1.4x its time); small periods keep theirs (36 x 36
+    transformed faster than 40 x 40)."""
     twos = 2 ** (3 if n >= 256 else 1 if n > 1 else 0)
     size = n
     while True:
