@@ -5,6 +5,8 @@ os.environ['HF_HUB_OFFLINE'] = '1'
 
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import ModuleType  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -23,3 +25,19 @@ def official_dir() -> Path:
 @pytest.fixture(scope='session')
 def tiny_ref_config() -> dict:
     return json.loads((OFFICIAL_DIR / 'smpconv_tiny_ref_config.json').read_text())
+
+
+@pytest.fixture
+def without_compiler(monkeypatch) -> Callable[[ModuleType], None]:
+    """Gives a module's C++ extension (its `EXTENSION`) as not yet built, its build failing as it does where no
+    compiler is found."""
+    def no_compiler():
+        raise OSError('no C++ compiler found\nmore detail')
+
+    def install(module: ModuleType) -> None:
+        from smpconv_models.ops.native import NativeExtension
+        built = module.EXTENSION
+        extension = NativeExtension(built.name, built.source.name, built.what)
+        monkeypatch.setattr(extension, 'build', no_compiler)
+        monkeypatch.setattr(module, 'EXTENSION', extension)
+    return install

@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from smpconv_models.ops import resize_cpu
-from smpconv_models.ops.native import NativeExtension
 from smpconv_models.ops.resize import reference_grads, reference_taps, resize_geometry
 
 Geometry = List[torch.Tensor]  # row_start, row_phase, col_start, col_phase
@@ -263,13 +262,8 @@ def test_available_for_cpu_floats_only(built):
     assert not resize_cpu.available(torch.zeros(1, device='meta'))
 
 
-def test_a_failed_build_warns_once_and_falls_back(monkeypatch):
-    def no_compiler():
-        raise OSError('no C++ compiler found\nmore detail')
-
-    extension = NativeExtension('smpconv_resize_cpu', 'resize_cpu.cpp', 'the C++ resizing convolution')
-    monkeypatch.setattr(extension, 'build', no_compiler)
-    monkeypatch.setattr(resize_cpu, 'EXTENSION', extension)
+def test_a_failed_build_warns_once_and_falls_back(without_compiler):
+    without_compiler(resize_cpu)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         assert not resize_cpu.available(torch.zeros(1))
