@@ -99,8 +99,8 @@ def _frequency_major(spectra: torch.Tensor) -> torch.Tensor:
 
 
 def _products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """[M, N, F], contiguous: per frequency f, the matrix product of a [M, K, F] and b [K, N, F] (either may be a
-    transposed or conjugate view)."""
+    """[M, N, F], each row's frequencies contiguous: per frequency f, the matrix product of a [M, K, F] and
+    b [K, N, F] (either may be a transposed or conjugate view)."""
     if spectral_cpu.available(a):
         return spectral_cpu.products(a, b)
     products = torch.bmm(_frequency_major(a), _frequency_major(b))

@@ -5,8 +5,9 @@ by `native`):
 
 for complex64 spectra laid out as rfft leaves them, each row's frequencies contiguous: no transposing copies to the
 frequency-major layout a batched matrix product needs, and none back for the inverse transform. `a` and `b` may be
-views (a transpose of their first two axes, a conjugate); the result is contiguous and does not depend on the
-number of threads.
+views (a transpose of their first two axes, a conjugate). The result does not depend on the number of threads; its
+rows of F frequencies are contiguous and each starts on a cache line (a view of the first F of a whole number of
+lines), which lets the extension write them past the caches.
 """
 import torch
 

@@ -14,6 +14,12 @@
 // stored interleaved again. A tile's packed rows, M K + K N of 128 bytes (240 KB for a raw Speech Commands layer at
 // batch 32), stay in L2 at the models' sizes. While packing a row, the next tile's part of it is prefetched.
 //
+// Stores: each output row starts on a cache line (rows padded to whole lines; the result is a view of the first F
+// frequencies), so a whole tile's outputs are whole lines, written with non-temporal stores. Ordinary stores first
+// read every line they write into the cache, and a product's output (8.9 MB for an sMNIST layer at batch 64) is
+// read again only by the inverse transform after the whole product: on a 2-core EPYC, sMNIST's [64, 30, 577]
+// products 3.1-3.3 ms against 3.6-4.0 ms, CIFAR-10's [64, 48, 684] 7.1-7.8 against 7.8-8.9 ms.
+//
 // Parallel over tiles: no two threads write the same element and every sum runs in one order, so results do not
 // depend on the number of threads.
 
@@ -27,6 +33,10 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -59,6 +69,27 @@ Vector load(const float* from) {
 
 void store(float* to, Vector v) { std::memcpy(to, &v, sizeof v); }
 
+// Stores v to `to` past the caches where `to` starts a cache line (and the CPU can), else as `store` does.
+void stream(float* to, Vector v) {
+#if defined(__AVX512F__)
+  if (reinterpret_cast<uintptr_t>(to) % kAlignment == 0) return _mm512_stream_ps(to, reinterpret_cast<__m512&>(v));
+#elif defined(__AVX__)
+  if (reinterpret_cast<uintptr_t>(to) % kAlignment == 0) {
+    const __m256* halves = reinterpret_cast<const __m256*>(&v);
+    _mm256_stream_ps(to, halves[0]);
+    return _mm256_stream_ps(to + kTile / 2, halves[1]);
+  }
+#endif
+  store(to, v);
+}
+
+// Orders this thread's non-temporal stores before what follows it (they are weakly ordered).
+void fence_streams() {
+#if defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
 // One row's `valid` (<= kTile) interleaved frequencies from `from` as kTile real parts then kTile imaginary parts
 // (zeros past `valid`), conjugated where told; prefetches the row's next tile.
 void pack(const float* from, int64_t valid, bool conjugate, float* to) {
@@ -77,13 +108,14 @@ void pack(const float* from, int64_t valid, bool conjugate, float* to) {
   store(to + kTile, conjugate ? -imag : imag);
 }
 
-// The real parts `re` and imaginary parts `im` of `valid` frequencies, interleaved into `to`.
+// The real parts `re` and imaginary parts `im` of `valid` frequencies, interleaved into `to` (a whole tile past
+// the caches).
 void unpack(Vector re, Vector im, int64_t valid, float* to) {
   const Indices first = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
   const Vector low = __builtin_shuffle(re, im, first), high = __builtin_shuffle(re, im, first + 8);
   if (valid == kTile) {
-    store(to, low);
-    store(to + kTile, high);
+    stream(to, low);
+    stream(to + kTile, high);
     return;
   }
   float interleaved[2 * kTile];
@@ -96,7 +128,7 @@ void unpack(Vector re, Vector im, int64_t valid, float* to) {
 struct Product {
   int64_t m, k, n, frequencies;
   const float *a, *b;
-  int64_t stride_am, stride_ak, stride_bk, stride_bn;  // in complex values
+  int64_t stride_am, stride_ak, stride_bk, stride_bn, out_row;  // in complex values
   bool conj_a, conj_b;
   float* out;
 };
@@ -128,7 +160,7 @@ void block(const Product& p, const float* packed_a, const float* packed_b, int64
   }
   for (int i = 0; i < BM; ++i)
     for (int j = 0; j < BN; ++j)
-      unpack(re[i][j], im[i][j], valid, p.out + (((m0 + i) * p.n + n0 + j) * p.frequencies + f0) * 2);
+      unpack(re[i][j], im[i][j], valid, p.out + (((m0 + i) * p.n + n0 + j) * p.out_row + f0) * 2);
 }
 
 template <int BM>
@@ -162,11 +194,13 @@ Tensor products(const Tensor& a, const Tensor& b, bool conj_a, bool conj_b) {
               "spectral products take a [M, K, F] and b [K, N, F], got ", a.sizes(), " and ", b.sizes());
   TORCH_CHECK(a.stride(2) == 1 && b.stride(2) == 1, "spectral products take rows of contiguous frequencies");
   TORCH_CHECK(!a.is_conj() && !b.is_conj(), "spectral products take conjugation as flags, not conjugate views");
+  constexpr int64_t line = kAlignment / sizeof(c10::complex<float>);
   Product p{a.size(0), a.size(1), b.size(1), a.size(2),
             reinterpret_cast<const float*>(a.data_ptr<c10::complex<float>>()),
             reinterpret_cast<const float*>(b.data_ptr<c10::complex<float>>()),
-            a.stride(0), a.stride(1), b.stride(0), b.stride(1), conj_a, conj_b, nullptr};
-  Tensor out = at::empty({p.m, p.n, p.frequencies}, a.options());
+            a.stride(0), a.stride(1), b.stride(0), b.stride(1), (a.size(2) + line - 1) / line * line,
+            conj_a, conj_b, nullptr};
+  Tensor out = at::empty({p.m, p.n, p.out_row}, a.options()).narrow(2, 0, p.frequencies);
   if (out.numel() == 0) return out;
   if (p.k == 0) return out.zero_();
   p.out = reinterpret_cast<float*>(out.data_ptr<c10::complex<float>>());
@@ -177,6 +211,7 @@ Tensor products(const Tensor& a, const Tensor& b, bool conj_a, bool conj_b) {
     std::vector<float> packed(packed_a_size + p.k * p.n * 2 * kTile + kAlignment / sizeof(float));
     float* packed_a = aligned(packed.data());
     for (int64_t t = begin; t < end; ++t) tile(p, t * kTile, packed_a, packed_a + packed_a_size);
+    fence_streams();
   });
   return out;
 }
@@ -185,6 +220,7 @@ Tensor products(const Tensor& a, const Tensor& b, bool conj_a, bool conj_b) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using pybind11::arg;
-  m.def("products", &products, "out[m, n, f] = sum_k a[m, k, f] b[k, n, f], each conjugated where told", arg("a"),
+  m.def("products", &products,
+        "out[m, n, f] = sum_k a[m, k, f] b[k, n, f], each conjugated where told; rows start on cache lines", arg("a"),
         arg("b"), arg("conj_a"), arg("conj_b"));
 }
