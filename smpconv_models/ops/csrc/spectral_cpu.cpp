@@ -172,16 +172,27 @@ void row_of_blocks(const Product& p, const float* packed_a, const float* packed_
   for (; n0 < p.n; ++n0) block<BM, 1>(p, packed_a, packed_b, m0, n0, f0, valid);
 }
 
+// Packs the rows (r, k) of an operand, at from + r stride_r + k stride_k, to packed + (r depth + k) 2 kTile, visiting
+// them in the order they lie in memory: a transposed view's rows a batch of channels apart (the weight gradient's
+// x, 138 KB between consecutive rows of an sMNIST layer's) would otherwise each touch a page of their own.
+void pack_rows(const float* from, int64_t rows, int64_t depth, int64_t stride_r, int64_t stride_k, int64_t valid,
+               bool conjugate, float* packed) {
+  const auto one = [&](int64_t r, int64_t k) {
+    pack(from + (r * stride_r + k * stride_k) * 2, valid, conjugate, packed + (r * depth + k) * 2 * kTile);
+  };
+  if (stride_k <= stride_r) {
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < depth; ++k) one(r, k);
+  } else {
+    for (int64_t k = 0; k < depth; ++k)
+      for (int64_t r = 0; r < rows; ++r) one(r, k);
+  }
+}
+
 void tile(const Product& p, int64_t f0, float* packed_a, float* packed_b) {
   const int64_t valid = std::min(kTile, p.frequencies - f0);
-  for (int64_t m = 0; m < p.m; ++m)
-    for (int64_t k = 0; k < p.k; ++k)
-      pack(p.a + ((m * p.stride_am + k * p.stride_ak) + f0) * 2, valid, p.conj_a,
-           packed_a + (m * p.k + k) * 2 * kTile);
-  for (int64_t n = 0; n < p.n; ++n)
-    for (int64_t k = 0; k < p.k; ++k)
-      pack(p.b + ((k * p.stride_bk + n * p.stride_bn) + f0) * 2, valid, p.conj_b,
-           packed_b + (n * p.k + k) * 2 * kTile);
+  pack_rows(p.a + f0 * 2, p.m, p.k, p.stride_am, p.stride_ak, valid, p.conj_a, packed_a);
+  pack_rows(p.b + f0 * 2, p.n, p.k, p.stride_bn, p.stride_bk, valid, p.conj_b, packed_b);
   int64_t m0 = 0;
   for (; m0 + kBlockM <= p.m; m0 += kBlockM) row_of_blocks<kBlockM>(p, packed_a, packed_b, m0, f0, valid);
   for (; m0 < p.m; ++m0) row_of_blocks<1>(p, packed_a, packed_b, m0, f0, valid);
