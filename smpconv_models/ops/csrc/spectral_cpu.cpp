@@ -3,10 +3,11 @@
 //   out[m, n, f] = sum_k a[m, k, f] b[k, n, f]        (complex64; a and b each conjugated where told)
 //
 // on spectra as rfft lays them out, the frequencies of each row contiguous ([batch, channels, F]): a[m, k] is the
-// row at a + m stride_am + k stride_ak, b[k, n] at b + k stride_bk + n stride_bn, out is [M, N, F] contiguous. A
-// batched matrix product (bmm) needs them frequency-major, [F, M, K], and its result back batch-major for the
-// inverse transform: transposing copies as large as the spectra around every product (a raw Speech Commands
-// layer's [32, 30, 10801] spectra: 8.8 ms a copy, 27 ms a product; packed here, 30-36 ms for both).
+// row at a + m stride_am + k stride_ak, b[k, n] at b + k stride_bk + n stride_bn, out is [M, N, F] (its rows padded
+// to whole cache lines, below). A batched matrix product (bmm) needs them frequency-major, [F, M, K], and its
+// result back batch-major for the inverse transform: transposing copies as large as the spectra around every
+// product (a raw Speech Commands layer's [32, 30, 10801] spectra: 8.8 ms a copy, 27 ms a product; packed here,
+// 30-36 ms for both).
 //
 // Layout: tiles of kTile frequencies. A tile's rows of a and b are packed side by side, kTile real parts then kTile
 // imaginary parts (conjugated there where told), so that each complex multiply-add is four fused multiply-adds of
