@@ -54,7 +54,8 @@ constexpr int kBlockN = 3;
 // complex multiply-adds per parallel task at least: fewer cost more to schedule than they save
 constexpr int64_t kMinTaskWork = 1 << 16;
 
-// bytes the packed rows are aligned to: a vector never straddles two cache lines
+// bytes of a cache line, which packed rows and output rows start on: a vector never straddles two lines, and a
+// whole tile's outputs are whole lines
 constexpr int64_t kAlignment = 64;
 
 float* aligned(float* p) {
@@ -175,8 +176,8 @@ void row_of_blocks(const Product& p, const float* packed_a, const float* packed_
 }
 
 // Packs the rows (r, k) of an operand, at from + r stride_r + k stride_k, to packed + (r depth + k) 2 kTile, visiting
-// them in the order they lie in memory: a transposed view's rows a batch of channels apart (the weight gradient's
-// x, 138 KB between consecutive rows of an sMNIST layer's) would otherwise each touch a page of their own.
+// them in the order they lie in memory: a transposed view's rows, a batch of channels apart (the weight gradient's
+// x: 138 KB between consecutive rows in an sMNIST layer), would otherwise each touch a page of their own.
 void pack_rows(const float* from, int64_t rows, int64_t depth, int64_t stride_r, int64_t stride_k, int64_t valid,
                bool conjugate, float* packed) {
   const auto one = [&](int64_t r, int64_t k) {
