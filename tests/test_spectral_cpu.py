@@ -24,8 +24,9 @@ def spectra(*shape: int, seed: int) -> torch.Tensor:
     return torch.randn(*shape, dtype=torch.complex64, generator=torch.Generator().manual_seed(seed))
 
 
-# M, K, N, F: whole and partial blocks of 4 x 3 outputs, whole and partial tiles of 16 frequencies, single rows
-SHAPES = [(4, 3, 3, 16), (5, 7, 11, 37), (1, 1, 1, 1), (9, 30, 8, 100), (32, 30, 30, 541)]
+# M, K, N, F: whole and partial blocks of outputs and tiles of frequencies (4 x 3 outputs and 16 frequencies with
+# AVX-512, 3 x 2 and 8 with AVX), single rows
+SHAPES = [(4, 3, 3, 16), (6, 2, 4, 8), (5, 7, 11, 37), (1, 1, 1, 1), (9, 30, 8, 100), (32, 30, 30, 541)]
 
 
 @pytest.mark.parametrize('m, k, n, frequencies', SHAPES)

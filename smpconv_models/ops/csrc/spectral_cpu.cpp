@@ -12,16 +12,17 @@
 // Layout: tiles of kTile frequencies. A tile's rows of a and b are packed side by side, kTile real parts then kTile
 // imaginary parts (conjugated there where told), so that each complex multiply-add is four fused multiply-adds of
 // whole vectors with no shuffles; blocks of kBlockM x kBlockN outputs are then summed in registers over k and
-// stored interleaved again. A tile's packed rows, M K + K N of 128 bytes (240 KB for a raw Speech Commands layer at
-// batch 32), stay in L2 at the models' sizes. While packing a row, the next tile's part of it is prefetched.
+// stored interleaved again. A tile's packed rows, M K + K N of 8 kTile bytes (with AVX-512's tiles, 240 KB for a raw
+// Speech Commands layer at batch 32), stay in L2 at the models' sizes. While packing a row, the next tile's part of
+// it is prefetched. Tiles and blocks are sized by the CPU's vectors (below).
 //
 // Stores: each output row starts on a cache line (rows padded to whole lines; the result is a view of the first F
 // frequencies), so a whole tile's outputs are whole lines, written with non-temporal stores. Ordinary stores first
 // read every line they write into the cache, and a product's output (8.9 MB for an sMNIST layer at batch 64) is
 // read again only by the inverse transform after the whole product. On a 2-core EPYC, freed memory kept for reuse as
 // in training (the same bits): sMNIST's [64, 30, 577] products 2.7-3.3 ms against 3.3-3.7 ms, CIFAR-10's
-// [64, 48, 684] 7.1-7.5 against 7.7-8.8 ms, raw Speech Commands' [32, 30, 10801] 29-37 against 34-40 ms; whole
-// training steps 3-4% faster.
+// [64, 48, 684] 7.1-7.5 against 7.7-8.8 ms, raw Speech Commands' [32, 30, 10801] 29-37 against 34-40 ms (AVX-512);
+// whole training steps 3-4% faster.
 //
 // Parallel over tiles: no two threads write the same element and every sum runs in one order, so results do not
 // depend on the number of threads.
@@ -35,6 +36,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #if defined(__AVX__)
@@ -45,12 +47,22 @@ namespace {
 
 using at::Tensor;
 
-// frequencies per tile: one AVX-512 register of real parts and one of imaginary parts (two AVX2 registers each)
+#if defined(__AVX512F__)
+// frequencies per tile: one AVX-512 register of real parts and one of imaginary parts
 constexpr int64_t kTile = 16;
 // outputs summed in registers at once: 2 kBlockM kBlockN accumulators, plus 2 kBlockN values of b and 2 of a,
 // fill the 32 AVX-512 registers
 constexpr int kBlockM = 4;
 constexpr int kBlockN = 3;
+#else
+// one AVX register of real parts and one of imaginary parts
+constexpr int64_t kTile = 8;
+// 2 kBlockM kBlockN accumulators and 2 kBlockN values of b fill the 16 AVX registers (the multiply-adds read a's
+// values from memory); AVX-512's tiles and blocks would keep most accumulators on the stack (products at a quarter of
+// the speed on an AVX2 EPYC)
+constexpr int kBlockM = 3;
+constexpr int kBlockN = 2;
+#endif
 // complex multiply-adds per parallel task at least: fewer cost more to schedule than they save
 constexpr int64_t kMinTaskWork = 1 << 16;
 
@@ -65,6 +77,21 @@ float* aligned(float* p) {
 typedef float Vector __attribute__((vector_size(kTile * sizeof(float))));
 typedef int32_t Indices __attribute__((vector_size(kTile * sizeof(int32_t))));
 
+// The lanes that take the real parts (the even floats) of kTile interleaved complex values in two vectors.
+template <int32_t... lane>
+constexpr Indices even_lanes(std::integer_sequence<int32_t, lane...>) {
+  return Indices{(2 * lane)...};
+}
+
+// The lanes that interleave the first kTile / 2 real parts (a first vector) with as many imaginary parts (a second).
+template <int32_t... lane>
+constexpr Indices interleaving_lanes(std::integer_sequence<int32_t, lane...>) {
+  return Indices{(lane / 2 + lane % 2 * kTile)...};
+}
+
+constexpr Indices kEvenLanes = even_lanes(std::make_integer_sequence<int32_t, kTile>{});
+constexpr Indices kInterleavingLanes = interleaving_lanes(std::make_integer_sequence<int32_t, kTile>{});
+
 Vector load(const float* from) {
   Vector v;
   std::memcpy(&v, from, sizeof v);
@@ -73,16 +100,12 @@ Vector load(const float* from) {
 
 void store(float* to, Vector v) { std::memcpy(to, &v, sizeof v); }
 
-// Stores v to `to` past the caches where `to` starts a cache line (and the CPU can), else as `store` does.
+// Stores v to `to` past the caches where `to` is aligned to a vector (and the CPU can), else as `store` does.
 void stream(float* to, Vector v) {
 #if defined(__AVX512F__)
-  if (reinterpret_cast<uintptr_t>(to) % kAlignment == 0) return _mm512_stream_ps(to, reinterpret_cast<__m512&>(v));
+  if (reinterpret_cast<uintptr_t>(to) % sizeof v == 0) return _mm512_stream_ps(to, reinterpret_cast<__m512&>(v));
 #elif defined(__AVX__)
-  if (reinterpret_cast<uintptr_t>(to) % kAlignment == 0) {
-    const __m256* halves = reinterpret_cast<const __m256*>(&v);
-    _mm256_stream_ps(to, halves[0]);
-    return _mm256_stream_ps(to + kTile / 2, halves[1]);
-  }
+  if (reinterpret_cast<uintptr_t>(to) % sizeof v == 0) return _mm256_stream_ps(to, reinterpret_cast<__m256&>(v));
 #endif
   store(to, v);
 }
@@ -97,26 +120,25 @@ void fence_streams() {
 // One row's `valid` (<= kTile) interleaved frequencies from `from` as kTile real parts then kTile imaginary parts
 // (zeros past `valid`), conjugated where told; prefetches the row's next tile.
 void pack(const float* from, int64_t valid, bool conjugate, float* to) {
-  __builtin_prefetch(from + 2 * kTile, 0, 0);
-  __builtin_prefetch(from + 3 * kTile, 0, 0);
+  for (int64_t line = 0; line < 2 * kTile; line += kAlignment / sizeof(float))
+    __builtin_prefetch(from + 2 * kTile + line, 0, 0);
   float padded[2 * kTile];
   if (valid < kTile) {
     std::fill(padded, padded + 2 * kTile, 0.f);
     std::copy(from, from + 2 * valid, padded);
     from = padded;
   }
-  const Indices even = {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30};
   const Vector low = load(from), high = load(from + kTile);
-  const Vector imag = __builtin_shuffle(low, high, even + 1);
-  store(to, __builtin_shuffle(low, high, even));
+  const Vector imag = __builtin_shuffle(low, high, kEvenLanes + 1);
+  store(to, __builtin_shuffle(low, high, kEvenLanes));
   store(to + kTile, conjugate ? -imag : imag);
 }
 
 // The real parts `re` and imaginary parts `im` of `valid` frequencies, interleaved into `to` (a whole tile past
 // the caches).
 void unpack(Vector re, Vector im, int64_t valid, float* to) {
-  const Indices first = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23};
-  const Vector low = __builtin_shuffle(re, im, first), high = __builtin_shuffle(re, im, first + 8);
+  const Vector low = __builtin_shuffle(re, im, kInterleavingLanes);
+  const Vector high = __builtin_shuffle(re, im, kInterleavingLanes + kTile / 2);
   if (valid == kTile) {
     stream(to, low);
     stream(to + kTile, high);
