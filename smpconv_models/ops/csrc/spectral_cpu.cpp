@@ -55,11 +55,11 @@ constexpr int64_t kTile = 16;
 constexpr int kBlockM = 4;
 constexpr int kBlockN = 3;
 #else
-// one AVX register of real parts and one of imaginary parts
+// one AVX register of real parts and one of imaginary parts (two SSE or NEON registers each)
 constexpr int64_t kTile = 8;
 // 2 kBlockM kBlockN accumulators and 2 kBlockN values of b fill the 16 AVX registers (the multiply-adds read a's
-// values from memory); AVX-512's tiles and blocks would keep most accumulators on the stack (products at a quarter of
-// the speed on an AVX2 EPYC)
+// values from memory); AVX-512's tiles and blocks would keep most accumulators on the stack (products 3-4x slower on
+// an AVX2 EPYC)
 constexpr int kBlockM = 3;
 constexpr int kBlockN = 2;
 #endif
