@@ -18,6 +18,7 @@ from ..ops import causal_conv1d, conv2d_same, conv_taps, recording_graph
 from ..ops.resize import Scale, Size, resize_geometry
 from ..smp import scaled_kernel_size
 from .continuous import full_points, resize
+from .dropout import Dropout
 
 __all__ = ['CKConv', 'LargeSmallConv', 'TCNBlock', 'ResNetBlock', 'norm_layer_of', 'act_layer_of']
 
@@ -183,7 +184,7 @@ class _ResidualBlock(nn.Module):
         else:
             self.shortcut = (nn.Conv1d if ndim == 1 else nn.Conv2d)(in_chs, out_chs, 1, **dd)
         self.act = act_layer()
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
 
 class TCNBlock(_ResidualBlock):
