@@ -66,3 +66,14 @@ def test_sequence_and_cifar_blocks_use_it():
     for name in ('smpconv_tcn_smnist', 'smpconv_resnet_cifar10'):
         model = timm.create_model(name)
         assert all(isinstance(block.drop, Dropout) for block in model.blocks), name
+
+
+def test_scripted_and_traced_models_record_pytorchs_dropout():
+    """TorchScript, FX (timm's own suite scripts and traces the CIFAR-10 model) record F.dropout."""
+    dropout = Dropout(0.5).train()
+    scripted, traced = torch.jit.script(dropout), torch.fx.symbolic_trace(dropout)
+    assert 'dropout' in traced.code
+    x = torch.ones(1000)
+    for recorded in (scripted, traced):
+        kept = recorded(x)
+        assert set(kept.unique().tolist()) <= {0., 2.} and 0 < (kept != 0).sum() < 1000

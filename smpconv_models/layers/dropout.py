@@ -8,6 +8,10 @@ scaled by the inverse of the keep probability actually drawn, so that the output
 """
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+from ..ops import recording_graph
+from ..ops.dispatch import capturing_graph
 
 __all__ = ['Dropout']
 
@@ -18,10 +22,13 @@ class Dropout(nn.Dropout):
     """nn.Dropout, with the CPU masks of this module's docstring; elsewhere (GPUs, in place, p = 1) PyTorch's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # what TorchScript, FX, export or compile record is PyTorch's dropout, which runs anywhere
+        if torch.jit.is_scripting() or recording_graph():
+            return F.dropout(x, self.p, self.training, self.inplace)
         if not self.training or self.p == 0:
             return x
-        if x.device.type != 'cpu' or self.inplace or not x.is_floating_point() or self.p == 1:
-            return super().forward(x)
+        if capturing_graph() or x.device.type != 'cpu' or self.inplace or not x.is_floating_point() or self.p == 1:
+            return F.dropout(x, self.p, self.training, self.inplace)
         dropped_lanes = round(self.p * _LANES)
         draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
         lanes = draws.random_(-2 ** 63, 2 ** 63 - 1).view(torch.int16)[:x.numel()].view(x.shape)
