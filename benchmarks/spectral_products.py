@@ -13,28 +13,16 @@ Medians of calls in turn, freed memory kept for reuse as in training. The extens
 vectors (AVX-512 or not): run this on a new kind of CPU before trusting its products there.
 """
 import argparse
-import statistics
-from contextlib import contextmanager
+from unittest import mock
 
 import torch
 
 from smpconv_models.ops import conv, spectral_cpu
 from smpconv_models.training import keep_freed_memory_for_reuse
-from timing import environment, parse_args, report, seconds
+from timing import environment, medians_in_turn, parse_args, report
 
 # name: batch, in channels, out channels, frequencies
 LAYERS = {'sMNIST': (64, 30, 30, 577), 'CIFAR-10': (64, 48, 48, 36 * 19), 'raw Speech Commands': (32, 30, 30, 10801)}
-
-
-@contextmanager
-def pytorch_products():
-    """The products by PyTorch's bmm on frequency-major copies, as where the extension does not build."""
-    available = spectral_cpu.available
-    spectral_cpu.available = lambda spectra: False
-    try:
-        yield
-    finally:
-        spectral_cpu.available = available
 
 
 def passes(batch: int, channels: int, outputs: int, frequencies: int):
@@ -61,12 +49,12 @@ def main() -> None:
         batch, channels, outputs, frequencies = sizes
         flops = 8 * batch * channels * outputs * frequencies  # a complex multiply-add is 8 real operations
         for name, call in passes(*sizes).items():
-            times = {'extension': [], 'bmm': []}
-            for repeat in range(args.repeats + 2):
-                times['extension'].append(seconds(call, device))
-                with pytorch_products():
-                    times['bmm'].append(seconds(call, device))
-            extension, bmm = (statistics.median(t[2:]) for t in times.values())
+            def by_bmm():
+                """The product by PyTorch's bmm on frequency-major copies, as where the extension does not build."""
+                with mock.patch.object(spectral_cpu, 'available', lambda spectra: False):
+                    call()
+            medians = medians_in_turn({'extension': (call, args.repeats), 'bmm': (by_bmm, args.repeats)}, device)
+            extension, bmm = medians['extension'], medians['bmm']
             rows.append(dict(layer=layer, sizes=sizes, product=name, extension_s=extension, bmm_s=bmm))
             print(f'| {layer} {list(sizes)} | {name} | {1e3 * extension:.2f} | {flops / extension / 1e9:.0f} | '
                   f'{1e3 * bmm:.2f} | {bmm / extension:.2f}x |', flush=True)

@@ -25,10 +25,9 @@ class Dropout(nn.Dropout):
         # what TorchScript, FX, export or compile record is PyTorch's dropout, which runs anywhere
         if torch.jit.is_scripting() or recording_graph():
             return F.dropout(x, self.p, self.training, self.inplace)
-        if not self.training or self.p == 0:
-            return x
-        if capturing_graph() or x.device.type != 'cpu' or self.inplace or not x.is_floating_point() or self.p == 1:
-            return F.dropout(x, self.p, self.training, self.inplace)
+        if (not self.training or self.p in (0, 1) or capturing_graph() or x.device.type != 'cpu' or self.inplace
+                or not x.is_floating_point()):
+            return F.dropout(x, self.p, self.training, self.inplace)  # x itself where not training or p = 0
         dropped_lanes = round(self.p * _LANES)
         draws = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device)
         lanes = draws.random_(-2 ** 63, 2 ** 63 - 1).view(torch.int16)[:x.numel()].view(x.shape)
