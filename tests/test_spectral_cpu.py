@@ -25,19 +25,24 @@ def spectra(*shape: int, seed: int) -> torch.Tensor:
 
 
 # M, K, N, F: whole and partial blocks of outputs and tiles of frequencies (4 x 3 outputs and 16 frequencies with
-# AVX-512, 3 x 2 and 8 with AVX), single rows
-SHAPES = [(4, 3, 3, 16), (6, 2, 4, 8), (5, 7, 11, 37), (1, 1, 1, 1), (9, 30, 8, 100), (32, 30, 30, 541)]
+# AVX-512, 3 x 2 and 8 with AVX), single rows; tiles packed in groups (at most 512 bytes of a row: 8 tiles with
+# AVX, 4 with AVX-512), the last group partial ([32, 30, 30, 541]), and groups of one tile where b's packed rows are
+# large ([3, 110, 100, 40])
+SHAPES = [(4, 3, 3, 16), (6, 2, 4, 8), (5, 7, 11, 37), (1, 1, 1, 1), (9, 30, 8, 100), (32, 30, 30, 541),
+          (3, 110, 100, 40)]
 
 
 @pytest.mark.parametrize('m, k, n, frequencies', SHAPES)
-@pytest.mark.parametrize('form', ['plain', 'transposed', 'conjugate', 'both'])
-def test_products_match_the_complex128_products(built, m, k, n, frequencies, form):
-    """Every operand as the FFT convolution passes it: laid out [M, K, F] or a transposed view of [K, M, F], each
-    possibly a conjugate view."""
-    a = spectra(m, k, frequencies, seed=0)
-    b = spectra(n, k, frequencies, seed=1).transpose(0, 1) if form in ('transposed', 'both') else \
+@pytest.mark.parametrize('transposed', ['neither', 'a', 'b', 'both'])
+@pytest.mark.parametrize('conjugate', [False, True])
+def test_products_match_the_complex128_products(built, m, k, n, frequencies, transposed, conjugate):
+    """Every operand as the FFT convolution passes it: laid out [M, K, F] or a transposed view of [K, M, F] (the
+    weight gradient's output gradient), each possibly a conjugate view."""
+    a = spectra(k, m, frequencies, seed=0).transpose(0, 1) if transposed in ('a', 'both') else \
+        spectra(m, k, frequencies, seed=0)
+    b = spectra(n, k, frequencies, seed=1).transpose(0, 1) if transposed in ('b', 'both') else \
         spectra(k, n, frequencies, seed=1)
-    if form in ('conjugate', 'both'):
+    if conjugate:
         a, b = a.conj(), b.conj()
     out = spectral_cpu.products(a, b)
     assert out.shape == (m, n, frequencies) and not out.is_conj()
