@@ -107,14 +107,22 @@ def _products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _transpose_copy(products.flatten(1)).view(*products.shape[1:], -1)
 
 
+def _zero_padded(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
+    """x [B, C, *N] at the start of zeros [B, C, *sizes], in float32 or wider. Only the zeros and x are written
+    (F.pad fills the whole period, then copies x over it), x converted as it is copied."""
+    padded = x.new_empty(*x.shape[:2], *sizes, dtype=fft_dtype(x.dtype))
+    leading = (slice(None), slice(None))
+    for n in x.shape[2:]:
+        padded[leading + (slice(n, None),)].zero_()
+        leading += (slice(0, n),)
+    padded[leading].copy_(x)
+    return padded
+
+
 def _spectra(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
     """The spectra [B, C, F] of x [B, C, *N] zero-padded to `sizes`, in float32 or wider (padded first: faster than
     rfftn's `s`)."""
-    padding = []
-    for n, size in reversed(list(zip(x.shape[2:], sizes))):
-        padding += [0, size - n]
-    x = F.pad(x.to(fft_dtype(x.dtype)), padding)
-    return torch.fft.rfftn(x, dim=_spatial(len(sizes))).flatten(2)
+    return torch.fft.rfftn(_zero_padded(x, sizes), dim=_spatial(len(sizes))).flatten(2)
 
 
 def _conj_kernel_spectra(weight: torch.Tensor, pad: List[int], sizes: List[int]) -> torch.Tensor:
@@ -402,7 +410,7 @@ class FFTConvolution(torch.autograd.Function):
         needs_x, needs_w = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # create_graph: gradients that can be differentiated again
             return *_gradients(grad_y, x, weight, ctx.pad, needs_x, needs_w), None
-        grad_spectra = _spectra(grad_y.contiguous(), ctx.sizes)
+        grad_spectra = _spectra(grad_y, ctx.sizes)
         grad_x = grad_w = None
         if needs_x:
             grad_x = _grad_input_of_spectra(grad_spectra, conj_kernel_spectra, ctx.sizes, x.shape[2:], x.dtype)
