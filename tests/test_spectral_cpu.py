@@ -65,8 +65,10 @@ def test_empty_sums_and_shapes(built):
     assert spectral_cpu.products(spectra(0, 4, 9, seed=0), spectra(4, 2, 9, seed=0)).shape == (0, 2, 9)
 
 
-def test_results_do_not_depend_on_the_number_of_threads(built):
-    a, b = spectra(8, 30, 1000, seed=4), spectra(30, 9, 1000, seed=5)
+@pytest.mark.parametrize('frequencies', [1000, 100])
+def test_results_do_not_depend_on_the_number_of_threads(built, frequencies):
+    """Nor on the tiles a group (100 frequencies: fewer a group with more threads, each thread getting 4 groups)."""
+    a, b = spectra(8, 30, frequencies, seed=4), spectra(30, 9, frequencies, seed=5)
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
