@@ -75,8 +75,9 @@ constexpr int64_t kGroupRowBytes = 512;
 // sMNIST's products were fastest in groups of 8 tiles (b's packed rows 460 KB), CIFAR-10's in groups of 4 (590 KB;
 // 8 tiles, 1.2 MB, were slower)
 constexpr int64_t kGroupPackedBytes = 640 << 10;
+// groups a thread gets at least, where there are tiles enough: the threads finish close together
 constexpr int64_t kGroupsPerThread = 4;
-// row visits between packing a row and prefetching it
+// row visits between prefetching a row and packing it
 constexpr int64_t kPrefetchAhead = 4;
 
 // bytes of a cache line, which packed rows and output rows start on: a vector never straddles two lines, and a
@@ -275,7 +276,6 @@ Tensor products(const Tensor& a, const Tensor& b, bool conj_a, bool conj_b) {
   p.out = reinterpret_cast<float*>(out.data_ptr<c10::complex<float>>());
   const int64_t tiles = (p.frequencies + kTile - 1) / kTile;
   const int64_t tile_bytes = 2 * kTile * sizeof(float);
-  // at least kGroupsPerThread groups a thread where there are enough tiles: the threads finish close together
   const int64_t per_group = std::max<int64_t>(
       1, std::min({kGroupRowBytes / tile_bytes, kGroupPackedBytes / (p.k * p.n * tile_bytes),
                    tiles / (kGroupsPerThread * at::get_num_threads())}));
