@@ -169,6 +169,8 @@ struct Product {
   int64_t stride_am, stride_ak, stride_bk, stride_bn, out_row;  // in complex values
   bool conj_a, conj_b;
   float* out;
+  // floats of b's packed rows for one tile: a group's tiles lie this far apart
+  int64_t packed_b_tile() const { return n * k * 2 * kTile; }
 };
 
 // `count` consecutive tiles from frequency f0, packed and summed together.
@@ -238,10 +240,10 @@ void block(const Product& p, const float* packed_a, const float* packed_b, int64
 // The group's outputs in rows m0 .. m0 + BM: those rows of a packed, then their blocks, tile by tile.
 template <int BM>
 void rows_of_blocks(const Product& p, const Group& group, const float* packed_b, int64_t m0, float* packed_a) {
-  const int64_t plane_a = BM * p.k * 2 * kTile, plane_b = p.n * p.k * 2 * kTile;
+  const int64_t plane_a = BM * p.k * 2 * kTile;
   pack_rows(p.a + m0 * p.stride_am * 2, BM, p.k, p.stride_am, p.stride_ak, p.conj_a, group, packed_a, plane_a);
   for (int64_t t = 0; t < group.count; ++t) {
-    const float *a = packed_a + t * plane_a, *b = packed_b + t * plane_b;
+    const float *a = packed_a + t * plane_a, *b = packed_b + t * p.packed_b_tile();
     const int64_t f0 = group.f0 + t * kTile, valid = group.valid(t);
     int64_t n0 = 0;
     for (; n0 + kBlockN <= p.n; n0 += kBlockN) block<BM, kBlockN>(p, a, b, m0, n0, f0, valid);
@@ -250,7 +252,7 @@ void rows_of_blocks(const Product& p, const Group& group, const float* packed_b,
 }
 
 void group_of_tiles(const Product& p, const Group& group, float* packed_a, float* packed_b) {
-  pack_rows(p.b, p.n, p.k, p.stride_bn, p.stride_bk, p.conj_b, group, packed_b, p.n * p.k * 2 * kTile);
+  pack_rows(p.b, p.n, p.k, p.stride_bn, p.stride_bk, p.conj_b, group, packed_b, p.packed_b_tile());
   int64_t m0 = 0;
   for (; m0 + kBlockM <= p.m; m0 += kBlockM) rows_of_blocks<kBlockM>(p, group, packed_b, m0, packed_a);
   for (; m0 < p.m; ++m0) rows_of_blocks<1>(p, group, packed_b, m0, packed_a);
@@ -277,13 +279,13 @@ Tensor products(const Tensor& a, const Tensor& b, bool conj_a, bool conj_b) {
   const int64_t tiles = (p.frequencies + kTile - 1) / kTile;
   const int64_t tile_bytes = 2 * kTile * sizeof(float);
   const int64_t per_group = std::max<int64_t>(
-      1, std::min({kGroupRowBytes / tile_bytes, kGroupPackedBytes / (p.k * p.n * tile_bytes),
+      1, std::min({kGroupRowBytes / tile_bytes, kGroupPackedBytes / int64_t(p.packed_b_tile() * sizeof(float)),
                    tiles / (kGroupsPerThread * at::get_num_threads())}));
   const int64_t groups = (tiles + per_group - 1) / per_group;
   const int64_t grain = std::max<int64_t>(1, kMinTaskWork / (p.m * p.k * p.n * kTile * per_group));
   at::parallel_for(0, groups, grain, [&](int64_t begin, int64_t end) {
     const int64_t packed_a_size = kBlockM * p.k * 2 * kTile * per_group;
-    std::vector<float> packed(packed_a_size + p.k * p.n * 2 * kTile * per_group + kAlignment / sizeof(float));
+    std::vector<float> packed(packed_a_size + p.packed_b_tile() * per_group + kAlignment / sizeof(float));
     float* packed_a = aligned(packed.data());
     for (int64_t g = begin; g < end; ++g) {
       const Group group{g * per_group * kTile, std::min(per_group, tiles - g * per_group), p.frequencies};
