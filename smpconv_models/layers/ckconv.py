@@ -15,6 +15,7 @@ import torch.nn as nn
 from timm.layers import trunc_normal_
 
 from ..ops import causal_conv1d, conv2d_same, conv_taps, recording_graph
+from ..ops.batch_norms import summed_batch_norms
 from ..ops.resize import Scale, Size, resize_geometry
 from ..smp import scaled_kernel_size
 from .continuous import full_points, resize
@@ -128,7 +129,7 @@ class CausalConv1d(nn.Conv1d):
 
 class LargeSmallConv(nn.Module):
     """BN(SMP kernel convolution) + BN(small dense convolution), the authors' pair of parallel kernels, then an
-    activation where one is given (the CIFAR-10 stem's)."""
+    activation where one is given."""
 
     def __init__(
             self,
@@ -160,11 +161,19 @@ class LargeSmallConv(nn.Module):
             nn.init.zeros_(self.small.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.large_norm(self.large(x)) + self.small_norm(self.small(x)))
+        large, small = self.large(x), self.small(x)
+        if torch.jit.is_scripting() or recording_graph():  # what these record is PyTorch's, which runs anywhere
+            return self.act(self.large_norm(large) + self.small_norm(small))
+        return self._summed_norms(large, small)
+
+    @torch.jit.unused
+    def _summed_norms(self, large: torch.Tensor, small: torch.Tensor) -> torch.Tensor:
+        return summed_batch_norms(large, small, self.large_norm, self.small_norm, self.act)
 
 
 class _ResidualBlock(nn.Module):
-    """Two pairs of parallel kernels and a shortcut (a 1x1 convolution where the width changes)."""
+    """Two pairs of parallel kernels, the first activated (both in the TCN: a pair applies the activation in one
+    pass with its norms, `summed_batch_norms`), and a shortcut (a 1x1 convolution where the width changes)."""
 
     def __init__(
             self,
@@ -173,12 +182,14 @@ class _ResidualBlock(nn.Module):
             ndim: int,
             dropout: float,
             act_layer: Type[nn.Module],
+            activated_conv2: bool,
             **conv_args,
     ):
         dd = {'device': conv_args.get('device'), 'dtype': conv_args.get('dtype')}
         super().__init__()
-        self.conv1 = LargeSmallConv(in_chs, out_chs, ndim, **conv_args)
-        self.conv2 = LargeSmallConv(out_chs, out_chs, ndim, **conv_args)
+        self.conv1 = LargeSmallConv(in_chs, out_chs, ndim, act_layer=act_layer, **conv_args)
+        self.conv2 = LargeSmallConv(out_chs, out_chs, ndim, act_layer=act_layer if activated_conv2 else None,
+                                    **conv_args)
         if in_chs == out_chs:
             self.shortcut = nn.Identity()
         else:
@@ -192,24 +203,24 @@ class TCNBlock(_ResidualBlock):
     activation both before and after the residual sum."""
 
     def __init__(self, in_chs: int, out_chs: int, **kwargs):
-        super().__init__(in_chs, out_chs, ndim=1, **kwargs)
+        super().__init__(in_chs, out_chs, ndim=1, activated_conv2=True, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.drop(self.act(self.conv1(x)))
-        return self.act(self.drop(self.act(self.conv2(h))) + self.shortcut(x))
+        h = self.drop(self.conv1(x))
+        return self.act(self.drop(self.conv2(h)) + self.shortcut(x))
 
 
 class ResNetBlock(_ResidualBlock):
     """relu(conv2(h) + shortcut(x)), h = drop(relu(conv1(x))): the authors' CIFAR-10 ResNet block."""
 
     def __init__(self, in_chs: int, out_chs: int, **kwargs):
-        super().__init__(in_chs, out_chs, ndim=2, **kwargs)
+        super().__init__(in_chs, out_chs, ndim=2, activated_conv2=False, **kwargs)
         if isinstance(self.shortcut, nn.Conv2d):  # the authors re-initialise 2D (not 1D) shortcuts
             trunc_normal_(self.shortcut.weight, std=.02)
             nn.init.zeros_(self.shortcut.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.drop(self.act(self.conv1(x)))
+        h = self.drop(self.conv1(x))
         return self.act(self.conv2(h) + self.shortcut(x))
 
 
