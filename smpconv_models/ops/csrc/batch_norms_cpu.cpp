@@ -4,16 +4,18 @@
 // in float64, and the sum and the ReLU are passes of their own: the pair's forward pass read its inputs' memory
 // seven times and wrote it four. Here each pass below reads the memory it needs once:
 //
-//   moments:         per channel, the mean and the biased variance of x (float64): each row's sums in float32
-//                    vectors (the row, a few KB, stays in L1 for its second pass), rows combined in float64
+//   moments:         per channel, the mean and the biased variance of x: each row's mean, then its squared
+//                    deviations from it (the row, a few KB, stays in L1 for that second pass), rows combined
 //   scale_shift_sum: y = a scale_a + c scale_c + shift per channel, the ReLU applied where asked
 //   grad_sums:       per channel, the sums of d, d (a - mean_a) and d (c - mean_c) (float64), d = dy where the
 //                    ReLU passed the sum, else 0 (no ReLU: dy)
 //   grad_inputs:     da = p_a d + q_a a + r_a, dc = p_c d + q_c c + r_c per channel
 //
 // The backward passes recompute the sum from a and c, which they read anyway, for the ReLU's mask, rather than read
-// y. Channels (the sums) and rows (the others) are split between threads; every sum runs in one order, so results
-// do not depend on the number of threads.
+// y. Sums are float32 vectors over blocks of kSumBlock elements, the blocks' sums added in float64 (PyTorch's batch
+// norm sums in float64, serially; float64 vectors left GCC's loops of several sums scalar, 7x slower). Rows are split
+// between threads, and each channel's total is taken over its rows in one order: results do not depend on the number
+// of threads.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -22,6 +24,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <tuple>
 #include <type_traits>
@@ -31,9 +35,10 @@ namespace {
 
 using at::Tensor;
 
-// rows of L elements per parallel task at least, for the elementwise passes: fewer cost more to schedule than
-// they save
+// elements per parallel task at least (whole rows): fewer cost more to schedule than they save
 constexpr int64_t kMinTaskElements = 1 << 14;
+// elements summed in float32 before their sum is added in float64
+constexpr int64_t kSumBlock = 256;
 
 struct Shape {
   int64_t batch, channels, length;
@@ -53,9 +58,10 @@ void check_like(const Tensor& x, const Tensor& like, const char* name) {
   TORCH_CHECK(x.sizes() == like.sizes(), name, " must have a's shape");
 }
 
-const float* per_channel(const Tensor& v, int64_t channels, const char* name) {
-  TORCH_CHECK(v.device().is_cpu() && v.scalar_type() == at::kFloat && v.is_contiguous() && v.numel() == channels,
-              name, " must be a contiguous float32 CPU tensor of one value per channel");
+// The `count` values of v: a few per channel.
+const float* values(const Tensor& v, int64_t count, const char* name) {
+  TORCH_CHECK(v.device().is_cpu() && v.scalar_type() == at::kFloat && v.is_contiguous() && v.numel() == count, name,
+              " must be a contiguous float32 CPU tensor of ", count, " values");
   return v.data_ptr<float>();
 }
 
@@ -71,8 +77,13 @@ struct Moments {
   }
 };
 
-// Each row's `kSums` sums (row r = b C + c, float32 within the row, kept as float64), rows split between threads in
-// memory order: [B C, kSums]. Channels' totals are then taken over their rows in one order whatever the threads.
+// body(begin, end) for each block of kSumBlock elements of n, in order.
+template <typename Body>
+void in_blocks(int64_t n, const Body& body) {
+  for (int64_t begin = 0; begin < n; begin += kSumBlock) body(begin, std::min(n, begin + kSumBlock));
+}
+
+// Each row's `kSums` sums (row r = b C + c), rows split between threads in memory order: [B C, kSums].
 template <int kSums, typename RowSums>
 std::vector<double> rows_sums(const Shape& s, const RowSums& row_sums) {
   std::vector<double> sums(s.batch * s.channels * kSums);
@@ -91,15 +102,25 @@ std::tuple<Tensor, Tensor> moments(const Tensor& x) {
   // each row's mean and sum of squared deviations
   const std::vector<double> rows = rows_sums<2>(s, [&](int64_t r, double* out) {
     const float* row = data + r * s.length;
-    float sum = 0;
-#pragma omp simd reduction(+ : sum)
-    for (int64_t i = 0; i < s.length; ++i) sum += row[i];
-    const float row_mean = sum / s.length;
-    float m2 = 0;
-#pragma omp simd reduction(+ : m2)
-    for (int64_t i = 0; i < s.length; ++i) m2 += (row[i] - row_mean) * (row[i] - row_mean);
+    double sum = 0;
+    in_blocks(s.length, [&](int64_t begin, int64_t end) {
+      float block = 0;
+#pragma omp simd reduction(+ : block)
+      for (int64_t i = begin; i < end; ++i) block += row[i];
+      sum += block;
+    });
+    const double row_mean = sum / s.length;
+    // squared deviations from the float32 nearest the mean, corrected for its distance from the mean
+    const float center = row_mean;
+    double squares = 0;
+    in_blocks(s.length, [&](int64_t begin, int64_t end) {
+      float block = 0;
+#pragma omp simd reduction(+ : block)
+      for (int64_t i = begin; i < end; ++i) block += (row[i] - center) * (row[i] - center);
+      squares += block;
+    });
     out[0] = row_mean;
-    out[1] = m2;
+    out[1] = squares - s.length * (row_mean - center) * (row_mean - center);
   });
   Tensor mean = at::empty({s.channels}, x.options().dtype(at::kDouble));
   Tensor var = at::empty({s.channels}, x.options().dtype(at::kDouble));
@@ -115,9 +136,10 @@ std::tuple<Tensor, Tensor> moments(const Tensor& x) {
   return {mean, var};
 }
 
-// The sum before the ReLU, one expression for the forward pass and the backward one's mask: the same bits.
+// The sum before the ReLU: one expression for the forward pass and for the backward passes' mask, its rounding
+// spelled out (fused multiply-adds) so that no loop's compilation contracts it differently.
 inline float summed(float a, float c, float scale_a, float scale_c, float shift) {
-  return a * scale_a + c * scale_c + shift;
+  return std::fma(a, scale_a, std::fma(c, scale_c, shift));
 }
 
 // The gradient at the sum: dy where the ReLU passed it (PyTorch's ReLU backward: zero where its output y <= 0).
@@ -142,7 +164,7 @@ struct Affine {
   const float *scale_a, *scale_c, *shift;
 
   Affine(const Tensor& affine, int64_t channels)
-      : scale_a(per_channel(affine, 3 * channels, "affine")), scale_c(scale_a + channels), shift(scale_c + channels) {}
+      : scale_a(values(affine, 3 * channels, "affine")), scale_c(scale_a + channels), shift(scale_c + channels) {}
 };
 
 Tensor scale_shift_sum(const Tensor& a, const Tensor& c, const Tensor& affine, bool relu) {
@@ -179,7 +201,7 @@ Tensor grad_sums(const Tensor& grad_y, const Tensor& a, const Tensor& c, const T
   check_like(grad_y, a, "grad_y");
   const Shape s = shape_of(a);
   const Affine k(affine, s.channels);
-  const float* mean_a = per_channel(means, 2 * s.channels, "means");
+  const float* mean_a = values(means, 2 * s.channels, "means");
   const float* mean_c = mean_a + s.channels;
   const float *pg = grad_y.data_ptr<float>(), *pa = a.data_ptr<float>(), *pc = c.data_ptr<float>();
   const std::vector<double> rows = rows_sums<3>(s, [&](int64_t r, double* out) {
@@ -188,17 +210,19 @@ Tensor grad_sums(const Tensor& grad_y, const Tensor& a, const Tensor& c, const T
                 center_c = mean_c[ch];
     const float *rg = pg + offset, *ra = pa + offset, *rc = pc + offset;
     with_relu(relu, [&](auto with) {
-      float sum = 0, sum_a = 0, sum_c = 0;
+      in_blocks(s.length, [&](int64_t begin, int64_t end) {
+        float sum = 0, sum_a = 0, sum_c = 0;
 #pragma omp simd reduction(+ : sum, sum_a, sum_c)
-      for (int64_t i = 0; i < s.length; ++i) {
-        const float d = passed<with>(rg[i], summed(ra[i], rc[i], ka, kc, k0));
-        sum += d;
-        sum_a += d * (ra[i] - center_a);
-        sum_c += d * (rc[i] - center_c);
-      }
-      out[0] = sum;
-      out[1] = sum_a;
-      out[2] = sum_c;
+        for (int64_t i = begin; i < end; ++i) {
+          const float d = passed<with>(rg[i], summed(ra[i], rc[i], ka, kc, k0));
+          sum += d;
+          sum_a += d * (ra[i] - center_a);
+          sum_c += d * (rc[i] - center_c);
+        }
+        out[0] += sum;
+        out[1] += sum_a;
+        out[2] += sum_c;
+      });
     });
   });
   // [3, C]: the sums of d, d (a - mean_a), d (c - mean_c)
@@ -218,7 +242,7 @@ std::tuple<Tensor, Tensor> grad_inputs(const Tensor& grad_y, const Tensor& a, co
   const Shape s = shape_of(a);
   const Affine k(affine, s.channels);
   // [6, C]: p_a, q_a, r_a, p_c, q_c, r_c of da = p_a d + q_a a + r_a and dc = p_c d + q_c c + r_c
-  const float* kg = per_channel(coefficients, 6 * s.channels, "coefficients");
+  const float* kg = values(coefficients, 6 * s.channels, "coefficients");
   Tensor grad_a = at::empty_like(a), grad_c = at::empty_like(c);
   const float *pg = grad_y.data_ptr<float>(), *pa = a.data_ptr<float>(), *pc = c.data_ptr<float>();
   float *pga = grad_a.data_ptr<float>(), *pgc = grad_c.data_ptr<float>();
