@@ -83,14 +83,20 @@ void in_blocks(int64_t n, const Body& body) {
   for (int64_t begin = 0; begin < n; begin += kSumBlock) body(begin, std::min(n, begin + kSumBlock));
 }
 
-// Each row's `kSums` sums (row r = b C + c), rows split between threads in memory order: [B C, kSums].
+// body(r) for each row r = b C + c, the rows split between threads in memory order.
+template <typename Body>
+void for_each_row(const Shape& s, const Body& body) {
+  const int64_t grain = std::max<int64_t>(1, kMinTaskElements / std::max<int64_t>(1, s.length));
+  at::parallel_for(0, s.batch * s.channels, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) body(r);
+  });
+}
+
+// Each row's `kSums` sums, [B C, kSums]: row_sums(r, out) adds row r's to out (zeros at first).
 template <int kSums, typename RowSums>
 std::vector<double> rows_sums(const Shape& s, const RowSums& row_sums) {
   std::vector<double> sums(s.batch * s.channels * kSums);
-  const int64_t grain = std::max<int64_t>(1, kMinTaskElements / std::max<int64_t>(1, s.length));
-  at::parallel_for(0, s.batch * s.channels, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) row_sums(r, sums.data() + r * kSums);
-  });
+  for_each_row(s, [&](int64_t r) { row_sums(r, sums.data() + r * kSums); });
   return sums;
 }
 
@@ -124,14 +130,15 @@ std::tuple<Tensor, Tensor> moments(const Tensor& x) {
   });
   Tensor mean = at::empty({s.channels}, x.options().dtype(at::kDouble));
   Tensor var = at::empty({s.channels}, x.options().dtype(at::kDouble));
+  double *means = mean.data_ptr<double>(), *vars = var.data_ptr<double>();
   for (int64_t c = 0; c < s.channels; ++c) {
     Moments channel;
     for (int64_t b = 0; b < s.batch; ++b) {
       const double* row = rows.data() + (b * s.channels + c) * 2;
       channel.merge(s.length, row[0], row[1]);
     }
-    mean.data_ptr<double>()[c] = channel.mean;
-    var.data_ptr<double>()[c] = channel.m2 / channel.count;
+    means[c] = channel.mean;
+    vars[c] = channel.m2 / channel.count;
   }
   return {mean, var};
 }
@@ -175,21 +182,18 @@ Tensor scale_shift_sum(const Tensor& a, const Tensor& c, const Tensor& affine, b
   Tensor y = at::empty_like(a);
   const float *pa = a.data_ptr<float>(), *pc = c.data_ptr<float>();
   float* py = y.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, kMinTaskElements / std::max<int64_t>(1, s.length));
-  at::parallel_for(0, s.batch * s.channels, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t ch = r % s.channels, offset = r * s.length;
-      const float ka = k.scale_a[ch], kc = k.scale_c[ch], k0 = k.shift[ch];
-      const float *ra = pa + offset, *rc = pc + offset;
-      float* ry = py + offset;
-      with_relu(relu, [&](auto with) {
+  for_each_row(s, [&](int64_t r) {
+    const int64_t ch = r % s.channels, offset = r * s.length;
+    const float ka = k.scale_a[ch], kc = k.scale_c[ch], k0 = k.shift[ch];
+    const float *ra = pa + offset, *rc = pc + offset;
+    float* ry = py + offset;
+    with_relu(relu, [&](auto with) {
 #pragma omp simd
-        for (int64_t i = 0; i < s.length; ++i) {
-          const float sum = summed(ra[i], rc[i], ka, kc, k0);
-          ry[i] = with ? std::max(sum, 0.f) : sum;
-        }
-      });
-    }
+      for (int64_t i = 0; i < s.length; ++i) {
+        const float sum = summed(ra[i], rc[i], ka, kc, k0);
+        ry[i] = with ? std::max(sum, 0.f) : sum;
+      }
+    });
   });
   return y;
 }
@@ -246,24 +250,21 @@ std::tuple<Tensor, Tensor> grad_inputs(const Tensor& grad_y, const Tensor& a, co
   Tensor grad_a = at::empty_like(a), grad_c = at::empty_like(c);
   const float *pg = grad_y.data_ptr<float>(), *pa = a.data_ptr<float>(), *pc = c.data_ptr<float>();
   float *pga = grad_a.data_ptr<float>(), *pgc = grad_c.data_ptr<float>();
-  const int64_t grain = std::max<int64_t>(1, kMinTaskElements / std::max<int64_t>(1, s.length));
-  at::parallel_for(0, s.batch * s.channels, grain, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t ch = r % s.channels, offset = r * s.length, n = s.channels;
-      const float ka = k.scale_a[ch], kc = k.scale_c[ch], k0 = k.shift[ch];
-      const float p_a = kg[ch], q_a = kg[n + ch], r_a = kg[2 * n + ch];
-      const float p_c = kg[3 * n + ch], q_c = kg[4 * n + ch], r_c = kg[5 * n + ch];
-      const float *rg = pg + offset, *ra = pa + offset, *rc = pc + offset;
-      float *ga = pga + offset, *gc = pgc + offset;
-      with_relu(relu, [&](auto with) {
+  for_each_row(s, [&](int64_t r) {
+    const int64_t ch = r % s.channels, offset = r * s.length, n = s.channels;
+    const float ka = k.scale_a[ch], kc = k.scale_c[ch], k0 = k.shift[ch];
+    const float p_a = kg[ch], q_a = kg[n + ch], r_a = kg[2 * n + ch];
+    const float p_c = kg[3 * n + ch], q_c = kg[4 * n + ch], r_c = kg[5 * n + ch];
+    const float *rg = pg + offset, *ra = pa + offset, *rc = pc + offset;
+    float *ga = pga + offset, *gc = pgc + offset;
+    with_relu(relu, [&](auto with) {
 #pragma omp simd
-        for (int64_t i = 0; i < s.length; ++i) {
-          const float d = passed<with>(rg[i], summed(ra[i], rc[i], ka, kc, k0));
-          ga[i] = p_a * d + q_a * ra[i] + r_a;
-          gc[i] = p_c * d + q_c * rc[i] + r_c;
-        }
-      });
-    }
+      for (int64_t i = 0; i < s.length; ++i) {
+        const float d = passed<with>(rg[i], summed(ra[i], rc[i], ka, kc, k0));
+        ga[i] = p_a * d + q_a * ra[i] + r_a;
+        gc[i] = p_c * d + q_c * rc[i] + r_c;
+      }
+    });
   });
   return {grad_a, grad_c};
 }
