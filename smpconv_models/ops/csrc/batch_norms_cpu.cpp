@@ -166,26 +166,33 @@ void with_relu(bool relu, const Body& body) {
   }
 }
 
-// The per-channel affine map of the forward pass, [3, C]: scale_a, scale_c, shift.
-struct Affine {
-  const float *scale_a, *scale_c, *shift;
+// The pair's inputs a and c, checked alike, their shape, and the forward pass's per-channel affine map [3, C]:
+// scale_a, scale_c, shift.
+struct Pair {
+  Shape s;
+  const float *a, *c, *scale_a, *scale_c, *shift;
 
-  Affine(const Tensor& affine, int64_t channels)
-      : scale_a(values(affine, 3 * channels, "affine")), scale_c(scale_a + channels), shift(scale_c + channels) {}
+  Pair(const Tensor& a_tensor, const Tensor& c_tensor, const Tensor& affine) {
+    check_input(a_tensor, "a");
+    check_like(c_tensor, a_tensor, "c");
+    s = shape_of(a_tensor);
+    a = a_tensor.data_ptr<float>();
+    c = c_tensor.data_ptr<float>();
+    scale_a = values(affine, 3 * s.channels, "affine");
+    scale_c = scale_a + s.channels;
+    shift = scale_c + s.channels;
+  }
 };
 
 Tensor scale_shift_sum(const Tensor& a, const Tensor& c, const Tensor& affine, bool relu) {
-  check_input(a, "a");
-  check_like(c, a, "c");
-  const Shape s = shape_of(a);
-  const Affine k(affine, s.channels);
+  const Pair p(a, c, affine);
+  const Shape& s = p.s;
   Tensor y = at::empty_like(a);
-  const float *pa = a.data_ptr<float>(), *pc = c.data_ptr<float>();
   float* py = y.data_ptr<float>();
   for_each_row(s, [&](int64_t r) {
     const int64_t ch = r % s.channels, offset = r * s.length;
-    const float ka = k.scale_a[ch], kc = k.scale_c[ch], k0 = k.shift[ch];
-    const float *ra = pa + offset, *rc = pc + offset;
+    const float ka = p.scale_a[ch], kc = p.scale_c[ch], k0 = p.shift[ch];
+    const float *ra = p.a + offset, *rc = p.c + offset;
     float* ry = py + offset;
     with_relu(relu, [&](auto with) {
 #pragma omp simd
@@ -200,19 +207,17 @@ Tensor scale_shift_sum(const Tensor& a, const Tensor& c, const Tensor& affine, b
 
 Tensor grad_sums(const Tensor& grad_y, const Tensor& a, const Tensor& c, const Tensor& affine, const Tensor& means,
                  bool relu) {
-  check_input(a, "a");
-  check_like(c, a, "c");
+  const Pair p(a, c, affine);
+  const Shape& s = p.s;
   check_like(grad_y, a, "grad_y");
-  const Shape s = shape_of(a);
-  const Affine k(affine, s.channels);
   const float* mean_a = values(means, 2 * s.channels, "means");
   const float* mean_c = mean_a + s.channels;
-  const float *pg = grad_y.data_ptr<float>(), *pa = a.data_ptr<float>(), *pc = c.data_ptr<float>();
+  const float* pg = grad_y.data_ptr<float>();
   const std::vector<double> rows = rows_sums<3>(s, [&](int64_t r, double* out) {
     const int64_t ch = r % s.channels, offset = r * s.length;
-    const float ka = k.scale_a[ch], kc = k.scale_c[ch], k0 = k.shift[ch], center_a = mean_a[ch],
+    const float ka = p.scale_a[ch], kc = p.scale_c[ch], k0 = p.shift[ch], center_a = mean_a[ch],
                 center_c = mean_c[ch];
-    const float *rg = pg + offset, *ra = pa + offset, *rc = pc + offset;
+    const float *rg = pg + offset, *ra = p.a + offset, *rc = p.c + offset;
     with_relu(relu, [&](auto with) {
       in_blocks(s.length, [&](int64_t begin, int64_t end) {
         float sum = 0, sum_a = 0, sum_c = 0;
@@ -240,22 +245,20 @@ Tensor grad_sums(const Tensor& grad_y, const Tensor& a, const Tensor& c, const T
 
 std::tuple<Tensor, Tensor> grad_inputs(const Tensor& grad_y, const Tensor& a, const Tensor& c, const Tensor& affine,
                                        const Tensor& coefficients, bool relu) {
-  check_input(a, "a");
-  check_like(c, a, "c");
+  const Pair p(a, c, affine);
+  const Shape& s = p.s;
   check_like(grad_y, a, "grad_y");
-  const Shape s = shape_of(a);
-  const Affine k(affine, s.channels);
   // [6, C]: p_a, q_a, r_a, p_c, q_c, r_c of da = p_a d + q_a a + r_a and dc = p_c d + q_c c + r_c
   const float* kg = values(coefficients, 6 * s.channels, "coefficients");
   Tensor grad_a = at::empty_like(a), grad_c = at::empty_like(c);
-  const float *pg = grad_y.data_ptr<float>(), *pa = a.data_ptr<float>(), *pc = c.data_ptr<float>();
+  const float* pg = grad_y.data_ptr<float>();
   float *pga = grad_a.data_ptr<float>(), *pgc = grad_c.data_ptr<float>();
   for_each_row(s, [&](int64_t r) {
     const int64_t ch = r % s.channels, offset = r * s.length, n = s.channels;
-    const float ka = k.scale_a[ch], kc = k.scale_c[ch], k0 = k.shift[ch];
+    const float ka = p.scale_a[ch], kc = p.scale_c[ch], k0 = p.shift[ch];
     const float p_a = kg[ch], q_a = kg[n + ch], r_a = kg[2 * n + ch];
     const float p_c = kg[3 * n + ch], q_c = kg[4 * n + ch], r_c = kg[5 * n + ch];
-    const float *rg = pg + offset, *ra = pa + offset, *rc = pc + offset;
+    const float *rg = pg + offset, *ra = p.a + offset, *rc = p.c + offset;
     float *ga = pga + offset, *gc = pgc + offset;
     with_relu(relu, [&](auto with) {
 #pragma omp simd
