@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from ..ops import causal_conv1d, conv2d_same, conv_taps, recording_graph
+from ..ops import causal_conv1d, conv2d_same, conv_taps, torch_ops_only
 from ..ops.batch_norms import summed_batch_norms
 from ..ops.resize import Scale, Size, resize_geometry
 from ..smp import scaled_kernel_size
@@ -81,7 +81,7 @@ class CKConv(nn.Module):
         return kernel if self.kernel_gain == 1. else kernel * self.kernel_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.points is not None and not (torch.jit.is_scripting() or recording_graph()):
+        if self.points is not None and not (torch.jit.is_scripting() or torch_ops_only()):
             return self._convolve_nonzero_taps(x)
         return self.convolve_whole_kernel(x)
 
@@ -162,7 +162,7 @@ class LargeSmallConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         large, small = self.large(x), self.small(x)
-        if torch.jit.is_scripting() or recording_graph():  # what these record is PyTorch's, which runs anywhere
+        if torch.jit.is_scripting() or torch_ops_only():  # graphs recorded and transforms get PyTorch's norms
             return self.act(self.large_norm(large) + self.small_norm(small))
         return self._summed_norms(large, small)
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..ops import recording_graph
+from ..ops import torch_ops_only
 from ..ops.dispatch import capturing_graph
 
 __all__ = ['Dropout']
@@ -23,7 +23,7 @@ class Dropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # what TorchScript, FX, export or compile record is PyTorch's dropout, which runs anywhere
-        if torch.jit.is_scripting() or recording_graph():
+        if torch.jit.is_scripting() or torch_ops_only():
             return F.dropout(x, self.p, self.training, self.inplace)
         if (not self.training or self.p in (0, 1) or capturing_graph() or x.device.type != 'cpu' or self.inplace
                 or not x.is_floating_point()):

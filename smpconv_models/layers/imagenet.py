@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from timm.layers import ConvNormAct, DropPath
 
-from ..ops import depthwise_conv2d, recording_graph, useful_window
+from ..ops import depthwise_conv2d, torch_ops_only, useful_window
 from ..ops.dispatch import check_odd
 from ..smp import SMPKernel, central_box, scaled_kernel_size
 
@@ -71,7 +71,7 @@ class SMPConv2d(nn.Module):
         padding, or are zero: `SMPKernel.nonzero_box`, made symmetric about the centre as the depthwise
         convolution crops); None for all of it, as while a graph is recorded, where the input's size and the
         points may vary."""
-        if torch.jit.is_scripting() or recording_graph():
+        if torch.jit.is_scripting() or torch_ops_only():
             return None
         return self._nonzero_window(useful_window(self.kernel_size, x.shape[-2], x.shape[-1]))
 

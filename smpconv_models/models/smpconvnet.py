@@ -28,7 +28,8 @@ from ..hub import HUB_ORG, pretrained_weights_error
 from ..layers.continuous_blocks import ContinuousConvNormAct
 from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock
 from ..official import to_package_layout
-from ..ops import recording_graph
+from ..ops import torch_ops_only
+from ..ops.dispatch import transforming
 from ..ops.resize import Scale
 from ..smp import SMPKernel, points_for_kernel
 from .base import SMPConvModel, paper_cfg
@@ -333,7 +334,7 @@ class SMPConvNet(SMPConvModel):
                          f'dynamic_img_size=True)')
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stem.fixed_factor and not (torch.jit.is_scripting() or recording_graph()):
+        if self.stem.fixed_factor and not (torch.jit.is_scripting() or torch_ops_only()):
             self._check_image_size(x.shape[-2], x.shape[-1])
         return self.stem(_cpu_layout(x))
 
@@ -352,9 +353,11 @@ def _cpu_layout(x: torch.Tensor) -> torch.Tensor:
 
     oneDNN's convolutions and batch norms and this package's depthwise backends are all faster there in
     channels_last than in NCHW (`python benchmarks/training.py` times a step in both layouts). Only the strides
-    change, not the values.
+    change, not the values. Under vmap, which cannot make other layouts, they stay as they are (`transforming`).
     """
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == 'cpu' and x.dim() == 4 else x
+    if x.device.type != 'cpu' or x.dim() != 4 or (not torch.jit.is_scripting() and transforming()):
+        return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 torch.fx.wrap('_cpu_layout')  # FX graphs keep the device test, not the layout of the device they were traced on

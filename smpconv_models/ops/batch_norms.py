@@ -29,23 +29,17 @@ def _plain(a: torch.Tensor, c: torch.Tensor, norm_a: nn.Module, norm_c: nn.Modul
     return act(norm_a(a) + norm_c(c))
 
 
-def _eager(*tensors: torch.Tensor) -> bool:
-    """No graph recorded (what graphs record runs anywhere), no forward-mode AD and no torch.func transform (the
-    extension's autograd Function has neither a jvp nor a vmap rule, and reads the tensors' memory)."""
-    return (not capturing_graph() and torch.autograd.forward_ad._current_level < 0
-            and not any(torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors))
-
-
 def _fusable(a: torch.Tensor, c: torch.Tensor, norm_a: nn.Module, norm_c: nn.Module, act: nn.Module) -> bool:
     """Whether the extension computes the pair: contiguous float32 CPU inputs alike, two affine float32 batch norms
-    of their channels normalising by the batch's statistics (training), ReLU or no activation, in eager mode."""
+    of their channels normalising by the batch's statistics (training), ReLU or no activation, in eager mode
+    without a transform (`capturing_graph`)."""
     return (type(act) in (nn.ReLU, nn.Identity)
             and a.device.type == 'cpu' and a.dtype == torch.float32 and a.is_contiguous()
             and c.dtype == a.dtype and c.device == a.device and c.shape == a.shape and c.is_contiguous()
             and all(_INPUT_DIMS.get(type(n)) == a.dim() and n.training and n.affine and n.num_features == a.shape[1]
                     and all(t.dtype == a.dtype and t.device == a.device for t in n.parameters())
                     for n in (norm_a, norm_c))
-            and a.numel() > a.shape[1] and _eager(a, c) and EXTENSION.module() is not None)
+            and a.numel() > a.shape[1] and not capturing_graph() and EXTENSION.module() is not None)
 
 
 def _batch_statistics(x: torch.Tensor, norm: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -31,7 +31,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
-                       fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops)
+                       fft_dtype, fft_sizes, save_inputs, tap_flops, torch_ops_only)
 
 __all__ = ['causal_conv1d', 'conv2d_same', 'conv_taps', 'CONV_BACKENDS']
 
@@ -484,7 +484,7 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], p
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Causal convolution of x [B, C, N] with weight [O, C, L] (plus a bias [O]): output step t sees steps
     t - L + 1 .. t of every input channel, weight[..., -1] the current one; for any N and L."""
-    if torch.jit.is_scripting() or recording_graph():
+    if torch.jit.is_scripting() or torch_ops_only():
         return _plain_conv(x, weight, bias, True)
     _check(x, weight, bias, 1, 'causal_conv1d')
     return _conv(x, weight, bias, [weight.shape[-1] - 1])
@@ -493,7 +493,7 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
 def conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Stride-1, zero-padded 'same' cross-correlation of x [B, C, H, W] with weight [O, C, kh, kw] (odd sizes),
     plus a bias [O]: F.conv2d(x, weight, bias, padding='same'), for any kernel and image size."""
-    if torch.jit.is_scripting() or recording_graph():
+    if torch.jit.is_scripting() or torch_ops_only():
         return _plain_conv(x, weight, bias, False)
     _check(x, weight, bias, 2, 'conv2d_same')
     check_odd(weight.shape[-2:])

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
 from .dispatch import (Backend, Operator, check_float, check_odd, compute_dtype, conv_grad_weight, fft_dtype,
-                       fft_sizes, first_sample, memory_format, recording_graph, save_inputs, tap_flops)
+                       fft_sizes, first_sample, memory_format, save_inputs, tap_flops, torch_ops_only)
 
 __all__ = ['depthwise_conv2d', 'useful_window', 'ENV_VAR', 'BACKENDS']
 
@@ -223,7 +223,7 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor])
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Stride-1, zero-padded 'same' cross-correlation of each channel of x [B, C, H, W] with weight [C, kh, kw]
     (odd sizes), plus an optional bias [C]; NCHW or channels_last."""
-    if torch.jit.is_scripting() or recording_graph():
+    if torch.jit.is_scripting() or torch_ops_only():
         return _conv2d(x, weight, bias)
     check_float('depthwise_conv2d', x=x, weight=weight)
     if x.dim() != 4 or weight.dim() != 3 or weight.shape[0] != x.shape[1]:

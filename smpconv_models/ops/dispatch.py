@@ -46,8 +46,9 @@ import torch
 import torch.fx
 
 __all__ = ['Backend', 'Operator', 'use_backend', 'choices', 'restore_choices', 'clear_choices', 'seconds',
-           'recording_graph', 'capturing_graph', 'compute_dtype', 'check_float', 'check_odd', 'memory_format', 'fft_sizes',
-           'fft_dtype', 'conv_grad_weight', 'tap_flops', 'save_inputs', 'first_sample']
+           'recording_graph', 'transforming', 'torch_ops_only', 'capturing_graph', 'compute_dtype', 'check_float',
+           'check_odd', 'memory_format', 'fft_sizes', 'fft_dtype', 'conv_grad_weight', 'tap_flops', 'save_inputs',
+           'first_sample']
 
 
 # ---- what the operators share -----------------------------------------------------------------------------
@@ -61,11 +62,28 @@ def recording_graph() -> bool:
             or torch.onnx.is_in_onnx_export())
 
 
+@torch.jit.unused  # as recording_graph
+def transforming() -> bool:
+    """Whether forward-mode AD or a torch.func transform (grad, vmap, jvp, ...) is at work: the package's custom
+    operators and autograd Functions have no forward-mode or batching rules, and under vmap the values seen are
+    batches of values. Not while torch.compile traces, which runs its own transforms on the operators' fake
+    tensors."""
+    return not torch.compiler.is_compiling() and (torch.autograd.forward_ad._current_level >= 0
+                                                  or torch._C._functorch.peek_interpreter_stack() is not None)
+
+
+@torch.jit.unused  # as recording_graph
+def torch_ops_only() -> bool:
+    """Whether the model computes with PyTorch's own operations only: while a graph is recorded for use without
+    this package (`recording_graph`), and under forward-mode AD or a torch.func transform (`transforming`)."""
+    return recording_graph() or transforming()
+
+
 def capturing_graph() -> bool:
-    """Whether jit.trace, torch.compile or FX is recording: what it records must not depend on the values it sees
-    (the points' positions, a backend's choice of the moment)."""
+    """Whether jit.trace, torch.compile or FX is recording, or a transform is at work (`transforming`): what runs
+    must not depend on the values it sees (the points' positions, a backend's choice of the moment)."""
     return (torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.fx._symbolic_trace.is_fx_symbolic_tracing())
+            or torch.fx._symbolic_trace.is_fx_symbolic_tracing() or transforming())
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
@@ -92,7 +110,10 @@ def check_odd(kernel_size: Sequence[int]) -> None:
 
 
 def memory_format(x: torch.Tensor) -> torch.memory_format:
-    """channels_last for a channels-last tensor that is not also plainly contiguous (1x1 images are both)."""
+    """channels_last for a channels-last tensor that is not also plainly contiguous (1x1 images are both); the
+    contiguous format under a transform (`transforming`: vmap cannot query or make other layouts)."""
+    if transforming():
+        return torch.contiguous_format
     return torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous() \
         else torch.contiguous_format
 
