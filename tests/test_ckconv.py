@@ -343,9 +343,10 @@ def test_a_training_step_keeps_its_spectra_where_the_whole_step_is_faster_on_the
     monkeypatch.setattr(long_convolution.FFTConvolution, 'apply',
                         lambda *args: kept_spectra.append(1) or apply(*args))
     key = ('cpu', 'float32', 'contiguous', (2, 3, 40), (4, 3, 13, 12))
+    step_key = (*key[:-1], (*key[-1], (True, True)))  # the step's signature names the gradients it computes
     for forward, step in [('torch', 'fft'), ('fft', 'torch')]:
         clear_choices()
-        restore_choices({('conv.forward', *key): forward, ('conv.step', *key): step})
+        restore_choices({('conv.forward', *key): forward, ('conv.step', *step_key): step})
         kept_spectra.clear()
         causal_conv1d(x, weight)
         assert kept_spectra == ([1] if step == 'fft' else [])
@@ -354,17 +355,21 @@ def test_a_training_step_keeps_its_spectra_where_the_whole_step_is_faster_on_the
         causal_conv1d(x, weight)
     assert [k[0] for k in choices()] == ['conv.forward']
     causal_conv1d(x, weight)
-    assert ('conv.step', *key) in choices()
+    assert ('conv.step', *step_key) in choices()
+    causal_conv1d(x.detach(), weight)  # a first layer's input: its step is timed without dx
+    assert ('conv.step', *key[:-1], (*key[-1], (False, True))) in choices()
 
 
-def test_both_timed_training_steps_compute_the_gradients():
-    """The two candidates of 'conv.step' do the same work (dx and dw, y standing in for dy), so that their
-    timings compare like with like."""
+@pytest.mark.parametrize('needs', [(True, True), (False, True), (True, False)])
+def test_both_timed_training_steps_compute_the_gradients_needed(needs):
+    """The two candidates of 'conv.step' do the same work (the gradients needed, y standing in for dy), so that
+    their timings compare like with like."""
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 40, dtype=torch.float64, generator=generator)
     weight = torch.randn(4, 3, 13, dtype=torch.float64, generator=generator)
-    direct, fft = (CONV_BACKENDS[name].passes['conv.step'](x, weight, [12]) for name in ('torch', 'fft'))
-    for got, want in zip(fft, direct):
+    direct, fft = (CONV_BACKENDS[name].passes['conv.step'](x, weight, [12], needs) for name in ('torch', 'fft'))
+    assert [g is not None for g in direct] == list(needs) and len(fft) == sum(needs)
+    for got, want in zip(fft, [g for g in direct if g is not None]):
         # float64: rounding of sums of a few hundred products of O(10) numbers
         torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
 

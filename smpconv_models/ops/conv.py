@@ -282,20 +282,25 @@ def _opposite(kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:
     return [k - 1 - p for k, p in zip(kernel_size, pad)]
 
 
-def _torch_step(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A training step's three passes, direct, y standing in for the output gradient: (dx, dw)."""
+def _torch_step(x: torch.Tensor, weight: torch.Tensor, pad: List[int], needs: Tuple[bool, bool]
+                ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """A training step's passes, direct, y standing in for the output gradient: (dx, dw), each where `needs` asks
+    for it (the first layer's input, say, needs no gradient)."""
     y = _torch_forward(x, weight, pad)
     kernel_size = list(weight.shape[2:])
-    return (_torch_forward(y, _transposed(weight), _opposite(kernel_size, pad)),
-            _torch_grad_weight(y, x, kernel_size, pad))
+    needs_x, needs_w = needs
+    return (_torch_forward(y, _transposed(weight), _opposite(kernel_size, pad)) if needs_x else None,
+            _torch_grad_weight(y, x, kernel_size, pad) if needs_w else None)
 
 
-def _fft_step(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """A training step's three passes by `FFTConvolution` itself, y standing in for the output gradient: (dx, dw)."""
+def _fft_step(x: torch.Tensor, weight: torch.Tensor, pad: List[int], needs: Tuple[bool, bool]
+              ) -> Tuple[torch.Tensor, ...]:
+    """A training step's passes by `FFTConvolution` itself, y standing in for the output gradient: the gradients
+    `needs` asks for, of (x, weight)."""
     with torch.enable_grad():  # the dispatcher times without autograd
-        x, weight = x.detach().requires_grad_(), weight.detach().requires_grad_()
+        x, weight = x.detach().requires_grad_(needs[0]), weight.detach().requires_grad_(needs[1])
         y = FFTConvolution.apply(x, weight, pad)
-        return torch.autograd.grad(y, (x, weight), y.detach())
+        return torch.autograd.grad(y, [t for t in (x, weight) if t.requires_grad], y.detach())
 
 
 # `conv.step` decides how a training step convolves: by `FFTConvolution` (its three passes sharing spectra) or by
@@ -321,9 +326,10 @@ CONV = Operator('long convolution', 'SMPCONV_CONV_BACKEND', CONV_BACKENDS, _no_s
 # ---- the operator ---------------------------------------------------------------------------------------
 
 
-def _backend(pass_: str, x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> str:
-    """The backend of `pass_` ('conv.forward' or 'conv.step') of x with weight (both contiguous)."""
-    return CONV.choose(pass_, (x, weight, pad), 1, signature=(*weight.shape, *pad),
+def _backend(pass_: str, x: torch.Tensor, weight: torch.Tensor, pad: List[int], *step_args) -> str:
+    """The backend of `pass_` ('conv.forward', or 'conv.step' with the gradients needed) of x with weight (both
+    contiguous)."""
+    return CONV.choose(pass_, (x, weight, pad, *step_args), 1, signature=(*weight.shape, *pad, *step_args),
                        work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad))
 
 
@@ -429,7 +435,7 @@ def _convolve(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Te
     if not training or capturing_graph() or x.device.type == 'meta' or x.numel() == 0 or weight.numel() == 0:
         return _forward(x, weight, pad)
     x, weight = x.contiguous(), weight.contiguous()
-    if _backend('conv.step', x, weight, pad) == 'fft':
+    if _backend('conv.step', x, weight, pad, (x.requires_grad, weight.requires_grad)) == 'fft':
         return FFTConvolution.apply(x, weight, pad)
     return _forward(x, weight, pad)
 
