@@ -1,5 +1,7 @@
 """torch.func transforms and forward-mode AD on the models: they compute with PyTorch's own operations there
 (`ops.dispatch.transforming`), since the package's operators have no batching or forward-mode rules."""
+from functools import partial
+
 import pytest
 import timm
 import torch
@@ -7,7 +9,7 @@ import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 import smpconv_models  # noqa: F401  registers the models
-from smpconv_models.ops import causal_conv1d, conv2d_same, depthwise_conv2d
+from smpconv_models.ops import causal_conv1d, conv2d_same, conv_taps, depthwise_conv2d
 from smpconv_models.ops.dispatch import transforming
 
 # one model of each family: the TCN's long causal kernels, the ResNet's 2-D boxes, the ImageNet network's depthwise
@@ -80,7 +82,7 @@ def test_forward_mode_ad_is_the_adjoint_of_reverse_mode(name, shape):
 
 @pytest.mark.parametrize('op, x_shape, w_shape', [
     (causal_conv1d, (2, 3, 40), (4, 3, 40)), (conv2d_same, (2, 3, 10, 10), (4, 3, 9, 9)),
-    (depthwise_conv2d, (2, 3, 12, 12), (3, 11, 11))])
+    (partial(conv_taps, pad=[4, 1]), (2, 3, 10, 10), (4, 3, 7, 5)), (depthwise_conv2d, (2, 3, 12, 12), (3, 11, 11))])
 def test_operators_under_jvp_and_vmap(op, x_shape, w_shape):
     x, w = torch.randn(x_shape, dtype=torch.float64), torch.randn(w_shape, dtype=torch.float64)
     dx, dw = torch.randn_like(x), torch.randn_like(w)
@@ -88,3 +90,4 @@ def test_operators_under_jvp_and_vmap(op, x_shape, w_shape):
     torch.testing.assert_close(out, op(x, w), **TOLERANCE)
     torch.testing.assert_close(tangent, op(dx, w) + op(x, dw), **TOLERANCE)  # bilinear
     torch.testing.assert_close(vmap(op, (0, None))(x[:, None], w)[:, 0], op(x, w), **TOLERANCE)
+

@@ -28,7 +28,7 @@ from ..hub import HUB_ORG, pretrained_weights_error
 from ..layers.continuous_blocks import ContinuousConvNormAct
 from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock
 from ..official import to_package_layout
-from ..ops import torch_ops_only
+from ..ops import recording_graph
 from ..ops.dispatch import transforming
 from ..ops.resize import Scale
 from ..smp import SMPKernel, points_for_kernel
@@ -334,7 +334,7 @@ class SMPConvNet(SMPConvModel):
                          f'dynamic_img_size=True)')
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stem.fixed_factor and not (torch.jit.is_scripting() or torch_ops_only()):
+        if self.stem.fixed_factor and not (torch.jit.is_scripting() or recording_graph()):
             self._check_image_size(x.shape[-2], x.shape[-1])
         return self.stem(_cpu_layout(x))
 

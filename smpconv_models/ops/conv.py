@@ -31,7 +31,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
-                       fft_dtype, fft_sizes, save_inputs, tap_flops, torch_ops_only)
+                       fft_dtype, fft_sizes, save_inputs, tap_flops, torch_ops_only, transforming)
 
 __all__ = ['causal_conv1d', 'conv2d_same', 'conv_taps', 'CONV_BACKENDS']
 
@@ -431,6 +431,8 @@ def _convolve(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Te
     (`conv.step`), by `FFTConvolution`, which keeps the spectra (the operator is what graphs record: it decides at
     run time). The operator's passes each take the faster backend, so where the direct step wins they cost at most
     its time."""
+    if transforming():  # PyTorch's convolution: the operator has no forward-mode or batching rules
+        return _torch_forward(x, weight, pad)
     training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     if not training or capturing_graph() or x.device.type == 'meta' or x.numel() == 0 or weight.numel() == 0:
         return _forward(x, weight, pad)
