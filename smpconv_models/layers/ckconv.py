@@ -86,8 +86,9 @@ class CKConv(nn.Module):
         return self.convolve_whole_kernel(x)
 
     def convolve_whole_kernel(self, x: torch.Tensor) -> torch.Tensor:
-        """The convolution with the whole kernel sampled (what FX, export and TorchScript record; and the cost of
-        an SMP kernel before issue 21, which benchmarks compare with)."""
+        """The convolution with the whole kernel sampled (what FX, export and TorchScript record, and what
+        transforms compute: the nonzero box is read from the points' values, which vmap batches; and the cost of an
+        SMP kernel before issue 21, which benchmarks compare with)."""
         if self.ndim == 1:
             return causal_conv1d(x, self.kernel(), self.bias)
         return conv2d_same(x, self.kernel(), self.bias)

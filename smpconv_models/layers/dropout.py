@@ -22,7 +22,8 @@ class Dropout(nn.Dropout):
     """nn.Dropout, with the CPU masks of this module's docstring; elsewhere (GPUs, in place, p = 1) PyTorch's."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # what TorchScript, FX, export or compile record is PyTorch's dropout, which runs anywhere
+        # what TorchScript, FX, export or compile record is PyTorch's dropout, which runs anywhere; transforms
+        # (vmap, forward AD) get it too
         if torch.jit.is_scripting() or torch_ops_only():
             return F.dropout(x, self.p, self.training, self.inplace)
         if (not self.training or self.p in (0, 1) or capturing_graph() or x.device.type != 'cpu' or self.inplace

@@ -70,7 +70,7 @@ class SMPConv2d(nn.Module):
         """The central part of the kernel that touches x and holds its nonzero taps (taps farther out meet only
         padding, or are zero: `SMPKernel.nonzero_box`, made symmetric about the centre as the depthwise
         convolution crops); None for all of it, as while a graph is recorded, where the input's size and the
-        points may vary."""
+        points may vary, and under a transform, where the points' values cannot be read."""
         if torch.jit.is_scripting() or torch_ops_only():
             return None
         return self._nonzero_window(useful_window(self.kernel_size, x.shape[-2], x.shape[-1]))

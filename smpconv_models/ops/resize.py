@@ -814,7 +814,7 @@ def resize_conv2d(x: torch.Tensor, bank: torch.Tensor, rows: AxisGeometry, cols:
                          f'{tuple(x.shape)} and {shape}')
     dtype = compute_dtype(x, bank)
     x, bank = x.to(dtype), bank.to(dtype)
-    if torch_ops_only():  # PyTorch's own operations, which run without this package
+    if torch_ops_only():  # PyTorch's own operations: recorded graphs then run without this package
         return _torch_forward(x, bank, rows, cols).contiguous(memory_format=memory_format(x))
     return _forward(x, bank, *_geometry_args(rows, cols))
 
@@ -842,7 +842,7 @@ def resize_conv2d_points(x: torch.Tensor, weights: torch.Tensor, interp: torch.T
                          f'{tuple(x.shape)}, {tuple(weights.shape)} and {shape}')
     dtype = compute_dtype(x, weights)
     x, weights, interp = x.to(dtype), weights.to(dtype), interp.to(dtype)
-    if torch_ops_only():  # PyTorch's own operations, which run without this package
+    if torch_ops_only():  # PyTorch's own operations: recorded graphs then run without this package
         return _torch_forward(x, _sampled_bank(weights, interp), rows, cols).contiguous(
             memory_format=memory_format(x))
     return _points_forward(x, weights, interp, *_geometry_args(rows, cols))
