@@ -336,9 +336,10 @@ class SMPKernel(nn.Module):
                           ) -> Optional[torch.Tensor]:
         """A 1D kernel of points per filter sampled point by point, at the few nodes each one reaches (the
         sequence models' points reach 1-5 taps of 784 or 16,000), on a CPU: `smp_kernel`'s values, summed in
-        another order. None where its whole-grid products cost less; where a graph is recorded, which must not
-        depend on the points' values; on half-precision grids, whose nodes rounding bunches together; and on
-        GPUs, where the whole grid's work is cheap and its product is reproducible (scatter-adds are atomic)."""
+        another order. None where its whole-grid products cost less; where a graph is recorded or a transform is at
+        work, which must not depend on the points' values (`capturing_graph`); on half-precision grids, whose nodes
+        rounding bunches together; and on GPUs, where the whole grid's work is cheap and its product is
+        reproducible (scatter-adds are atomic)."""
         if capturing_graph() or self.positions.dim() != 3 or self.positions.device.type != 'cpu' or \
                 self.positions.dtype not in (torch.float32, torch.float64) or size < 2:
             return None
@@ -369,7 +370,8 @@ class SMPKernel(nn.Module):
 
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:
-        """Inference outside of graph capture: eval mode, no autograd, no compiler or tracer at work."""
+        """Inference outside of graph capture: eval mode, no autograd, no compiler, tracer or transform at work (under
+        vmap over stacked parameters, one kernel would serve every model)."""
         return not self.training and not torch.is_grad_enabled() and not capturing_graph()
 
     @torch.jit.unused

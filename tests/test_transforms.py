@@ -50,6 +50,24 @@ def test_vmap_over_samples_matches_the_batch(name, shape):
     torch.testing.assert_close(vmap(model)(x[:, None])[:, 0], model(x), **TOLERANCE)
 
 
+def test_per_sample_gradients_in_training_mode():
+    """Training mode: batch norms without running statistics (PyTorch's `replace_all_batch_norm_modules_`, as
+    torch.func asks), each sample normalised by its own statistics over its steps."""
+    model = _model('smpconv_tcn_smnist').train()
+    torch.func.replace_all_batch_norm_modules_(model)
+    x = torch.randn(3, 1, 60, dtype=torch.float64)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+
+    def loss(p, sample):
+        return functional_call(model, p, (sample[None],)).square().sum()
+
+    per_sample = vmap(grad(loss), (None, 0))(params, x)
+    for i in range(x.shape[0]):
+        expected = torch.autograd.grad(loss(dict(model.named_parameters()), x[i]), list(model.parameters()))
+        for got, want in zip(per_sample.values(), expected):
+            torch.testing.assert_close(got[i], want, **TOLERANCE)
+
+
 def test_ensemble_by_vmap_over_parameters():
     """Stacked parameters of several TCNs under vmap: the points' kernels are then sampled for each model."""
     models = [timm.create_model('smpconv_tcn_smnist', num_classes=4).double().eval() for _ in range(3)]

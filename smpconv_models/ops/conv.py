@@ -12,7 +12,7 @@ dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
 - `torch`: PyTorch's convolution, direct: its cost grows with the taps;
 - `fft`: FFT convolution over a period of at least N + max(p, L - 1 - p) per axis, rounded up to a size
   FFT libraries transform fast, computed in float32 or wider: its cost grows with N log N, whatever L. A training
-  step whose three passes run faster on it (timed together, `conv.step`) keeps the spectra of x and of the kernel
+  step whose passes run faster on it (timed together, `conv.step`) keeps the spectra of x and of the kernel
   for the backward pass, which then transforms the output gradient once for both gradients (`FFTConvolution`).
   On the CPU the spectra's per-frequency products run on a C++ extension that reads them as rfft lays them out
   (`spectral_cpu`), and the kernel's spectra and the weight gradient's taps of a small 2-D box are products with
@@ -31,7 +31,7 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
-                       fft_dtype, fft_sizes, save_inputs, tap_flops, torch_ops_only, transforming)
+                       fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops, transforming)
 
 __all__ = ['causal_conv1d', 'conv2d_same', 'conv_taps', 'CONV_BACKENDS']
 
@@ -326,10 +326,19 @@ CONV = Operator('long convolution', 'SMPCONV_CONV_BACKEND', CONV_BACKENDS, _no_s
 # ---- the operator ---------------------------------------------------------------------------------------
 
 
-def _backend(pass_: str, x: torch.Tensor, weight: torch.Tensor, pad: List[int], *step_args) -> str:
-    """The backend of `pass_` ('conv.forward', or 'conv.step' with the gradients needed) of x with weight (both
-    contiguous)."""
-    return CONV.choose(pass_, (x, weight, pad, *step_args), 1, signature=(*weight.shape, *pad, *step_args),
+def _backend(pass_: str, x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> str:
+    """The backend of `pass_` ('conv.forward' or 'conv.step') of x with weight (both contiguous)."""
+    return CONV.choose(pass_, (x, weight, pad), 1, signature=(*weight.shape, *pad),
+                       work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad))
+
+
+def _step_backend(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> str:
+    """The backend of 'conv.step' of x with weight (both contiguous), timed on the gradients they require. A step
+    that needs both keeps the signature it had before the others were told apart, so that the choices of training
+    states saved then still apply."""
+    needs = (x.requires_grad, weight.requires_grad)
+    step_args = () if all(needs) else (needs,)
+    return CONV.choose('conv.step', (x, weight, pad, needs), 1, signature=(*weight.shape, *pad, *step_args),
                        work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad))
 
 
@@ -427,17 +436,17 @@ class FFTConvolution(torch.autograd.Function):
 
 
 def _convolve(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
-    """The convolution by the operator, or, in an eager training step whose three passes run faster on the FFT
-    (`conv.step`), by `FFTConvolution`, which keeps the spectra (the operator is what graphs record: it decides at
-    run time). The operator's passes each take the faster backend, so where the direct step wins they cost at most
-    its time."""
-    if transforming():  # PyTorch's convolution: the operator has no forward-mode or batching rules
+    """The convolution by the operator, or, in an eager training step whose passes (the forward and the gradients
+    x and the weight require) run faster on the FFT (`conv.step`), by `FFTConvolution`, which keeps the spectra
+    (the operator is what graphs record: it decides at run time). The operator's passes each take the faster
+    backend, so where the direct step wins they cost at most its time."""
+    if transforming():  # PyTorch's convolution (of the taps that meet x): the operator has no transform rules
         return _torch_forward(x, weight, pad)
     training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     if not training or capturing_graph() or x.device.type == 'meta' or x.numel() == 0 or weight.numel() == 0:
         return _forward(x, weight, pad)
     x, weight = x.contiguous(), weight.contiguous()
-    if _backend('conv.step', x, weight, pad, (x.requires_grad, weight.requires_grad)) == 'fft':
+    if _step_backend(x, weight, pad) == 'fft':
         return FFTConvolution.apply(x, weight, pad)
     return _forward(x, weight, pad)
 
@@ -492,7 +501,7 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], p
 def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Causal convolution of x [B, C, N] with weight [O, C, L] (plus a bias [O]): output step t sees steps
     t - L + 1 .. t of every input channel, weight[..., -1] the current one; for any N and L."""
-    if torch.jit.is_scripting() or torch_ops_only():
+    if torch.jit.is_scripting() or recording_graph():
         return _plain_conv(x, weight, bias, True)
     _check(x, weight, bias, 1, 'causal_conv1d')
     return _conv(x, weight, bias, [weight.shape[-1] - 1])
@@ -501,7 +510,7 @@ def causal_conv1d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Te
 def conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Stride-1, zero-padded 'same' cross-correlation of x [B, C, H, W] with weight [O, C, kh, kw] (odd sizes),
     plus a bias [O]: F.conv2d(x, weight, bias, padding='same'), for any kernel and image size."""
-    if torch.jit.is_scripting() or torch_ops_only():
+    if torch.jit.is_scripting() or recording_graph():
         return _plain_conv(x, weight, bias, False)
     _check(x, weight, bias, 2, 'conv2d_same')
     check_odd(weight.shape[-2:])

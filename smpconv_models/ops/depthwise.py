@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
 from .dispatch import (Backend, Operator, check_float, check_odd, compute_dtype, conv_grad_weight, fft_dtype,
-                       fft_sizes, first_sample, memory_format, save_inputs, tap_flops, torch_ops_only)
+                       fft_sizes, first_sample, memory_format, recording_graph, save_inputs, tap_flops, transforming)
 
 __all__ = ['depthwise_conv2d', 'useful_window', 'ENV_VAR', 'BACKENDS']
 
@@ -215,7 +215,7 @@ def _crop(weight: torch.Tensor, window: List[int]) -> torch.Tensor:
 
 
 def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
-    """PyTorch's own convolution, which TorchScript and FX can record."""
+    """PyTorch's own convolution, which TorchScript and FX can record and transforms differentiate or batch."""
     kernel_h, kernel_w = weight.shape[-2], weight.shape[-1]
     return F.conv2d(x, weight.unsqueeze(1), bias, padding=(kernel_h // 2, kernel_w // 2), groups=weight.shape[0])
 
@@ -223,7 +223,7 @@ def _conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor])
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Stride-1, zero-padded 'same' cross-correlation of each channel of x [B, C, H, W] with weight [C, kh, kw]
     (odd sizes), plus an optional bias [C]; NCHW or channels_last."""
-    if torch.jit.is_scripting() or torch_ops_only():
+    if torch.jit.is_scripting() or recording_graph():
         return _conv2d(x, weight, bias)
     check_float('depthwise_conv2d', x=x, weight=weight)
     if x.dim() != 4 or weight.dim() != 3 or weight.shape[0] != x.shape[1]:
@@ -232,5 +232,7 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch
     check_odd(weight.shape[-2:])
     dtype = compute_dtype(x, weight)
     x, weight = x.to(dtype), weight.to(dtype)
-    y = _forward(x, _crop(weight, useful_window(list(weight.shape[-2:]), x.shape[-2], x.shape[-1])))
+    weight = _crop(weight, useful_window(list(weight.shape[-2:]), x.shape[-2], x.shape[-1]))
+    # under a transform PyTorch's convolution: the operator has no forward-mode or batching rules
+    y = _conv2d(x, weight, None) if transforming() else _forward(x, weight)
     return y if bias is None else y + bias.to(dtype).view(1, -1, 1, 1)

@@ -31,7 +31,8 @@ that has a backend of that name uses it, the others choose as usual.
 
 Backends round differently, so two processes that choose differently compute results that differ in the last
 bits: for bitwise-reproducible runs, force a backend, or carry the choices over (`choices()` is plain data,
-made of strings and tuples, and `restore_choices` puts it back), as a resumed training run does.
+made of strings, numbers, booleans and tuples, and `restore_choices` puts it back), as a resumed training run
+does.
 """
 import math
 import os
