@@ -27,20 +27,23 @@ def _model(name: str) -> torch.nn.Module:
     return timm.create_model(name, num_classes=4).double().eval()
 
 
-@pytest.mark.parametrize('name, shape', MODELS)
-def test_per_sample_gradients_match_autograd(name, shape):
-    model = _model(name)
-    x = torch.randn(shape, dtype=torch.float64)
+def _assert_per_sample_gradients_match_autograd(model: torch.nn.Module, x: torch.Tensor) -> None:
+    """vmap(grad) of each sample's loss against autograd's gradients, one sample at a time."""
     params = {k: v.detach() for k, v in model.named_parameters()}
 
     def loss(p, sample):
         return functional_call(model, p, (sample[None],)).square().sum()
 
     per_sample = vmap(grad(loss), (None, 0))(params, x)
-    for i in range(shape[0]):
+    for i in range(x.shape[0]):
         expected = torch.autograd.grad(loss(dict(model.named_parameters()), x[i]), list(model.parameters()))
         for (key, got), want in zip(per_sample.items(), expected):
-            torch.testing.assert_close(got[i], want, **TOLERANCE, msg=lambda m: f'{name} {key}: {m}')
+            torch.testing.assert_close(got[i], want, **TOLERANCE, msg=lambda m: f'{key}: {m}')
+
+
+@pytest.mark.parametrize('name, shape', MODELS)
+def test_per_sample_gradients_match_autograd(name, shape):
+    _assert_per_sample_gradients_match_autograd(_model(name), torch.randn(shape, dtype=torch.float64))
 
 
 @pytest.mark.parametrize('name, shape', MODELS)
@@ -55,17 +58,7 @@ def test_per_sample_gradients_in_training_mode():
     torch.func asks), each sample normalised by its own statistics over its steps."""
     model = _model('smpconv_tcn_smnist').train()
     torch.func.replace_all_batch_norm_modules_(model)
-    x = torch.randn(3, 1, 60, dtype=torch.float64)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-
-    def loss(p, sample):
-        return functional_call(model, p, (sample[None],)).square().sum()
-
-    per_sample = vmap(grad(loss), (None, 0))(params, x)
-    for i in range(x.shape[0]):
-        expected = torch.autograd.grad(loss(dict(model.named_parameters()), x[i]), list(model.parameters()))
-        for got, want in zip(per_sample.values(), expected):
-            torch.testing.assert_close(got[i], want, **TOLERANCE)
+    _assert_per_sample_gradients_match_autograd(model, torch.randn(3, 1, 60, dtype=torch.float64))
 
 
 def test_ensemble_by_vmap_over_parameters():

@@ -326,19 +326,16 @@ CONV = Operator('long convolution', 'SMPCONV_CONV_BACKEND', CONV_BACKENDS, _no_s
 # ---- the operator ---------------------------------------------------------------------------------------
 
 
-def _backend(pass_: str, x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> str:
-    """The backend of `pass_` ('conv.forward' or 'conv.step') of x with weight (both contiguous)."""
-    return CONV.choose(pass_, (x, weight, pad), 1, signature=(*weight.shape, *pad),
-                       work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad))
-
-
-def _step_backend(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> str:
-    """The backend of 'conv.step' of x with weight (both contiguous), timed on the gradients they require. A step
-    that needs both keeps the signature it had before the others were told apart, so that the choices of training
-    states saved then still apply."""
-    needs = (x.requires_grad, weight.requires_grad)
-    step_args = () if all(needs) else (needs,)
-    return CONV.choose('conv.step', (x, weight, pad, needs), 1, signature=(*weight.shape, *pad, *step_args),
+def _backend(pass_: str, x: torch.Tensor, weight: torch.Tensor, pad: List[int],
+             needs: Optional[Tuple[bool, bool]] = None) -> str:
+    """The backend of `pass_` of x with weight (both contiguous): 'conv.forward', or 'conv.step' timed on the
+    gradients `needs` (of x, of the weight). A step that needs both keeps the signature it had before the others
+    were told apart, so that the choices of training states saved then still apply."""
+    args, signature = (x, weight, pad), (*weight.shape, *pad)
+    if needs is not None:
+        args += (needs,)
+        signature += () if all(needs) else (needs,)
+    return CONV.choose(pass_, args, 1, signature=signature,
                        work=partial(_work, x.shape, weight.shape[0], weight.shape[2:], pad))
 
 
@@ -446,7 +443,7 @@ def _convolve(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Te
     if not training or capturing_graph() or x.device.type == 'meta' or x.numel() == 0 or weight.numel() == 0:
         return _forward(x, weight, pad)
     x, weight = x.contiguous(), weight.contiguous()
-    if _step_backend(x, weight, pad) == 'fft':
+    if _backend('conv.step', x, weight, pad, (x.requires_grad, weight.requires_grad)) == 'fft':
         return FFTConvolution.apply(x, weight, pad)
     return _forward(x, weight, pad)
 
