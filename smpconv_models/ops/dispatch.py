@@ -259,7 +259,8 @@ class Operator:
         forced = self.forced()
         if forced is not None:
             if not self.backends[forced].supports(x):
-                raise RuntimeError(f'convolution backend {forced!r} does not run {x.dtype} on {x.device}')
+                raise RuntimeError(f'convolution backend {forced!r} does not run {x.dtype} on {x.device} with shape '
+                                   f'{tuple(x.shape)}')
             return forced
         layout = 'channels_last' if x.dim() == 4 and memory_format(x) == torch.channels_last else 'contiguous'
         key = ChoiceKey(pass_, x.device.type, str(x.dtype).removeprefix('torch.'), layout, tuple(x.shape),
