@@ -167,11 +167,12 @@ Tensor correlate_typed(const Tensor& x, const Tensor& w, int64_t pad) {
 
 // ---- grad_weight -----------------------------------------------------------------------------------------------
 
-// partial[i taps + jj] += sum_t dy[i row, t] x[t + shift + jj] (lanes to be summed), for i < GO, jj < GJ, over the
-// steps t_begin .. t_end - 1 of one sample (x zero outside 0 .. steps - 1); shift = j0 - pad for taps from j0
+// partial[i taps + jj] += sum_t dy[i, t] x[t + shift + jj] (lanes to be summed), for i < GO, jj < GJ, over the
+// steps t_begin .. t_end - 1 of one sample (dy's rows and x of `steps`, x zero outside them); shift = j0 - pad for
+// taps from j0
 template <typename T, int GO, int GJ>
-void grad_weight_block(const T* dy, int64_t dy_row, const T* x, int64_t steps, int64_t shift, int64_t t_begin,
-                       int64_t t_end, typename Lanes<T>::Vector* partial, int64_t taps) {
+void grad_weight_block(const T* dy, const T* x, int64_t steps, int64_t shift, int64_t t_begin, int64_t t_end,
+                       typename Lanes<T>::Vector* partial, int64_t taps) {
   using Vector = typename Lanes<T>::Vector;
   constexpr int lanes = Lanes<T>::kCount;
   // vectors of steps whose taps all read x: from `first` on, ending by `last`
@@ -180,7 +181,7 @@ void grad_weight_block(const T* dy, int64_t dy_row, const T* x, int64_t steps, i
   int64_t t = first;
   for (; t + lanes <= last; t += lanes) {
     Vector grads[GO];
-    for (int i = 0; i < GO; ++i) grads[i] = load(dy + i * dy_row + t);
+    for (int i = 0; i < GO; ++i) grads[i] = load(dy + i * steps + t);
     for (int jj = 0; jj < GJ; ++jj) {
       Vector values = load(x + t + shift + jj);
       in_register(values);
@@ -197,7 +198,7 @@ void grad_weight_block(const T* dy, int64_t dy_row, const T* x, int64_t steps, i
       for (int jj = 0; jj < GJ; ++jj) {
         const int64_t at = s + shift + jj;
         if (at >= 0 && at < steps)
-          for (int i = 0; i < GO; ++i) sums[i][jj] += dy[i * dy_row + s] * x[at];
+          for (int i = 0; i < GO; ++i) sums[i][jj] += dy[i * steps + s] * x[at];
       }
   };
   one_at_a_time(std::max(t_begin, -shift - (GJ - 1)), std::min(first, t_end));
@@ -207,13 +208,13 @@ void grad_weight_block(const T* dy, int64_t dy_row, const T* x, int64_t steps, i
 }
 
 template <typename T, int GO>
-void grad_weight_taps(const T* dy, int64_t dy_row, const T* x, int64_t steps, int64_t pad, int64_t taps,
-                      int64_t t_begin, int64_t t_end, typename Lanes<T>::Vector* partial) {
+void grad_weight_taps(const T* dy, const T* x, int64_t steps, int64_t pad, int64_t taps, int64_t t_begin,
+                      int64_t t_end, typename Lanes<T>::Vector* partial) {
   int64_t j0 = 0;
   for (; j0 + kGradJ <= taps; j0 += kGradJ)
-    grad_weight_block<T, GO, kGradJ>(dy, dy_row, x, steps, j0 - pad, t_begin, t_end, partial + j0, taps);
+    grad_weight_block<T, GO, kGradJ>(dy, x, steps, j0 - pad, t_begin, t_end, partial + j0, taps);
   for (; j0 < taps; ++j0)
-    grad_weight_block<T, GO, 1>(dy, dy_row, x, steps, j0 - pad, t_begin, t_end, partial + j0, taps);
+    grad_weight_block<T, GO, 1>(dy, x, steps, j0 - pad, t_begin, t_end, partial + j0, taps);
 }
 
 template <typename T>
@@ -239,9 +240,9 @@ Tensor grad_weight_typed(const Tensor& grad_y, const Tensor& x, int64_t taps, in
           const T* xc = xs + (b * channels + c) * steps;
           Vector* partial = partials.data() + (task - begin) * kGradO * taps;
           if (outs - o0 >= kGradO)
-            grad_weight_taps<T, kGradO>(dy, steps, xc, steps, pad, taps, t_begin, t_end, partial);
+            grad_weight_taps<T, kGradO>(dy, xc, steps, pad, taps, t_begin, t_end, partial);
           else
-            grad_weight_taps<T, 1>(dy, steps, xc, steps, pad, taps, t_begin, t_end, partial);
+            grad_weight_taps<T, 1>(dy, xc, steps, pad, taps, t_begin, t_end, partial);
         }
       }
     for (int64_t task = begin; task < end; ++task) {
