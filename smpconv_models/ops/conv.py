@@ -17,8 +17,9 @@ dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
   step whose passes run faster on it (timed together, `conv.step`) keeps the spectra of x and of the kernel
   for the backward pass, which then transforms the output gradient once for both gradients (`FFTConvolution`).
   On the CPU the spectra's per-frequency products run on a C++ extension that reads them as rfft lays them out
-  (`spectral_cpu`), and the kernel's spectra and the weight gradient's taps of a small 2-D box are products with
-  DFT matrices rather than transforms of the whole period (`_box_dft_pays`).
+  (`spectral_cpu`), 2-D signals are transformed by another (`fft2_cpu`: x padded and the output cropped as they
+  are transformed, no layout copies), and the kernel's spectra and the weight gradient's taps of a small 2-D box
+  are products with DFT matrices rather than transforms of the whole period (`_box_dft_pays`).
 
 Taps that never meet the input (a kernel longer than the sequence) are cropped first: the result is exactly
 the same. The output's dtype follows F.conv's under autocast (see `dispatch.compute_dtype`).
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from . import conv1d_cpu, spectral_cpu
+from . import conv1d_cpu, fft2_cpu, spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
                        fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops, transforming)
 
@@ -124,6 +125,8 @@ def _zero_padded(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
 def _spectra(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
     """The spectra [B, C, F] of x [B, C, *N] zero-padded to `sizes`, in float32 or wider (padded first: faster than
     rfftn's `s`)."""
+    if fft2_cpu.available(x, sizes):
+        return fft2_cpu.rfft2(x, sizes)
     return torch.fft.rfftn(_zero_padded(x, sizes), dim=_spatial(len(sizes))).flatten(2)
 
 
@@ -149,10 +152,14 @@ def _signals(spectra: torch.Tensor, sizes: List[int]) -> torch.Tensor:
     return torch.fft.irfftn(spectra.unflatten(-1, half), s=sizes, dim=_spatial(len(sizes)))
 
 
-def _crop(signals: torch.Tensor, size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-    """The first `size` samples, a tensor of their own: a view would keep the whole period alive, and one returned
-    by an autograd Function cannot be changed in place."""
-    cropped = signals[(...,) + tuple(slice(0, n) for n in size)]
+def _cropped_signals(spectra: torch.Tensor, sizes: List[int], size: Sequence[int], dtype: torch.dtype
+                     ) -> torch.Tensor:
+    """The first `size` samples [P, Q, *size] of the signals of the half spectra [P, Q, F], in `dtype`: a tensor of
+    their own (a view would keep the whole period alive, and one returned by an autograd Function cannot be
+    changed in place)."""
+    if fft2_cpu.available(spectra, sizes):
+        return fft2_cpu.irfft2(spectra, sizes, size).to(dtype)
+    cropped = _signals(spectra, sizes)[(...,) + tuple(slice(0, n) for n in size)]
     return cropped.to(dtype, memory_format=torch.contiguous_format, copy=True)
 
 
@@ -169,13 +176,13 @@ def _taps_of_lags(lags: torch.Tensor, kernel_size: Sequence[int], pad: Sequence[
 def _forward_of_spectra(x_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
                         size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """y = irfft(X conj(W)) per frequency, cropped to x's `size`."""
-    return _crop(_signals(_products(x_spectra, conj_kernel_spectra.transpose(0, 1)), sizes), size, dtype)
+    return _cropped_signals(_products(x_spectra, conj_kernel_spectra.transpose(0, 1)), sizes, size, dtype)
 
 
 def _grad_input_of_spectra(grad_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
                            size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """dx = irfft(dY W) per frequency, the adjoint of the forward's product."""
-    return _crop(_signals(_products(grad_spectra, conj_kernel_spectra.conj()), sizes), size, dtype)
+    return _cropped_signals(_products(grad_spectra, conj_kernel_spectra.conj()), sizes, size, dtype)
 
 
 def _grad_weight_of_spectra(grad_spectra: torch.Tensor, x_spectra: torch.Tensor, sizes: List[int],

@@ -1,0 +1,152 @@
+"""The C++ 2-D real FFTs of the FFT convolution (smpconv_models/ops/fft2_cpu.py) against complex128 and float64
+transforms."""
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from smpconv_models import conv2d_same
+from smpconv_models.ops import choices, clear_choices, fft2_cpu, use_backend
+
+
+@pytest.fixture(scope='module')
+def built() -> None:
+    if not fft2_cpu.available(torch.zeros(1), [1, 1]):
+        pytest.skip('the C++ extension did not build on this machine (see the warning): the FFT convolution '
+                    'transforms with PyTorch')
+
+
+@pytest.fixture(autouse=True)
+def fresh_choices():
+    clear_choices()
+    yield
+    clear_choices()
+
+
+# M, N0, N1, P0, P1: groups of 8 signals whole and partial (M = 1, 13, 16); rows odd and even in number (two rows
+# per complex transform, the last alone); periods of radices 4, 2, 3 and 5, odd and even (the Nyquist frequency of
+# the last axis), a prime (7, by its plain DFT) and 1; signals as large as the period; rows of fewer than 8 samples
+# (a partial 8 x 8 block); the CIFAR-10 model's 32 x 32 on 36 x 36 and 40 x 40
+SHAPES = [(13, 7, 5, 8, 9), (9, 5, 6, 7, 10), (16, 32, 32, 36, 36), (3, 32, 32, 40, 40), (2, 11, 13, 14, 14),
+          (17, 1, 1, 1, 1), (5, 3, 4, 25, 30), (4, 15, 33, 15, 33), (1, 2, 3, 2, 3)]
+
+
+def signals(*shape: int, seed: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def half_spectra(m: int, period0: int, period1: int, seed: int) -> torch.Tensor:
+    """Random half spectra [M, P0 F1], not the spectra of real signals: the imaginary parts of the frequencies 0 and
+    P1 / 2 of the last axis are not zero, and irfftn ignores them."""
+    return torch.randn(m, period0 * (period1 // 2 + 1), dtype=torch.complex64,
+                       generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize('m, rows, cols, period0, period1', SHAPES)
+def test_rfft2_is_the_spectrum_of_the_zero_padded_signal(built, m, rows, cols, period0, period1):
+    x = signals(m, 2, rows, cols, seed=1)
+    expected = torch.fft.rfftn(x.double(), s=(period0, period1)).flatten(2)
+    # float32 transforms of at most 40 x 40 samples of O(1): rounding errors of about eps log2(P) |X|, |X| <= 40
+    torch.testing.assert_close(fft2_cpu.rfft2(x, [period0, period1]).to(torch.complex128), expected, rtol=0,
+                               atol=2e-5 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize('m, rows, cols, period0, period1', SHAPES)
+def test_irfft2_is_the_first_samples_of_irfftn(built, m, rows, cols, period0, period1):
+    spectra = half_spectra(2 * m, period0, period1, seed=2).view(m, 2, -1)
+    expected = torch.fft.irfftn(spectra.to(torch.complex128).unflatten(-1, (period0, period1 // 2 + 1)),
+                                s=(period0, period1))[..., :rows, :cols]
+    got = fft2_cpu.irfft2(spectra, [period0, period1], [rows, cols])
+    assert got.shape == (m, 2, rows, cols) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-6 * max(1., expected.abs().max().item()))
+
+
+def test_irfft2_reads_rows_apart_as_the_products_leave_them(built):
+    """The spectral products return rows of F frequencies a whole number of cache lines apart (a view)."""
+    stored = half_spectra(6, 36, 36, seed=3)
+    padded = torch.zeros(6, 700, dtype=torch.complex64)
+    padded[:, :684] = stored
+    view = padded[:, :684].view(2, 3, 684)
+    assert not view.is_contiguous()
+    torch.testing.assert_close(fft2_cpu.irfft2(view, [36, 36], [32, 32]),
+                               fft2_cpu.irfft2(stored.view(2, 3, 684), [36, 36], [32, 32]), rtol=0, atol=0)
+
+
+def test_the_transforms_round_trip_and_take_empty_batches(built):
+    x = signals(3, 4, 32, 32, seed=4)
+    torch.testing.assert_close(fft2_cpu.irfft2(fft2_cpu.rfft2(x, [36, 40]), [36, 40], [32, 32]), x, rtol=0,
+                               atol=1e-5)
+    assert fft2_cpu.rfft2(x[:0], [36, 40]).shape == (0, 4, 36 * 21)
+    assert fft2_cpu.irfft2(fft2_cpu.rfft2(x[:0], [36, 40]), [36, 40], [32, 32]).shape == (0, 4, 32, 32)
+
+
+def test_half_precisions_are_transformed_in_float32(built):
+    x = signals(2, 3, 9, 9, seed=5).to(torch.bfloat16)
+    spectra = fft2_cpu.rfft2(x, [12, 12])
+    assert spectra.dtype == torch.complex64
+    torch.testing.assert_close(spectra, torch.fft.rfftn(x.float(), s=(12, 12)).flatten(2), rtol=0, atol=1e-4)
+
+
+def test_results_do_not_depend_on_the_number_of_threads(built):
+    """Each group of 8 signals is transformed by one thread, in one order."""
+    x, spectra = signals(64, 3, 32, 32, seed=6), half_spectra(64 * 3, 36, 36, seed=7).view(64, 3, -1)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append((fft2_cpu.rfft2(x, [36, 36]), fft2_cpu.irfft2(spectra, [36, 36], [32, 32])))
+    finally:
+        torch.set_num_threads(threads)
+    for spectra_n, signals_n in results[1:]:
+        assert torch.equal(spectra_n, results[0][0]) and torch.equal(signals_n, results[0][1])
+
+
+def test_bad_inputs_are_named(built):
+    extension = fft2_cpu.EXTENSION.module()
+    with pytest.raises(RuntimeError, match='no larger than the period 8 x 8, got 9 x 4'):
+        extension.rfft2(torch.zeros(2, 9, 4), 8, 8)
+    with pytest.raises(RuntimeError, match='takes a contiguous float32'):
+        extension.rfft2(torch.zeros(2, 4, 4, dtype=torch.float64), 8, 8)
+    with pytest.raises(RuntimeError, match='takes 40 frequencies a signal, got 41'):
+        extension.irfft2(torch.zeros(2, 41, dtype=torch.complex64), 8, 8, 4, 4)
+    with pytest.raises(RuntimeError, match='positive periods'):
+        extension.irfft2(torch.zeros(2, 0, dtype=torch.complex64), 0, 8, 0, 4)
+
+
+def test_the_fft_convolution_runs_on_them(built, monkeypatch):
+    """The FFT backend's 2-D transforms are these on the CPU, in float32; float64 keeps PyTorch's."""
+    calls = []
+    for name in ('rfft2', 'irfft2'):
+        original = getattr(fft2_cpu, name)
+        monkeypatch.setattr(fft2_cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 3, 20, 20, dtype=torch.float64, generator=generator).requires_grad_()
+    weight = torch.randn(4, 3, 7, 7, dtype=torch.float64, generator=generator).requires_grad_()
+    expected = F.conv2d(x, weight, padding=3)
+    grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(expected))
+    with use_backend('fft'):
+        conv2d_same(x, weight)
+        assert not calls  # float64: PyTorch's
+        y = conv2d_same(x.float(), weight.float())
+        got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
+    assert calls.count('rfft2') == 2 and calls.count('irfft2') == 2  # x and dy; y and dx
+    # float32 sums of 147 products of O(1) numbers, through transforms of 24 x 24
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
+    for g, e in zip(got, grads):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 800 such products
+
+
+def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(without_compiler):
+    without_compiler(fft2_cpu)
+    generator = torch.Generator().manual_seed(9)
+    x, weight = torch.randn(2, 3, 16, 16, generator=generator), torch.randn(4, 3, 5, 5, generator=generator)
+    with warnings.catch_warnings(record=True) as caught, use_backend('fft'):
+        warnings.simplefilter('always')
+        y = conv2d_same(x, weight)
+        conv2d_same(x, weight)
+    assert [str(w.message) for w in caught] == [
+        'the C++ 2-D FFTs did not build (no C++ compiler found): it computes with PyTorch']
+    # float32 sums of 75 products of O(1) numbers
+    torch.testing.assert_close(y.double(), F.conv2d(x.double(), weight.double(), padding=2), rtol=0, atol=1e-5)
