@@ -11,7 +11,9 @@ images) of
   the backward pass);
 - `whole kernels`: the same, convolved over the whole 33x33 kernels, each pass on its own (this package before
   issue 21);
-- `3x3 kernels`: the same network with dense 3x3 kernels where the SMP kernels are (`kernel_type='dense'`);
+- `3x3 kernels`: the same network with dense 3x3 kernels where the SMP kernels are (`kernel_type='dense'`),
+  convolved by this package's operator (on the faster of its backends: on CPUs, from the C++ 2-D FFTs on, often the
+  FFT), or by PyTorch's convolution (`use_backend('torch')`: cuDNN or oneDNN, as for nn.Conv2d);
 - `authors' way`: the SMP network computed as the authors' code does, a dense kernel through F.conv2d.
 
 Raw Speech Commands (`smpconv_tcn_speech_raw`, 16,000 steps, kernels of 16,000 taps) and sequential MNIST
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from smpconv_models import CKConv, SMPKernel, create_from_checkpoint
-from smpconv_models.ops import conv as long_convolution
+from smpconv_models.ops import conv as long_convolution, use_backend
 from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment, medians_in_turn, parse_args, report, training_step
 
@@ -126,6 +128,8 @@ def main() -> None:
             (name, nullcontext, args.steps, {}),
             ('whole kernels', whole_kernels, args.steps, {}),
             ('3x3 kernels (same layout)', nullcontext, args.steps, dict(kernel_type='dense', kernel_size=3)),
+            ("3x3 kernels, PyTorch's convolution", partial(use_backend, 'torch'), args.steps,
+             dict(kernel_type='dense', kernel_size=3)),
             ("authors' way (dense kernel, F.conv2d)", partial(whole_kernels, authors_conv2d), args.authors_steps, {}),
         ])
     if 'speech' in args.benchmarks:

@@ -1,12 +1,14 @@
 """The C++ 2-D real FFTs of the FFT convolution (smpconv_models/ops/fft2_cpu.py) against complex128 and float64
-transforms."""
+transforms, and the pairs' small 2-D kernels (`SameConv2d`) on the operator."""
 import warnings
 
 import pytest
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from smpconv_models import conv2d_same
+from smpconv_models.layers.ckconv import SameConv2d
 from smpconv_models.ops import choices, clear_choices, fft2_cpu, use_backend
 
 
@@ -150,3 +152,21 @@ def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(w
         'the C++ 2-D FFTs did not build (no C++ compiler found): it computes with PyTorch']
     # float32 sums of 75 products of O(1) numbers
     torch.testing.assert_close(y.double(), F.conv2d(x.double(), weight.double(), padding=2), rtol=0, atol=1e-5)
+
+
+def test_the_pairs_small_2d_kernels_are_the_same_convolution_on_the_operator():
+    """`SameConv2d` computes through the operator (its backend forced or chosen), loads nn.Conv2d's weights, and
+    names an even kernel."""
+    torch.manual_seed(10)
+    layer = SameConv2d(3, 4, 3, bias=True).double()
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    expected = F.conv2d(x, layer.weight, layer.bias, padding=1)
+    for backend in ('torch', 'fft', None):
+        with use_backend(backend):
+            torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)  # float64 sums of 27 products
+    assert any(key[0] == 'conv.forward' for key in choices())
+    plain = nn.Conv2d(3, 4, 3, padding=1, bias=True).double()
+    layer.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(layer(x), plain(x), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="'same' 2D convolution needs an odd kernel size, got 4"):
+        SameConv2d(3, 4, 4)

@@ -129,6 +129,20 @@ class CausalConv1d(nn.Conv1d):
         return causal_conv1d(x, self.weight, self.bias)
 
 
+class SameConv2d(nn.Conv2d):
+    """Conv2d with 'same' zero padding (odd kernels), by the package's operator (`conv2d_same`), which times oneDNN
+    against the FFT for it."""
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int, bias: bool = False, device=None, dtype=None):
+        if kernel_size % 2 == 0:
+            raise ValueError(f"'same' 2D convolution needs an odd kernel size, got {kernel_size}")
+        super().__init__(in_chs, out_chs, kernel_size, padding=kernel_size // 2, bias=bias, device=device,
+                         dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return conv2d_same(x, self.weight, self.bias)
+
+
 class LargeSmallConv(nn.Module):
     """BN(SMP kernel convolution) + BN(small dense convolution), the authors' pair of parallel kernels, then an
     activation where one is given."""
@@ -152,10 +166,7 @@ class LargeSmallConv(nn.Module):
         if ndim == 1:
             self.small = CausalConv1d(in_chs, out_chs, small_kernel_size, bias=small_bias, **dd)
         else:
-            if small_kernel_size % 2 == 0:
-                raise ValueError(f"'same' 2D convolution needs an odd small_kernel_size, got {small_kernel_size}")
-            self.small = nn.Conv2d(in_chs, out_chs, small_kernel_size, padding=small_kernel_size // 2,
-                                   bias=small_bias, **dd)
+            self.small = SameConv2d(in_chs, out_chs, small_kernel_size, bias=small_bias, **dd)
         self.small_norm = norm_layer(out_chs, **dd)
         self.act = nn.Identity() if act_layer is None else act_layer()
         trunc_normal_(self.small.weight, std=.02)
