@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from smpconv_models import conv2d_same
+from smpconv_models import conv2d_same, depthwise_conv2d
 from smpconv_models.layers.ckconv import SameConv2d
 from smpconv_models.ops import choices, clear_choices, fft2_cpu, use_backend
 
@@ -138,6 +138,29 @@ def test_the_fft_convolution_runs_on_them(built, monkeypatch):
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
     for g, e in zip(got, grads):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 800 such products
+
+
+def test_the_depthwise_fft_convolution_runs_on_them(built, monkeypatch):
+    """The depthwise operator's FFT backend transforms x and dy (and crops y) with them on the CPU in float32."""
+    calls = []
+    for name in ('rfft2', 'irfft2'):
+        original = getattr(fft2_cpu, name)
+        monkeypatch.setattr(fft2_cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 5, 14, 14, dtype=torch.float64, generator=generator).requires_grad_()
+    weight = torch.randn(5, 9, 9, dtype=torch.float64, generator=generator).requires_grad_()
+    expected = F.conv2d(x, weight.unsqueeze(1), padding=4, groups=5)
+    grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(expected))
+    with use_backend('fft'):
+        x32 = x.float().contiguous(memory_format=torch.channels_last)
+        y = depthwise_conv2d(x32, weight.float())
+        got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
+    assert calls.count('rfft2') >= 2 and calls.count('irfft2') >= 1
+    assert y.is_contiguous(memory_format=torch.channels_last)  # x's layout, whichever backend ran
+    # float32 sums of 81 products of O(1) numbers, through transforms of 18 x 18
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
+    for g, e in zip(got, grads):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 400 such products
 
 
 def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(without_compiler):
