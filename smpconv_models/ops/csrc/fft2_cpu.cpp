@@ -76,17 +76,17 @@ struct Stage {
 
 // The length-r DFT of v, in place, sign the exponent's
 template <int R>
-void butterfly(Cvec* v, float sign, const std::complex<float>* roots);
+void butterfly(Cvec* v, float sign);
 
 template <>
-void butterfly<2>(Cvec* v, float, const std::complex<float>*) {
+void butterfly<2>(Cvec* v, float) {
   const Cvec a = v[0], b = v[1];
   v[0] = a + b;
   v[1] = a - b;
 }
 
 template <>
-void butterfly<3>(Cvec* v, float sign, const std::complex<float>*) {
+void butterfly<3>(Cvec* v, float sign) {
   const float half_sqrt3 = 0.866025403784438647f;
   const Cvec t = v[1] + v[2], u = times_i(scaled(v[1] - v[2], half_sqrt3), sign);
   const Cvec base = v[0] - scaled(t, 0.5f);
@@ -96,7 +96,7 @@ void butterfly<3>(Cvec* v, float sign, const std::complex<float>*) {
 }
 
 template <>
-void butterfly<4>(Cvec* v, float sign, const std::complex<float>*) {
+void butterfly<4>(Cvec* v, float sign) {
   const Cvec t0 = v[0] + v[2], t1 = v[0] - v[2], t2 = v[1] + v[3], t3 = times_i(v[1] - v[3], sign);
   v[0] = t0 + t2;
   v[1] = t1 + t3;
@@ -105,7 +105,7 @@ void butterfly<4>(Cvec* v, float sign, const std::complex<float>*) {
 }
 
 template <>
-void butterfly<5>(Cvec* v, float sign, const std::complex<float>*) {
+void butterfly<5>(Cvec* v, float sign) {
   const float c1 = 0.309016994374947424f, c2 = -0.809016994374947424f;  // cos(2 pi / 5), cos(4 pi / 5)
   const float s1 = 0.951056516295153572f, s2 = 0.587785252292473129f;   // sin(2 pi / 5), sin(4 pi / 5)
   const Cvec t1 = v[1] + v[4], t2 = v[2] + v[3], u1 = v[1] - v[4], u2 = v[2] - v[3];
@@ -119,13 +119,12 @@ void butterfly<5>(Cvec* v, float sign, const std::complex<float>*) {
   v[3] = base2 - rot2;
 }
 
-// any other radix: the plain DFT, r^2 products
-void plain_dft(Cvec* v, int radix, const std::complex<float>* roots) {
-  std::vector<Cvec> in(v, v + radix);
+// any other radix: the plain DFT of in [r] into out [r], r^2 products
+void plain_dft(const Cvec* in, int radix, const std::complex<float>* roots, Cvec* out) {
   for (int p = 0; p < radix; ++p) {
     Cvec sum = in[0];
     for (int q = 1; q < radix; ++q) sum = sum + times(in[q], roots[(p * q) % radix]);
-    v[p] = sum;
+    out[p] = sum;
   }
 }
 
@@ -138,7 +137,7 @@ void run_stage(const Stage& stage, int n, float sign, const Cvec* in, Cvec* out)
       Cvec v[R];
       v[0] = in[j * (n / span) + k];
       for (int q = 1; q < R; ++q) v[q] = times(in[j * (n / span) + k + q * m], twiddles[q]);
-      butterfly<R>(v, sign, nullptr);
+      butterfly<R>(v, sign);
       for (int p = 0; p < R; ++p) out[(j + span * p) * m + k] = v[p];
     }
   }
@@ -146,13 +145,13 @@ void run_stage(const Stage& stage, int n, float sign, const Cvec* in, Cvec* out)
 
 void run_plain_stage(const Stage& stage, int n, const Cvec* in, Cvec* out) {
   const int span = stage.span, radix = stage.radix, m = n / (span * radix);
-  std::vector<Cvec> v(radix);
+  std::vector<Cvec> v(radix), dft(radix);
   for (int j = 0; j < span; ++j) {
     const std::complex<float>* twiddles = stage.twiddles.data() + j * radix;
     for (int k = 0; k < m; ++k) {
       for (int q = 0; q < radix; ++q) v[q] = times(in[j * (n / span) + k + q * m], twiddles[q]);
-      plain_dft(v.data(), radix, stage.roots.data());
-      for (int p = 0; p < radix; ++p) out[(j + span * p) * m + k] = v[p];
+      plain_dft(v.data(), radix, stage.roots.data(), dft.data());
+      for (int p = 0; p < radix; ++p) out[(j + span * p) * m + k] = dft[p];
     }
   }
 }
@@ -163,7 +162,11 @@ class Plan {
   Plan(int n, float sign) : n_(n), sign_(sign) {
     int rest = n, span = 1;
     while (rest > 1) {
-      int radix = rest % 4 == 0 ? 4 : rest % 2 == 0 ? 2 : rest % 3 == 0 ? 3 : rest % 5 == 0 ? 5 : smallest_factor(rest);
+      const int radix = rest % 4 == 0   ? 4
+                        : rest % 2 == 0 ? 2
+                        : rest % 3 == 0 ? 3
+                        : rest % 5 == 0 ? 5
+                                        : smallest_factor(rest);
       Stage stage{radix, span, {}, {}};
       for (int j = 0; j < span; ++j)
         for (int q = 0; q < radix; ++q) stage.twiddles.push_back(root(int64_t(q) * j, int64_t(span) * radix));
@@ -173,8 +176,6 @@ class Plan {
       span *= radix;
     }
   }
-
-  int length() const { return n_; }
 
   // Transforms data [n] in place, scratch [n] its partner buffer
   void run(Cvec* data, Cvec* scratch) const {
