@@ -1,6 +1,7 @@
 """The C++ 2-D real FFTs of the FFT convolution (smpconv_models/ops/fft2_cpu.py) against complex128 and float64
 transforms, and the pairs' small 2-D kernels (`SameConv2d`) on the operator."""
 import warnings
+from typing import List
 
 import pytest
 import torch
@@ -117,12 +118,19 @@ def test_bad_inputs_are_named(built):
         extension.irfft2(torch.zeros(2, 0, dtype=torch.complex64), 0, 8, 0, 4)
 
 
-def test_the_fft_convolution_runs_on_them(built, monkeypatch):
-    """The FFT backend's 2-D transforms are these on the CPU, in float32; float64 keeps PyTorch's."""
+@pytest.fixture
+def transform_calls(monkeypatch) -> List[str]:
+    """The names of the extension's transforms, in the order the code under test calls them."""
     calls = []
     for name in ('rfft2', 'irfft2'):
         original = getattr(fft2_cpu, name)
         monkeypatch.setattr(fft2_cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
+    return calls
+
+
+def test_the_fft_convolution_runs_on_them(built, transform_calls):
+    """The FFT backend's 2-D transforms are these on the CPU, in float32; float64 keeps PyTorch's."""
+    calls = transform_calls
     generator = torch.Generator().manual_seed(8)
     x = torch.randn(2, 3, 20, 20, dtype=torch.float64, generator=generator).requires_grad_()
     weight = torch.randn(4, 3, 7, 7, dtype=torch.float64, generator=generator).requires_grad_()
@@ -140,12 +148,9 @@ def test_the_fft_convolution_runs_on_them(built, monkeypatch):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 800 such products
 
 
-def test_the_depthwise_fft_convolution_runs_on_them(built, monkeypatch):
+def test_the_depthwise_fft_convolution_runs_on_them(built, transform_calls):
     """The depthwise operator's FFT backend transforms x and dy (and crops y) with them on the CPU in float32."""
-    calls = []
-    for name in ('rfft2', 'irfft2'):
-        original = getattr(fft2_cpu, name)
-        monkeypatch.setattr(fft2_cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
+    calls = transform_calls
     generator = torch.Generator().manual_seed(11)
     x = torch.randn(2, 5, 14, 14, dtype=torch.float64, generator=generator).requires_grad_()
     weight = torch.randn(5, 9, 9, dtype=torch.float64, generator=generator).requires_grad_()
