@@ -17,7 +17,7 @@ dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
   step whose passes run faster on it (timed together, `conv.step`) keeps the spectra of x and of the kernel
   for the backward pass, which then transforms the output gradient once for both gradients (`FFTConvolution`).
   On the CPU the spectra's per-frequency products run on a C++ extension that reads them as rfft lays them out
-  (`spectral_cpu`), 2-D signals are transformed by another (`fft2_cpu`: x padded and the output cropped as they
+  (`spectral_cpu`), the signals are transformed by another (`fft_cpu`: x padded and the output cropped as they
   are transformed, no layout copies), and the kernel's spectra and the weight gradient's taps of a small 2-D box
   are products with DFT matrices rather than transforms of the whole period (`_box_dft_pays`).
 
@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from . import conv1d_cpu, fft2_cpu, spectral_cpu
+from . import conv1d_cpu, fft_cpu, spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
                        fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops, transforming)
 
@@ -125,8 +125,8 @@ def _zero_padded(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
 def _spectra(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
     """The spectra [B, C, F] of x [B, C, *N] zero-padded to `sizes`, in float32 or wider (padded first: faster than
     rfftn's `s`)."""
-    if fft2_cpu.available(x, sizes):
-        return fft2_cpu.rfft2(x, sizes)
+    if fft_cpu.available(x, sizes):
+        return fft_cpu.rfft(x, sizes)
     return torch.fft.rfftn(_zero_padded(x, sizes), dim=_spatial(len(sizes))).flatten(2)
 
 
@@ -157,8 +157,8 @@ def _cropped_signals(spectra: torch.Tensor, sizes: List[int], size: Sequence[int
     """The first `size` samples [P, Q, *size] of the signals of the half spectra [P, Q, F], in `dtype`: a tensor of
     their own (a view would keep the whole period alive, and one returned by an autograd Function cannot be
     changed in place)."""
-    if fft2_cpu.available(spectra, sizes):
-        return fft2_cpu.irfft2(spectra, sizes, size).to(dtype)
+    if fft_cpu.available(spectra, sizes):
+        return fft_cpu.irfft(spectra, sizes, size).to(dtype)
     cropped = _signals(spectra, sizes)[(...,) + tuple(slice(0, n) for n in size)]
     return cropped.to(dtype, memory_format=torch.contiguous_format, copy=True)
 

@@ -1,5 +1,6 @@
-"""The C++ 2-D real FFTs of the FFT convolution (smpconv_models/ops/fft2_cpu.py) against complex128 and float64
-transforms, and the pairs' small 2-D kernels (`SameConv2d`) on the operator."""
+"""The C++ real FFTs of the FFT convolution (smpconv_models/ops/fft_cpu.py), 2-D and 1-D, against complex128 and
+float64 transforms, and the pairs' small 2-D kernels (`SameConv2d`) on the operator."""
+import math
 import warnings
 from typing import List
 
@@ -8,14 +9,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from smpconv_models import conv2d_same, depthwise_conv2d
+from smpconv_models import causal_conv1d, conv2d_same, depthwise_conv2d
 from smpconv_models.layers.ckconv import SameConv2d
-from smpconv_models.ops import choices, clear_choices, fft2_cpu, use_backend
+from smpconv_models.ops import choices, clear_choices, fft_cpu, use_backend
 
 
 @pytest.fixture(scope='module')
 def built() -> None:
-    if not fft2_cpu.available(torch.zeros(1), [1, 1]):
+    if not fft_cpu.available(torch.zeros(1), [1]):
         pytest.skip('the C++ extension did not build on this machine (see the warning): the FFT convolution '
                     'transforms with PyTorch')
 
@@ -47,59 +48,105 @@ def half_spectra(m: int, period0: int, period1: int, seed: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize('m, rows, cols, period0, period1', SHAPES)
-def test_rfft2_is_the_spectrum_of_the_zero_padded_signal(built, m, rows, cols, period0, period1):
+def test_2d_spectra_are_those_of_the_zero_padded_signals(built, m, rows, cols, period0, period1):
     x = signals(m, 2, rows, cols, seed=1)
     expected = torch.fft.rfftn(x.double(), s=(period0, period1)).flatten(2)
     # float32 transforms of at most 40 x 40 samples of O(1): rounding errors of about eps log2(P) |X|, |X| <= 40
-    torch.testing.assert_close(fft2_cpu.rfft2(x, [period0, period1]).to(torch.complex128), expected, rtol=0,
+    torch.testing.assert_close(fft_cpu.rfft(x, [period0, period1]).to(torch.complex128), expected, rtol=0,
                                atol=2e-5 * expected.abs().max().item())
 
 
 @pytest.mark.parametrize('m, rows, cols, period0, period1', SHAPES)
-def test_irfft2_is_the_first_samples_of_irfftn(built, m, rows, cols, period0, period1):
+def test_2d_inverse_is_the_first_samples_of_irfftn(built, m, rows, cols, period0, period1):
     spectra = half_spectra(2 * m, period0, period1, seed=2).view(m, 2, -1)
     expected = torch.fft.irfftn(spectra.to(torch.complex128).unflatten(-1, (period0, period1 // 2 + 1)),
                                 s=(period0, period1))[..., :rows, :cols]
-    got = fft2_cpu.irfft2(spectra, [period0, period1], [rows, cols])
+    got = fft_cpu.irfft(spectra, [period0, period1], [rows, cols])
     assert got.shape == (m, 2, rows, cols) and got.dtype == torch.float32
     torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-6 * max(1., expected.abs().max().item()))
 
 
-def test_irfft2_reads_rows_apart_as_the_products_leave_them(built):
+def test_the_2d_inverse_reads_rows_apart_as_the_products_leave_them(built):
     """The spectral products return rows of F frequencies a whole number of cache lines apart (a view)."""
     stored = half_spectra(6, 36, 36, seed=3)
     padded = torch.zeros(6, 700, dtype=torch.complex64)
     padded[:, :684] = stored
     view = padded[:, :684].view(2, 3, 684)
     assert not view.is_contiguous()
-    torch.testing.assert_close(fft2_cpu.irfft2(view, [36, 36], [32, 32]),
-                               fft2_cpu.irfft2(stored.view(2, 3, 684), [36, 36], [32, 32]), rtol=0, atol=0)
+    torch.testing.assert_close(fft_cpu.irfft(view, [36, 36], [32, 32]),
+                               fft_cpu.irfft(stored.view(2, 3, 684), [36, 36], [32, 32]), rtol=0, atol=0)
 
 
-def test_the_transforms_round_trip_and_take_empty_batches(built):
-    x = signals(3, 4, 32, 32, seed=4)
-    torch.testing.assert_close(fft2_cpu.irfft2(fft2_cpu.rfft2(x, [36, 40]), [36, 40], [32, 32]), x, rtol=0,
-                               atol=1e-5)
-    assert fft2_cpu.rfft2(x[:0], [36, 40]).shape == (0, 4, 36 * 21)
-    assert fft2_cpu.irfft2(fft2_cpu.rfft2(x[:0], [36, 40]), [36, 40], [32, 32]).shape == (0, 4, 32, 32)
+# M, N, P (1-D): two signals a lane, 16 a group: groups whole and partial (M = 16, 17, 33), an odd number of signals
+# (the last without a partner: M = 1, 15), periods of radices 4, 2, 3 and 5, odd and even (the Nyquist frequency), a
+# prime (13, by its plain DFT) and 1; signals as long as the period, of one sample, of fewer than 8 (a partial 8 x 8
+# block); sMNIST's 784 on 1080
+SHAPES_1D = [(1, 5, 8), (15, 7, 9), (16, 30, 30), (17, 12, 13), (33, 1, 1), (6, 40, 40), (4, 1, 45), (5, 784, 1080)]
+
+
+@pytest.mark.parametrize('m, length, period', SHAPES_1D)
+def test_1d_spectra_are_those_of_the_zero_padded_signals(built, m, length, period):
+    x = signals(m, 3, length, seed=12)
+    expected = torch.fft.rfft(x.double(), n=period)
+    # float32 transforms of at most 1080 samples of O(1): rounding errors of about eps log2(P) |X|, |X| <= 784
+    torch.testing.assert_close(fft_cpu.rfft(x, [period]).to(torch.complex128), expected, rtol=0,
+                               atol=2e-5 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize('m, length, period', SHAPES_1D)
+def test_1d_inverse_is_the_first_samples_of_irfft(built, m, length, period):
+    spectra = half_spectra(3 * m, 1, period, seed=13).view(m, 3, -1)
+    expected = torch.fft.irfft(spectra.to(torch.complex128), n=period)[..., :length]
+    got = fft_cpu.irfft(spectra, [period], [length])
+    assert got.shape == (m, 3, length) and got.dtype == torch.float32
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-6 * max(1., expected.abs().max().item()))
+
+
+def test_the_1d_inverse_reads_rows_apart_as_the_products_leave_them(built):
+    """Two signals a lane: the two rows of a pair are read a padded row apart too."""
+    stored = half_spectra(5, 1, 1080, seed=14)
+    padded = torch.zeros(5, 544, dtype=torch.complex64)
+    padded[:, :541] = stored
+    view = padded[:, :541].view(5, 1, 541)
+    assert not view.is_contiguous()
+    torch.testing.assert_close(fft_cpu.irfft(view, [1080], [784]),
+                               fft_cpu.irfft(stored.view(5, 1, 541), [1080], [784]), rtol=0, atol=0)
+
+
+def test_long_1d_periods_are_left_to_pytorch():
+    """Beyond `MAX_1D_PERIOD` a group's transforms spill out of the L2 cache and PyTorch's are faster."""
+    assert fft_cpu.available(torch.zeros(1), [fft_cpu.MAX_1D_PERIOD]) == (fft_cpu.EXTENSION.module() is not None)
+    assert not fft_cpu.available(torch.zeros(1), [fft_cpu.MAX_1D_PERIOD + 1])
+    assert not fft_cpu.available(torch.zeros(1), [3, 4, 5])
+
+
+@pytest.mark.parametrize('size, period', [((32, 32), (36, 40)), ((784,), (1080,))])
+def test_the_transforms_round_trip_and_take_empty_batches(built, size, period):
+    x = signals(3, 5, *size, seed=4)
+    torch.testing.assert_close(fft_cpu.irfft(fft_cpu.rfft(x, period), period, size), x, rtol=0, atol=1e-5)
+    frequencies = math.prod(period[:-1]) * (period[-1] // 2 + 1)
+    assert fft_cpu.rfft(x[:0], period).shape == (0, 5, frequencies)
+    assert fft_cpu.irfft(fft_cpu.rfft(x[:0], period), period, size).shape == (0, 5, *size)
 
 
 def test_half_precisions_are_transformed_in_float32(built):
     x = signals(2, 3, 9, 9, seed=5).to(torch.bfloat16)
-    spectra = fft2_cpu.rfft2(x, [12, 12])
+    spectra = fft_cpu.rfft(x, [12, 12])
     assert spectra.dtype == torch.complex64
     torch.testing.assert_close(spectra, torch.fft.rfftn(x.float(), s=(12, 12)).flatten(2), rtol=0, atol=1e-4)
 
 
-def test_results_do_not_depend_on_the_number_of_threads(built):
-    """Each group of 8 signals is transformed by one thread, in one order."""
-    x, spectra = signals(64, 3, 32, 32, seed=6), half_spectra(64 * 3, 36, 36, seed=7).view(64, 3, -1)
+@pytest.mark.parametrize('size, period', [((32, 32), (36, 36)), ((784,), (1080,))])
+def test_results_do_not_depend_on_the_number_of_threads(built, size, period):
+    """Each group of 8 lanes is transformed by one thread, in one order."""
+    x = signals(64, 3, *size, seed=6)
+    spectra = half_spectra(64 * 3, math.prod(period[:-1]), period[-1], seed=7).view(64, 3, -1)
     threads = torch.get_num_threads()
     try:
         results = []
         for count in (1, 2, 3):
             torch.set_num_threads(count)
-            results.append((fft2_cpu.rfft2(x, [36, 36]), fft2_cpu.irfft2(spectra, [36, 36], [32, 32])))
+            results.append((fft_cpu.rfft(x, period), fft_cpu.irfft(spectra, period, size)))
     finally:
         torch.set_num_threads(threads)
     for spectra_n, signals_n in results[1:]:
@@ -107,24 +154,24 @@ def test_results_do_not_depend_on_the_number_of_threads(built):
 
 
 def test_bad_inputs_are_named(built):
-    extension = fft2_cpu.EXTENSION.module()
+    extension = fft_cpu.EXTENSION.module()
     with pytest.raises(RuntimeError, match='no larger than the period 8 x 8, got 9 x 4'):
-        extension.rfft2(torch.zeros(2, 9, 4), 8, 8)
+        extension.rfft(torch.zeros(2, 9, 4), 8, 8)
     with pytest.raises(RuntimeError, match='takes a contiguous float32'):
-        extension.rfft2(torch.zeros(2, 4, 4, dtype=torch.float64), 8, 8)
+        extension.rfft(torch.zeros(2, 4, 4, dtype=torch.float64), 8, 8)
     with pytest.raises(RuntimeError, match='takes 40 frequencies a signal, got 41'):
-        extension.irfft2(torch.zeros(2, 41, dtype=torch.complex64), 8, 8, 4, 4)
+        extension.irfft(torch.zeros(2, 41, dtype=torch.complex64), 8, 8, 4, 4)
     with pytest.raises(RuntimeError, match='positive periods'):
-        extension.irfft2(torch.zeros(2, 0, dtype=torch.complex64), 0, 8, 0, 4)
+        extension.irfft(torch.zeros(2, 0, dtype=torch.complex64), 0, 8, 0, 4)
 
 
 @pytest.fixture
 def transform_calls(monkeypatch) -> List[str]:
     """The names of the extension's transforms, in the order the code under test calls them."""
     calls = []
-    for name in ('rfft2', 'irfft2'):
-        original = getattr(fft2_cpu, name)
-        monkeypatch.setattr(fft2_cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
+    for name in ('rfft', 'irfft'):
+        original = getattr(fft_cpu, name)
+        monkeypatch.setattr(fft_cpu, name, lambda *args, _f=original, _n=name: calls.append(_n) or _f(*args))
     return calls
 
 
@@ -141,11 +188,29 @@ def test_the_fft_convolution_runs_on_them(built, transform_calls):
         assert not calls  # float64: PyTorch's
         y = conv2d_same(x.float(), weight.float())
         got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
-    assert calls.count('rfft2') == 2 and calls.count('irfft2') == 2  # x and dy; y and dx
+    assert calls.count('rfft') == 2 and calls.count('irfft') == 2  # x and dy; y and dx
     # float32 sums of 147 products of O(1) numbers, through transforms of 24 x 24
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
     for g, e in zip(got, grads):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 800 such products
+
+
+def test_the_1d_fft_convolution_runs_on_them(built, transform_calls):
+    """The sequence models' causal convolutions transform x and dy (and crop y and dx) with them in float32."""
+    calls = transform_calls
+    generator = torch.Generator().manual_seed(15)
+    x = torch.randn(3, 4, 200, dtype=torch.float64, generator=generator).requires_grad_()
+    weight = torch.randn(5, 4, 60, dtype=torch.float64, generator=generator).requires_grad_()
+    expected = F.conv1d(F.pad(x, (59, 0)), weight)
+    grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(expected))
+    with use_backend('fft'):
+        y = causal_conv1d(x.float(), weight.float())
+        got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
+    assert calls.count('rfft') == 2 and calls.count('irfft') == 2  # x and dy; y and dx
+    # float32 sums of 240 products of O(1) numbers, through transforms of 260 samples
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
+    for g, e in zip(got, grads):
+        torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 600 such products
 
 
 def test_the_depthwise_fft_convolution_runs_on_them(built, transform_calls):
@@ -160,7 +225,7 @@ def test_the_depthwise_fft_convolution_runs_on_them(built, transform_calls):
         x32 = x.float().contiguous(memory_format=torch.channels_last)
         y = depthwise_conv2d(x32, weight.float())
         got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
-    assert calls.count('rfft2') >= 2 and calls.count('irfft2') >= 1
+    assert calls.count('rfft') >= 2 and calls.count('irfft') >= 1
     assert y.is_contiguous(memory_format=torch.channels_last)  # x's layout, whichever backend ran
     # float32 sums of 81 products of O(1) numbers, through transforms of 18 x 18
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
@@ -169,7 +234,7 @@ def test_the_depthwise_fft_convolution_runs_on_them(built, transform_calls):
 
 
 def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(without_compiler):
-    without_compiler(fft2_cpu)
+    without_compiler(fft_cpu)
     generator = torch.Generator().manual_seed(9)
     x, weight = torch.randn(2, 3, 16, 16, generator=generator), torch.randn(4, 3, 5, 5, generator=generator)
     with warnings.catch_warnings(record=True) as caught, use_backend('fft'):
@@ -177,7 +242,7 @@ def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(w
         y = conv2d_same(x, weight)
         conv2d_same(x, weight)
     assert [str(w.message) for w in caught] == [
-        'the C++ 2-D FFTs did not build (no C++ compiler found): it computes with PyTorch']
+        'the C++ FFTs did not build (no C++ compiler found): it computes with PyTorch']
     # float32 sums of 75 products of O(1) numbers
     torch.testing.assert_close(y.double(), F.conv2d(x.double(), weight.double(), padding=2), rtol=0, atol=1e-5)
 

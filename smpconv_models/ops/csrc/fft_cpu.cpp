@@ -1,20 +1,22 @@
-// The 2-D real FFTs of the long convolution's FFT backend on CPUs (smpconv_models/ops/fft2_cpu.py):
+// The real FFTs of the long convolution's FFT backend on CPUs (smpconv_models/ops/fft_cpu.py), 2-D and 1-D:
 //
-//   rfft2:   X[m, f0, f1] = sum_{r < N0, c < N1} x[m, r, c] exp(-2 pi i (f0 r / P0 + f1 c / P1)),  f1 <= P1 / 2
-//   irfft2:  y[m, r, c]   = the sample (r, c) of torch.fft.irfftn(X[m], s=(P0, P1)),  r < N0, c < N1
+//   rfft:    X[m, f0, f1] = sum_{r < N0, c < N1} x[m, r, c] exp(-2 pi i (f0 r / P0 + f1 c / P1)),  f1 <= P1 / 2
+//   irfft:   y[m, r, c]   = the sample (r, c) of torch.fft.irfftn(X[m], s=(P0, P1)),  r < N0, c < N1
 //
-// x zero-padded to the period P0 x P1 and the inverse cropped to N0 x N1, as the convolution wants them. PyTorch's
-// rfftn and irfftn (MKL) spend more time copying the spectra between layouts than transforming them at the CIFAR-10
-// model's small periods (a [64, 48, 36, 19] irfftn: 9 of its 19 ms in two transposing copies, on a 2-core EPYC).
-// Here each thread takes groups of kLanes signals and transforms them together, one signal per lane of a vector:
-// every butterfly is a full vector operation with no shuffles, the signals are read and written once each in their
-// own layout, and everything in between (the group's rows, spectra and transforms) stays in the caches.
+// x zero-padded to the period P0 x P1 and the inverse cropped to N0 x N1, as the convolution wants them; 1-D signals
+// are those of one row on a period of 1 x P1. PyTorch's rfftn and irfftn (MKL) spend more time copying the spectra
+// between layouts than transforming them at the CIFAR-10 model's small periods (a [64, 48, 36, 19] irfftn: 9 of its
+// 19 ms in two transposing copies, on a 2-core EPYC), and its 1-D transforms need x padded and the inverse cropped
+// by copies of their own. Here each thread takes groups of kLanes signals and transforms them together, one signal
+// per lane of a vector: every butterfly is a full vector operation with no shuffles, the signals are read and
+// written once each in their own layout, and everything in between (the group's rows, spectra and transforms)
+// stays in the caches.
 //
-// The 1-D transforms are mixed-radix Stockham FFTs (radices 4, 2, 3, 5; others by their plain DFT), decimation in
-// time, each stage reading one buffer and writing the other in sorted order. The rows are real: two rows go through
-// one complex transform as its real and imaginary parts and are separated after it (forward), or combined before it
-// (inverse). The inverse takes, as irfftn does, the column transforms first and the real parts of the frequencies
-// 0 and P1 / 2 (even P1) of the last axis.
+// The transforms of rows are mixed-radix Stockham FFTs (radices 4, 2, 3, 5; others by their plain DFT), decimation
+// in time, each stage reading one buffer and writing the other in sorted order. The rows are real: two rows go
+// through one complex transform as its real and imaginary parts and are separated after it (forward), or combined
+// before it (inverse); 1-D signals are paired so, two to a lane. The inverse takes, as irfftn does, the column
+// transforms first and the real parts of the frequencies 0 and P1 / 2 (even P1) of the last axis.
 
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -214,15 +216,21 @@ class Plan {
 struct Shape {
   int64_t signals, rows, cols, period0, period1;  // M, N0, N1, P0, P1
   int64_t half() const { return period1 / 2 + 1; }  // F1
+  // 1-D signals (a period of one row) have no column transforms, and a lane takes two of them (as its two rows):
+  // else the imaginary parts of each row transform would be zeros
+  bool paired() const { return period0 == 1; }
+  int64_t per_lane() const { return paired() ? 2 : 1; }  // signals
+  int64_t lane_rows() const { return per_lane() * rows; }
+  int64_t lanes() const { return (signals + per_lane() - 1) / per_lane(); }
 };
 
-// Per thread: the group's real rows [N0][N1], spectra [max(N0, P0)][F1] and a transform's two buffers
+// Per thread: a lane's real rows [lane rows][N1], spectra [max(lane rows, P0)][F1] and a transform's two buffers
 struct Workspace {
   std::vector<Vec> rows;
   std::vector<Cvec> spectra, line, scratch;
   explicit Workspace(const Shape& s)
-      : rows(s.rows * s.cols),
-        spectra(std::max(s.rows, s.period0) * s.half()),
+      : rows(s.lane_rows() * s.cols),
+        spectra(std::max(s.lane_rows(), s.period0) * s.half()),
         line(std::max(s.period0, s.period1)),
         scratch(std::max(s.period0, s.period1)) {}
 };
@@ -295,22 +303,28 @@ void scatter(const Vec* in, int64_t count, float* const* targets) {
     for (int64_t j = i; targets[l] && j < count; ++j) targets[l][j] = block[l][j - i];
 }
 
-// The lanes' signals: m0 + l of `base`'s signals `stride` floats apart, nullptr past the last
+// The signals `index` (< per lane) of the group's lanes from lane m0 on, `base`'s signals `stride` floats apart:
+// nullptr past the last (and past the last lane, `lanes`)
 template <typename T>
-void lane_signals(T* base, int64_t stride, int64_t m0, int lanes, T** signals) {
-  for (int l = 0; l < kLanes; ++l) signals[l] = l < lanes ? base + (m0 + l) * stride : nullptr;
+void lane_signals(T* base, int64_t stride, const Shape& s, int64_t m0, int lanes, int64_t index, T** signals) {
+  for (int l = 0; l < kLanes; ++l) {
+    const int64_t signal = (m0 + l) * s.per_lane() + index;
+    signals[l] = l < lanes && signal < s.signals ? base + signal * stride : nullptr;
+  }
 }
 
-void rfft2_group(const float* x, float* out, const Shape& s, const Plan& row_plan, const Plan& column_plan,
-                 int64_t m0, int lanes, Workspace& w) {
-  const int64_t half = s.half(), p1 = s.period1;
+void rfft_group(const float* x, float* out, const Shape& s, const Plan& row_plan, const Plan& column_plan,
+                int64_t m0, int lanes, Workspace& w) {
+  const int64_t half = s.half(), p1 = s.period1, signal = s.rows * s.cols;
   const float* signals[kLanes];
-  lane_signals(x, s.rows * s.cols, m0, lanes, signals);
-  gather(signals, s.rows * s.cols, w.rows.data());
+  for (int64_t i = 0; i < s.per_lane(); ++i) {
+    lane_signals(x, signal, s, m0, lanes, i, signals);
+    gather(signals, signal, w.rows.data() + i * signal);
+  }
   // rows r and r + 1 as one complex signal z = x_r + i x_{r+1}; then X_r[k] = (Z[k] + conj Z[-k]) / 2 and
   // X_{r+1}[k] = (Z[k] - conj Z[-k]) / 2i
-  for (int64_t r = 0; r < s.rows; r += 2) {
-    const bool pair = r + 1 < s.rows;
+  for (int64_t r = 0; r < s.lane_rows(); r += 2) {
+    const bool pair = r + 1 < s.lane_rows();
     for (int64_t c = 0; c < p1; ++c) {
       const bool inside = c < s.cols;
       w.line[c] = {inside ? w.rows[r * s.cols + c] : Vec{}, inside && pair ? w.rows[(r + 1) * s.cols + c] : Vec{}};
@@ -324,33 +338,37 @@ void rfft2_group(const float* x, float* out, const Shape& s, const Plan& row_pla
   }
   // the column transforms, their P0 outputs over the N0 rows (column k over column k: in place)
   const int64_t plane = s.period0 * half;
-  for (int64_t k = 0; k < half; ++k) {
+  for (int64_t k = 0; !s.paired() && k < half; ++k) {
     for (int64_t r = 0; r < s.period0; ++r) w.line[r] = r < s.rows ? w.spectra[r * half + k] : Cvec{};
     column_plan.run(w.line.data(), w.scratch.data());
     for (int64_t f0 = 0; f0 < s.period0; ++f0) w.spectra[f0 * half + k] = w.line[f0];
   }
   float* targets[kLanes];
-  lane_signals(out, 2 * plane, m0, lanes, targets);
-  scatter(&w.spectra[0].re, 2 * plane, targets);  // a Cvec is its re and im vectors: the interleaved layout
+  for (int64_t i = 0; i < s.per_lane(); ++i) {
+    lane_signals(out, 2 * plane, s, m0, lanes, i, targets);
+    scatter(&w.spectra[i * plane].re, 2 * plane, targets);  // a Cvec is its re and im vectors: interleaved
+  }
 }
 
-void irfft2_group(const float* spectra, int64_t spectra_row, float* y, const Shape& s, const Plan& row_plan,
-                  const Plan& column_plan, int64_t m0, int lanes, Workspace& w) {
-  const int64_t half = s.half(), p1 = s.period1;
+void irfft_group(const float* spectra, int64_t spectra_row, float* y, const Shape& s, const Plan& row_plan,
+                 const Plan& column_plan, int64_t m0, int lanes, Workspace& w) {
+  const int64_t half = s.half(), p1 = s.period1, plane = s.period0 * half, signal = s.rows * s.cols;
   const float scale = 1.f / float(s.period0 * s.period1);
   const float* signals[kLanes];
-  lane_signals(spectra, 2 * spectra_row, m0, lanes, signals);
-  gather(signals, 2 * s.period0 * half, &w.spectra[0].re);
+  for (int64_t i = 0; i < s.per_lane(); ++i) {
+    lane_signals(spectra, 2 * spectra_row, s, m0, lanes, i, signals);
+    gather(signals, 2 * plane, &w.spectra[i * plane].re);
+  }
   // the column transforms, only the first N0 of their P0 outputs kept (row r over row r: in place)
-  for (int64_t k = 0; k < half; ++k) {
+  for (int64_t k = 0; !s.paired() && k < half; ++k) {
     for (int64_t f0 = 0; f0 < s.period0; ++f0) w.line[f0] = w.spectra[f0 * half + k];
     column_plan.run(w.line.data(), w.scratch.data());
     for (int64_t r = 0; r < s.rows; ++r) w.spectra[r * half + k] = w.line[r];
   }
   // rows r and r + 1: Z = A + i B, A and B their Hermitian spectra over the whole period (the imaginary parts of
   // the frequencies 0 and P1 / 2 dropped, as c2r transforms do); then x_r = Re z, x_{r+1} = Im z
-  for (int64_t r = 0; r < s.rows; r += 2) {
-    const bool pair = r + 1 < s.rows;
+  for (int64_t r = 0; r < s.lane_rows(); r += 2) {
+    const bool pair = r + 1 < s.lane_rows();
     const Cvec* a = &w.spectra[r * half];
     const Cvec* b = pair ? &w.spectra[(r + 1) * half] : nullptr;
     for (int64_t k = 0; k < p1; ++k) {
@@ -368,32 +386,34 @@ void irfft2_group(const float* spectra, int64_t spectra_row, float* y, const Sha
       for (int64_t c = 0; c < s.cols; ++c) w.rows[(r + 1) * s.cols + c] = w.line[c].im * scale;
   }
   float* targets[kLanes];
-  lane_signals(y, s.rows * s.cols, m0, lanes, targets);
-  scatter(w.rows.data(), s.rows * s.cols, targets);
+  for (int64_t i = 0; i < s.per_lane(); ++i) {
+    lane_signals(y, signal, s, m0, lanes, i, targets);
+    scatter(w.rows.data() + i * signal, signal, targets);
+  }
 }
 
-// Runs `group` over the groups of kLanes signals in parallel, each thread with its own workspace
+// Runs `group` over the groups of kLanes lanes in parallel, each thread with its own workspace
 template <typename Group>
 void for_each_group(const Shape& s, Group group) {
-  const int64_t groups = (s.signals + kLanes - 1) / kLanes;
-  const int64_t group_work = (s.rows + s.half()) * std::max(s.period0, s.period1) * 8;
+  const int64_t groups = (s.lanes() + kLanes - 1) / kLanes;
+  const int64_t group_work = (s.lane_rows() + s.half()) * std::max(s.period0, s.period1) * 8;
   at::parallel_for(0, groups, std::max<int64_t>(1, kMinTaskWork / std::max<int64_t>(1, group_work)),
                    [&](int64_t begin, int64_t end) {
                      Workspace w(s);
                      for (int64_t g = begin; g < end; ++g)
-                       group(g * kLanes, int(std::min<int64_t>(kLanes, s.signals - g * kLanes)), w);
+                       group(g * kLanes, int(std::min<int64_t>(kLanes, s.lanes() - g * kLanes)), w);
                    });
 }
 
 void check_period(int64_t period0, int64_t period1, int64_t rows, int64_t cols) {
-  TORCH_CHECK(period0 > 0 && period1 > 0, "rfft2/irfft2 take positive periods, got ", period0, " x ", period1);
-  TORCH_CHECK(rows <= period0 && cols <= period1, "rfft2/irfft2 take signals no larger than the period ", period0,
+  TORCH_CHECK(period0 > 0 && period1 > 0, "rfft/irfft take positive periods, got ", period0, " x ", period1);
+  TORCH_CHECK(rows <= period0 && cols <= period1, "rfft/irfft take signals no larger than the period ", period0,
               " x ", period1, ", got ", rows, " x ", cols);
 }
 
-Tensor rfft2(const Tensor& x, int64_t period0, int64_t period1) {
+Tensor rfft(const Tensor& x, int64_t period0, int64_t period1) {
   TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.dim() == 3 && x.is_contiguous(),
-              "rfft2 takes a contiguous float32 CPU tensor [M, N0, N1], got ", x.scalar_type(), " ", x.sizes());
+              "rfft takes a contiguous float32 CPU tensor [M, N0, N1], got ", x.scalar_type(), " ", x.sizes());
   check_period(period0, period1, x.size(1), x.size(2));
   const Shape s{x.size(0), x.size(1), x.size(2), period0, period1};
   Tensor out = at::empty({s.signals, period0, s.half()}, x.options().dtype(at::kComplexFloat));
@@ -402,19 +422,19 @@ Tensor rfft2(const Tensor& x, int64_t period0, int64_t period1) {
   const float* source = x.data_ptr<float>();
   float* target = reinterpret_cast<float*>(out.data_ptr<c10::complex<float>>());
   for_each_group(s, [&](int64_t m0, int lanes, Workspace& w) {
-    rfft2_group(source, target, s, row_plan, column_plan, m0, lanes, w);
+    rfft_group(source, target, s, row_plan, column_plan, m0, lanes, w);
   });
   return out;
 }
 
-Tensor irfft2(const Tensor& spectra, int64_t period0, int64_t period1, int64_t rows, int64_t cols) {
+Tensor irfft(const Tensor& spectra, int64_t period0, int64_t period1, int64_t rows, int64_t cols) {
   TORCH_CHECK(spectra.device().is_cpu() && spectra.scalar_type() == at::kComplexFloat && spectra.dim() == 2 &&
                   spectra.stride(1) == 1,
-              "irfft2 takes a complex64 CPU tensor [M, P0 F1] of contiguous rows, got ", spectra.scalar_type(), " ",
+              "irfft takes a complex64 CPU tensor [M, P0 F1] of contiguous rows, got ", spectra.scalar_type(), " ",
               spectra.sizes());
   check_period(period0, period1, rows, cols);
   const Shape s{spectra.size(0), rows, cols, period0, period1};
-  TORCH_CHECK(spectra.size(1) == period0 * s.half(), "irfft2 of a ", period0, " x ", period1, " period takes ",
+  TORCH_CHECK(spectra.size(1) == period0 * s.half(), "irfft of a ", period0, " x ", period1, " period takes ",
               period0 * s.half(), " frequencies a signal, got ", spectra.size(1));
   Tensor y = at::empty({s.signals, rows, cols}, spectra.options().dtype(at::kFloat));
   if (s.signals == 0 || rows == 0 || cols == 0) return y;
@@ -423,7 +443,7 @@ Tensor irfft2(const Tensor& spectra, int64_t period0, int64_t period1, int64_t r
   float* target = y.data_ptr<float>();
   const int64_t row_stride = spectra.size(0) > 1 ? spectra.stride(0) : spectra.size(1);
   for_each_group(s, [&](int64_t m0, int lanes, Workspace& w) {
-    irfft2_group(source, row_stride, target, s, row_plan, column_plan, m0, lanes, w);
+    irfft_group(source, row_stride, target, s, row_plan, column_plan, m0, lanes, w);
   });
   return y;
 }
@@ -432,8 +452,8 @@ Tensor irfft2(const Tensor& spectra, int64_t period0, int64_t period1, int64_t r
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   using pybind11::arg;
-  m.def("rfft2", &rfft2, "the half spectra [M, P0, P1 // 2 + 1] of x [M, N0, N1] zero-padded to P0 x P1", arg("x"),
+  m.def("rfft", &rfft, "the half spectra [M, P0, P1 // 2 + 1] of x [M, N0, N1] zero-padded to P0 x P1", arg("x"),
         arg("period0"), arg("period1"));
-  m.def("irfft2", &irfft2, "the first rows x cols samples [M, rows, cols] of irfftn of the half spectra [M, P0 F1]",
+  m.def("irfft", &irfft, "the first rows x cols samples [M, rows, cols] of irfftn of the half spectra [M, P0 F1]",
         arg("spectra"), arg("period0"), arg("period1"), arg("rows"), arg("cols"));
 }
