@@ -2,10 +2,10 @@
 built by `native`): the spectra of signals zero-padded to the period, and the first samples of the inverse
 transform, as the convolution needs them. PyTorch's rfftn and irfftn copy the spectra between layouts around their
 column transforms, and its 1-D transforms need x padded and the inverse cropped by copies of their own; these
-transform groups of 8 signals together, one per lane of a vector, and read and write each signal once. On a 2-core
-AVX2 EPYC, the CIFAR-10 model's [64, 24 | 36 | 48, 32, 32] on periods of 36 x 36 and 40 x 40: spectra 2.2-4.0x as
-fast as `torch.fft.rfftn` of the padded signals, the cropped inverse 3.4-3.7x as fast as `irfftn` and the crop;
-sMNIST's [64, 30, 784] on periods of 1024-1152: 1.6-1.8x and 1.4-1.8x.
+transform groups of 8 signals together, one per lane of a vector (1-D signals two to a lane), and read and write
+each signal once. On a 2-core AVX2 EPYC, the CIFAR-10 model's [64, 24 | 36 | 48, 32, 32] on periods of 36 x 36 and
+40 x 40: spectra 2.2-4.0x as fast as `torch.fft.rfftn` of the padded signals, the cropped inverse 3.4-3.7x as fast
+as `irfftn` and the crop; sMNIST's [64, 30, 784] on periods of 1080 and 1152: 1.6x and 1.4x.
 
 float32 only (complex64 spectra): the FFT backend computes float64 with PyTorch.
 """
@@ -22,7 +22,8 @@ EXTENSION = NativeExtension('smpconv_fft_cpu', 'fft_cpu.cpp', 'the C++ FFTs')
 
 # The longest 1-D period transformed here. Beyond it a group's transforms spill out of the L2 cache, and MKL's, one
 # signal at a time, catch up: on a 2-core AVX2 EPYC (L2 512 KB a core), 30 channels, the cropped inverse at batch 16
-# and period 8192 1.06x as fast as irfft and the crop, at batch 8 and period 32768 0.87x (spectra 1.50x and 1.28x).
+# and period 8192 1.06x as fast as irfft and the crop, at raw Speech Commands' period of 21600 1.07x at batch 8 but
+# 0.67x at batch 1, at batch 8 and period 32768 0.87x.
 MAX_1D_PERIOD = 8192
 
 

@@ -216,8 +216,8 @@ class Plan {
 struct Shape {
   int64_t signals, rows, cols, period0, period1;  // M, N0, N1, P0, P1
   int64_t half() const { return period1 / 2 + 1; }  // F1
-  // 1-D signals (a period of one row) have no column transforms, and a lane takes two of them (as its two rows):
-  // else the imaginary parts of each row transform would be zeros
+  // 1-D signals (a period of one row) have no column transforms, and a lane takes two of them as its two rows: one
+  // complex transform for both, where one alone would leave its imaginary parts zeros
   bool paired() const { return period0 == 1; }
   int64_t per_lane() const { return paired() ? 2 : 1; }  // signals
   int64_t lane_rows() const { return per_lane() * rows; }
