@@ -77,10 +77,10 @@ def test_the_2d_inverse_reads_rows_apart_as_the_products_leave_them(built):
                                fft_cpu.irfft(stored.view(2, 3, 684), [36, 36], [32, 32]), rtol=0, atol=0)
 
 
-# M, N, P (1-D): two signals a lane, 16 a group: groups whole and partial (M = 16, 17, 33), an odd number of signals
-# (the last without a partner: M = 1, 15), periods of radices 4, 2, 3 and 5, odd and even (the Nyquist frequency), a
-# prime (13, by its plain DFT) and 1; signals as long as the period, of one sample, of fewer than 8 (a partial 8 x 8
-# block); sMNIST's 784 on 1080
+# M, N, P (1-D; 3 M signals, two to a lane, 16 to a group): groups whole and partial (48 and 51 signals), an odd
+# number of signals (the last without a partner: 3, 45, 51, 99), periods of radices 4, 2, 3 and 5, odd and even (the
+# Nyquist frequency), a prime (13, by its plain DFT) and 1; signals as long as the period, of one sample, of fewer
+# than 8 (a partial 8 x 8 block); sMNIST's 784 on 1080
 SHAPES_1D = [(1, 5, 8), (15, 7, 9), (16, 30, 30), (17, 12, 13), (33, 1, 1), (6, 40, 40), (4, 1, 45), (5, 784, 1080)]
 
 
@@ -207,7 +207,7 @@ def test_the_1d_fft_convolution_runs_on_them(built, transform_calls):
         y = causal_conv1d(x.float(), weight.float())
         got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
     assert calls.count('rfft') == 2 and calls.count('irfft') == 2  # x and dy; y and dx
-    # float32 sums of 240 products of O(1) numbers, through transforms of 260 samples
+    # float32 sums of 240 products of O(1) numbers, through transforms of 288 samples
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
     for g, e in zip(got, grads):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 600 such products
