@@ -4,9 +4,10 @@ import os
 os.environ['HF_HUB_OFFLINE'] = '1'
 
 import json  # noqa: E402
+import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 from types import ModuleType  # noqa: E402
-from typing import Callable  # noqa: E402
+from typing import Any, Callable, List, Tuple  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -25,6 +26,29 @@ def official_dir() -> Path:
 @pytest.fixture(scope='session')
 def tiny_ref_config() -> dict:
     return json.loads((OFFICIAL_DIR / 'smpconv_tiny_ref_config.json').read_text())
+
+
+@pytest.fixture
+def fresh_choices():
+    """The dispatcher's choices forgotten before and after the test: it times the backends anew and leaves its
+    choices to no other test."""
+    from smpconv_models.ops import clear_choices
+    clear_choices()
+    yield
+    clear_choices()
+
+
+@pytest.fixture
+def twice_with_warnings() -> Callable[[Callable[[], Any]], Tuple[Any, List[str]]]:
+    """Calls a function twice, recording every warning: what it returned the first time, and the warnings' messages
+    (a failed build warns once, not at every call)."""
+    def record(call: Callable[[], Any]) -> Tuple[Any, List[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            result = call()
+            call()
+        return result, [str(w.message) for w in caught]
+    return record
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """The parallel kernels' pair of batch norms, summed and activated on the C++ extension
 (smpconv_models/ops/batch_norms.py), against PyTorch's batch norms in float64."""
-import warnings
 from typing import List, Tuple
 
 import pytest
@@ -231,17 +230,13 @@ def test_a_tcn_step_trains_as_with_pytorchs_batch_norms(built, fused_calls, monk
         torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_a_failed_build_warns_once_and_the_pairs_compute_with_pytorch(without_compiler):
+def test_a_failed_build_warns_once_and_the_pairs_compute_with_pytorch(without_compiler, twice_with_warnings):
     without_compiler(batch_norms)
     shape = (4, 3, 8)
     norm_a, norm_c = norms(shape)
     a, c, _ = inputs(shape, seed=4)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        y = summed_batch_norms(a, c, norm_a, norm_c, nn.ReLU())
-        summed_batch_norms(a, c, norm_a, norm_c, nn.ReLU())
-    assert [str(w.message) for w in caught] == [
-        'the C++ batch norms did not build (no C++ compiler found): it computes with PyTorch']
+    y, messages = twice_with_warnings(lambda: summed_batch_norms(a, c, norm_a, norm_c, nn.ReLU()))
+    assert messages == ['the C++ batch norms did not build (no C++ compiler found): it computes with PyTorch']
     torch.testing.assert_close(y, torch.relu(norm_a(a) + norm_c(c)), rtol=0, atol=1e-6)
 
 

@@ -24,11 +24,7 @@ BACKENDS = list(CONV_BACKENDS)
 BACKENDS_2D = [name for name, backend in CONV_BACKENDS.items() if backend.supports(torch.zeros(1, 1, 1, 1))]
 
 
-@pytest.fixture(autouse=True)
-def fresh_choices():
-    clear_choices()
-    yield
-    clear_choices()
+pytestmark = pytest.mark.usefixtures('fresh_choices')
 
 
 def official_constructor(case: str) -> dict:

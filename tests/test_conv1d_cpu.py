@@ -1,6 +1,5 @@
 """The C++ direct 1-D convolution (smpconv_models/ops/conv1d_cpu.py), the long convolution's `cpp` backend, against
 float64 definitions."""
-import warnings
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch.nn.functional as F
 
 from smpconv_models import causal_conv1d, conv2d_same
 from smpconv_models.layers.ckconv import CausalConv1d
-from smpconv_models.ops import choices, clear_choices, conv1d_cpu, use_backend
+from smpconv_models.ops import choices, conv1d_cpu, use_backend
 
 
 @pytest.fixture(scope='module')
@@ -18,11 +17,7 @@ def built() -> None:
                     'convolves directly with PyTorch')
 
 
-@pytest.fixture(autouse=True)
-def fresh_choices():
-    clear_choices()
-    yield
-    clear_choices()
+pytestmark = pytest.mark.usefixtures('fresh_choices')
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor, pad: int) -> torch.Tensor:
@@ -126,15 +121,12 @@ def test_the_small_kernels_layer_is_the_padded_convolution(built):
             torch.testing.assert_close(layer(x), expected, rtol=0, atol=1e-12)  # float64 sums of 15 products
 
 
-def test_a_failed_build_warns_once_and_the_convolution_runs_on_the_others(without_compiler):
+def test_a_failed_build_warns_once_and_the_convolution_runs_on_the_others(without_compiler, twice_with_warnings):
     without_compiler(conv1d_cpu)
     generator = torch.Generator().manual_seed(5)
     x, weight = torch.randn(2, 3, 50, generator=generator), torch.randn(4, 3, 5, generator=generator)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter('always')
-        y = causal_conv1d(x, weight)
-        causal_conv1d(x, weight)
-    assert [str(w.message) for w in caught] == [
+    y, messages = twice_with_warnings(lambda: causal_conv1d(x, weight))
+    assert messages == [
         'the C++ direct 1-D convolution did not build (no C++ compiler found): it computes with PyTorch']
     assert 'cpp' not in choices().values()
     # float32 sums of 15 products of O(1) numbers

@@ -1,8 +1,7 @@
 """The C++ real FFTs of the FFT convolution (smpconv_models/ops/fft_cpu.py), 2-D and 1-D, against complex128 and
 float64 transforms, and the pairs' small 2-D kernels (`SameConv2d`) on the operator."""
 import math
-import warnings
-from typing import List
+from typing import Callable, List
 
 import pytest
 import torch
@@ -11,7 +10,7 @@ import torch.nn.functional as F
 
 from smpconv_models import causal_conv1d, conv2d_same, depthwise_conv2d
 from smpconv_models.layers.ckconv import SameConv2d
-from smpconv_models.ops import choices, clear_choices, fft_cpu, use_backend
+from smpconv_models.ops import choices, fft_cpu, use_backend
 
 
 @pytest.fixture(scope='module')
@@ -21,11 +20,7 @@ def built() -> None:
                     'transforms with PyTorch')
 
 
-@pytest.fixture(autouse=True)
-def fresh_choices():
-    clear_choices()
-    yield
-    clear_choices()
+pytestmark = pytest.mark.usefixtures('fresh_choices')
 
 
 # M, N0, N1, P0, P1: groups of 8 signals whole and partial (M = 1, 13, 16); rows odd and even in number (two rows
@@ -175,74 +170,60 @@ def transform_calls(monkeypatch) -> List[str]:
     return calls
 
 
-def test_the_fft_convolution_runs_on_them(built, transform_calls):
-    """The FFT backend's 2-D transforms are these on the CPU, in float32; float64 keeps PyTorch's."""
-    calls = transform_calls
-    generator = torch.Generator().manual_seed(8)
-    x = torch.randn(2, 3, 20, 20, dtype=torch.float64, generator=generator).requires_grad_()
-    weight = torch.randn(4, 3, 7, 7, dtype=torch.float64, generator=generator).requires_grad_()
-    expected = F.conv2d(x, weight, padding=3)
+def float32_against_float64(convolve: Callable, reference: Callable, x: torch.Tensor, weight: torch.Tensor
+                             ) -> torch.Tensor:
+    """`convolve` on the FFT backend in float32, its output and both gradients against `reference` in float64 (x and
+    weight float64 O(1) numbers, as sums of up to 800 of their products); its output."""
+    x, weight = x.requires_grad_(), weight.requires_grad_()
+    expected = reference(x, weight)
     grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(expected))
     with use_backend('fft'):
-        conv2d_same(x, weight)
-        assert not calls  # float64: PyTorch's
-        y = conv2d_same(x.float(), weight.float())
+        y = convolve(x.float(), weight.float())
         got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
-    assert calls.count('rfft') == 2 and calls.count('irfft') == 2  # x and dy; y and dx
-    # float32 sums of 147 products of O(1) numbers, through transforms of 24 x 24
+    # float32 sums of up to 240 products of O(1) numbers, through transforms of at most 288 samples or 24 x 24
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
     for g, e in zip(got, grads):
         torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 800 such products
+    return y
 
 
-def test_the_1d_fft_convolution_runs_on_them(built, transform_calls):
-    """The sequence models' causal convolutions transform x and dy (and crop y and dx) with them in float32."""
-    calls = transform_calls
-    generator = torch.Generator().manual_seed(15)
-    x = torch.randn(3, 4, 200, dtype=torch.float64, generator=generator).requires_grad_()
-    weight = torch.randn(5, 4, 60, dtype=torch.float64, generator=generator).requires_grad_()
-    expected = F.conv1d(F.pad(x, (59, 0)), weight)
-    grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(expected))
+@pytest.mark.parametrize('convolve, reference, x_shape, weight_shape', [
+    (conv2d_same, lambda x, w: F.conv2d(x, w, padding=3), (2, 3, 20, 20), (4, 3, 7, 7)),
+    (causal_conv1d, lambda x, w: F.conv1d(F.pad(x, (59, 0)), w), (3, 4, 200), (5, 4, 60)),
+], ids=['2d', '1d'])
+def test_the_fft_convolution_runs_on_them(built, transform_calls, convolve, reference, x_shape, weight_shape):
+    """The FFT backend's transforms are these on the CPU, in float32 (x and dy transformed, y and dx cropped);
+    float64 keeps PyTorch's."""
+    generator = torch.Generator().manual_seed(8)
+    x = torch.randn(*x_shape, dtype=torch.float64, generator=generator)
+    weight = torch.randn(*weight_shape, dtype=torch.float64, generator=generator)
     with use_backend('fft'):
-        y = causal_conv1d(x.float(), weight.float())
-        got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
-    assert calls.count('rfft') == 2 and calls.count('irfft') == 2  # x and dy; y and dx
-    # float32 sums of 240 products of O(1) numbers, through transforms of 288 samples
-    torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
-    for g, e in zip(got, grads):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 600 such products
+        convolve(x, weight)
+    assert not transform_calls  # float64: PyTorch's
+    float32_against_float64(convolve, reference, x, weight)
+    assert transform_calls.count('rfft') == 2 and transform_calls.count('irfft') == 2  # x and dy; y and dx
 
 
 def test_the_depthwise_fft_convolution_runs_on_them(built, transform_calls):
     """The depthwise operator's FFT backend transforms x and dy (and crops y) with them on the CPU in float32."""
-    calls = transform_calls
     generator = torch.Generator().manual_seed(11)
-    x = torch.randn(2, 5, 14, 14, dtype=torch.float64, generator=generator).requires_grad_()
-    weight = torch.randn(5, 9, 9, dtype=torch.float64, generator=generator).requires_grad_()
-    expected = F.conv2d(x, weight.unsqueeze(1), padding=4, groups=5)
-    grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(expected))
-    with use_backend('fft'):
-        x32 = x.float().contiguous(memory_format=torch.channels_last)
-        y = depthwise_conv2d(x32, weight.float())
-        got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
-    assert calls.count('rfft') >= 2 and calls.count('irfft') >= 1
+    x = torch.randn(2, 5, 14, 14, dtype=torch.float64, generator=generator)
+    weight = torch.randn(5, 9, 9, dtype=torch.float64, generator=generator)
+    y = float32_against_float64(
+        lambda x32, w: depthwise_conv2d(x32.contiguous(memory_format=torch.channels_last), w),
+        lambda x64, w: F.conv2d(x64, w.unsqueeze(1), padding=4, groups=5), x, weight)
+    assert transform_calls.count('rfft') >= 2 and transform_calls.count('irfft') >= 1
     assert y.is_contiguous(memory_format=torch.channels_last)  # x's layout, whichever backend ran
-    # float32 sums of 81 products of O(1) numbers, through transforms of 18 x 18
-    torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
-    for g, e in zip(got, grads):
-        torch.testing.assert_close(g, e, rtol=0, atol=1e-3)  # sums of up to 400 such products
 
 
-def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(without_compiler):
+def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(without_compiler,
+                                                                               twice_with_warnings):
     without_compiler(fft_cpu)
     generator = torch.Generator().manual_seed(9)
     x, weight = torch.randn(2, 3, 16, 16, generator=generator), torch.randn(4, 3, 5, 5, generator=generator)
-    with warnings.catch_warnings(record=True) as caught, use_backend('fft'):
-        warnings.simplefilter('always')
-        y = conv2d_same(x, weight)
-        conv2d_same(x, weight)
-    assert [str(w.message) for w in caught] == [
-        'the C++ FFTs did not build (no C++ compiler found): it computes with PyTorch']
+    with use_backend('fft'):
+        y, messages = twice_with_warnings(lambda: conv2d_same(x, weight))
+    assert messages == ['the C++ FFTs did not build (no C++ compiler found): it computes with PyTorch']
     # float32 sums of 75 products of O(1) numbers
     torch.testing.assert_close(y.double(), F.conv2d(x.double(), weight.double(), padding=2), rtol=0, atol=1e-5)
 

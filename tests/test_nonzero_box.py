@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from smpconv_models import CKConv, SMPConv2d, smp
-from smpconv_models.ops import causal_conv1d, clear_choices, conv2d_same, conv_taps, depthwise_conv2d, use_backend
+from smpconv_models.ops import causal_conv1d, conv2d_same, conv_taps, depthwise_conv2d, use_backend
 from smpconv_models.ops.conv import CONV_BACKENDS
 from smpconv_models.smp import SMPKernel, _reached_span, kernel_grid, smp_kernel
 
@@ -13,12 +13,12 @@ BACKENDS = list(CONV_BACKENDS)
 BACKENDS_2D = [name for name, backend in CONV_BACKENDS.items() if backend.supports(torch.zeros(1, 1, 1, 1))]
 
 
+pytestmark = pytest.mark.usefixtures('fresh_choices')
+
+
 @pytest.fixture(autouse=True)
-def fresh_choices():
+def seeded():
     torch.manual_seed(0)
-    clear_choices()
-    yield
-    clear_choices()
 
 
 def _conv(ndim: int, taps: int, radius: float, in_chs: int = 3, out_chs: int = 4) -> CKConv:

@@ -35,11 +35,7 @@ def inputs(batch, channels, height, width, kernel, dtype=torch.float64, seed=0):
     return x, weight
 
 
-@pytest.fixture(autouse=True)
-def fresh_choices():
-    clear_choices()
-    yield
-    clear_choices()
+pytestmark = pytest.mark.usefixtures('fresh_choices')
 
 
 @pytest.mark.parametrize('backend', CPU_BACKENDS)

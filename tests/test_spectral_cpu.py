@@ -1,6 +1,5 @@
 """The C++ per-frequency products of the FFT convolution (smpconv_models/ops/spectral_cpu.py) against complex128
 matrix products."""
-import warnings
 
 import pytest
 import torch
@@ -91,16 +90,14 @@ def test_bad_operands_are_named(built):
     assert not spectral_cpu.available(torch.zeros(1, dtype=torch.complex64, device='meta'))
 
 
-def test_a_failed_build_warns_once_and_the_convolution_multiplies_with_pytorch(without_compiler):
+def test_a_failed_build_warns_once_and_the_convolution_multiplies_with_pytorch(without_compiler,
+                                                                               twice_with_warnings):
     without_compiler(spectral_cpu)
     generator = torch.Generator().manual_seed(6)
     x, weight = torch.randn(2, 3, 50, generator=generator), torch.randn(4, 3, 20, generator=generator)
-    with warnings.catch_warnings(record=True) as caught, use_backend('fft'):
-        warnings.simplefilter('always')
-        y = causal_conv1d(x, weight)
-        causal_conv1d(x, weight)
-    assert [str(w.message) for w in caught] == [
-        'the C++ spectral products did not build (no C++ compiler found): it computes with PyTorch']
+    with use_backend('fft'):
+        y, messages = twice_with_warnings(lambda: causal_conv1d(x, weight))
+    assert messages == ['the C++ spectral products did not build (no C++ compiler found): it computes with PyTorch']
     expected = torch.nn.functional.conv1d(torch.nn.functional.pad(x.double(), (19, 0)), weight.double())
     # float32 sums of 60 products of O(1) numbers
     torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
