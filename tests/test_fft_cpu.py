@@ -1,7 +1,9 @@
 """The C++ real FFTs of the FFT convolution (smpconv_models/ops/fft_cpu.py), 2-D and 1-D, against complex128 and
 float64 transforms, and the pairs' small 2-D kernels (`SameConv2d`) on the operator."""
 import math
+import os
 from typing import Callable, List
+from unittest import mock
 
 import pytest
 import torch
@@ -10,12 +12,12 @@ import torch.nn.functional as F
 
 from smpconv_models import causal_conv1d, conv2d_same, depthwise_conv2d
 from smpconv_models.layers.ckconv import SameConv2d
-from smpconv_models.ops import choices, fft_cpu, use_backend
+from smpconv_models.ops import choices, fft_cpu, restore_choices, use_backend
 
 
 @pytest.fixture(scope='module')
 def built() -> None:
-    if not fft_cpu.available(torch.zeros(1), [1]):
+    if not fft_cpu.available(torch.zeros(1)):
         pytest.skip('the C++ extension did not build on this machine (see the warning): the FFT convolution '
                     'transforms with PyTorch')
 
@@ -108,13 +110,6 @@ def test_the_1d_inverse_reads_rows_apart_as_the_products_leave_them(built):
                                fft_cpu.irfft(stored.view(5, 1, 541), [1080], [784]), rtol=0, atol=0)
 
 
-def test_long_1d_periods_are_left_to_pytorch():
-    """Beyond `MAX_1D_PERIOD` a group's transforms spill out of the L2 cache and PyTorch's are faster."""
-    assert fft_cpu.available(torch.zeros(1), [fft_cpu.MAX_1D_PERIOD]) == (fft_cpu.EXTENSION.module() is not None)
-    assert not fft_cpu.available(torch.zeros(1), [fft_cpu.MAX_1D_PERIOD + 1])
-    assert not fft_cpu.available(torch.zeros(1), [3, 4, 5])
-
-
 @pytest.mark.parametrize('size, period', [((32, 32), (36, 40)), ((784,), (1080,))])
 def test_the_transforms_round_trip_and_take_empty_batches(built, size, period):
     x = signals(3, 5, *size, seed=4)
@@ -172,12 +167,12 @@ def transform_calls(monkeypatch) -> List[str]:
 
 def float32_against_float64(convolve: Callable, reference: Callable, x: torch.Tensor, weight: torch.Tensor
                              ) -> torch.Tensor:
-    """`convolve` on the FFT backend in float32, its output and both gradients against `reference` in float64 (x and
-    weight float64 O(1) numbers, as sums of up to 800 of their products); its output."""
+    """`convolve` on the FFT backend and the C++ FFTs in float32, its output and both gradients against `reference`
+    in float64 (x and weight float64 O(1) numbers, as sums of up to 800 of their products); its output."""
     x, weight = x.requires_grad_(), weight.requires_grad_()
     expected = reference(x, weight)
     grads = torch.autograd.grad(expected, (x, weight), torch.ones_like(expected))
-    with use_backend('fft'):
+    with use_backend('fft'), mock.patch.dict(os.environ, SMPCONV_FFT_BACKEND='cpp'):
         y = convolve(x.float(), weight.float())
         got = torch.autograd.grad(y, (x, weight), torch.ones_like(y))
     # float32 sums of up to 240 products of O(1) numbers, through transforms of at most 288 samples or 24 x 24
@@ -214,6 +209,36 @@ def test_the_depthwise_fft_convolution_runs_on_them(built, transform_calls):
         lambda x64, w: F.conv2d(x64, w.unsqueeze(1), padding=4, groups=5), x, weight)
     assert transform_calls.count('rfft') >= 2 and transform_calls.count('irfft') >= 1
     assert y.is_contiguous(memory_format=torch.channels_last)  # x's layout, whichever backend ran
+
+
+def test_the_dispatcher_chooses_them_or_pytorchs(built, transform_calls, monkeypatch):
+    """Which transforms the FFT backend takes is the dispatcher's choice, timed and kept per shape like a
+    convolution's backend, forced by SMPCONV_FFT_BACKEND, and restored with the other choices."""
+    generator = torch.Generator().manual_seed(12)
+    x, weight = torch.randn(3, 4, 200, generator=generator), torch.randn(5, 4, 60, generator=generator)
+    expected = F.conv1d(F.pad(x.double(), (59, 0)), weight.double())
+
+    def convolve() -> torch.Tensor:
+        transform_calls.clear()
+        with use_backend('fft'), torch.no_grad():
+            y = causal_conv1d(x, weight)
+        # float32 sums of 240 products of O(1) numbers, through transforms of 288 samples
+        torch.testing.assert_close(y.double(), expected, rtol=0, atol=1e-4)
+        return y
+
+    convolve()
+    chosen = {key[0]: name for key, name in choices().items()}
+    assert set(chosen) == {'fft.spectra', 'fft.cropped_signals'} and set(chosen.values()) <= {'cpp', 'torch'}
+    monkeypatch.setenv('SMPCONV_FFT_BACKEND', 'torch')
+    convolve()
+    assert transform_calls == []
+    monkeypatch.setenv('SMPCONV_FFT_BACKEND', 'cpp')
+    convolve()
+    assert transform_calls == ['rfft', 'irfft']
+    monkeypatch.delenv('SMPCONV_FFT_BACKEND')
+    restore_choices({key: 'torch' for key in choices()})
+    convolve()
+    assert transform_calls == []
 
 
 def test_a_failed_build_warns_once_and_the_convolution_transforms_with_pytorch(without_compiler,

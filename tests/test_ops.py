@@ -204,7 +204,8 @@ def test_backend_can_be_forced_in_code_and_by_environment(monkeypatch, calls):
     monkeypatch.setenv(ENV_VAR, 'torch_channels_last')
     depthwise_conv2d(x, weight)
     assert calls == ['torch', 'fft', 'torch_channels_last']
-    assert not choices()  # forcing times nothing
+    # forcing times nothing: the choices are those of the FFT backend's transforms, an operator of their own
+    assert {key[0] for key in choices()} == {'fft.spectra', 'fft.cropped_signals'}
 
 
 def test_unknown_or_unusable_backend_is_named():
@@ -325,6 +326,7 @@ def test_each_operator_is_forced_by_its_own_environment_variable(monkeypatch):
             causal_conv1d(sequence, kernel)
         return [key[0] for key in choices()]
 
+    monkeypatch.setenv('SMPCONV_FFT_BACKEND', 'torch')  # the FFT backends' transforms make no choices either
     monkeypatch.setenv(ENV_VAR, 'fft')
     assert passes_chosen() == ['conv.forward']
     monkeypatch.delenv(ENV_VAR)
@@ -355,6 +357,27 @@ def test_a_third_operator_is_declared_once_and_dispatched_like_the_others(monkey
         dispatch.Operator('copy', 'SMPCONV_COPY_BACKEND', {'torch': dispatch.Backend({'forward': torch.clone})})
     with pytest.raises(ValueError, match="unknown convolution pass 'conv.backward': one of .*conv.grad_weight"):
         dispatch.restore_choices({('conv.backward', 'cpu', 'float32', 'contiguous', (1, 1, 8), (1, 1, 3, 2)): 'fft'})
+
+
+def test_an_operator_called_while_another_is_timed_takes_its_first_backend_untimed(monkeypatch):
+    """The FFT backends' transforms are an operator of their own: while the convolution times its backends, they
+    take their first backend that runs, so that its timing holds none of theirs, and they choose at their first call
+    outside of timing."""
+    monkeypatch.setattr(dispatch, '_OPERATORS', dict(dispatch._OPERATORS))  # declared for this test only
+    inner_calls = []
+    inner = dispatch.Operator('inner', 'SMPCONV_INNER_BACKEND', {
+        name: dispatch.Backend({'inner.forward': lambda x, _name=name: inner_calls.append(_name) or x + 1})
+        for name in ('first', 'second')})
+    outer = dispatch.Operator('outer', 'SMPCONV_OUTER_BACKEND', {
+        name: dispatch.Backend({'outer.forward': lambda x: 2 * inner.compute('inner.forward', x, signature=())})
+        for name in ('one', 'other')})
+    x = torch.randn(4, 3)
+    outer.choose('outer.forward', (x,), 1, ())
+    assert set(inner_calls) == {'first'} and [key[0] for key in choices()] == ['outer.forward']
+    inner_calls.clear()
+    torch.testing.assert_close(outer.compute('outer.forward', x, signature=()), 2 * (x + 1))
+    assert set(inner_calls) == {'first', 'second'}  # timed
+    assert [key[0] for key in choices()] == ['outer.forward', 'inner.forward']
 
 
 def test_graph_recorders_get_pytorch_convolutions():

@@ -25,6 +25,7 @@ import smpconv_models  # noqa: F401
 from smpconv_models.datasets import FashionMNISTSubset
 from smpconv_models.ops import ENV_VAR, choices, clear_choices, dispatch
 from smpconv_models.ops.depthwise import BACKENDS
+from smpconv_models.ops.ffts import FFTS
 from smpconv_models.training import (ConfigError, create_eval_loader, evaluate, load_training_state, parse_args,
                                      resolve_training_config)
 from smpconv_models.training.data import RandomBatchScale
@@ -104,7 +105,8 @@ def test_resumed_run_keeps_its_depthwise_backends(tmp_path, monkeypatch):
     recipe = [*FAST, '--warmup-epochs', '0', '--output', str(tmp_path)]
     assert train_imagenet.main([*recipe, '--epochs', '1', '--experiment', 'run']) == 0
     saved = load_training_state(tmp_path / 'run' / 'last.pth')['depthwise_backends']
-    assert len(saved) == 1 and saved[0] and set(saved[0].values()) <= set(BACKENDS)
+    # the depthwise convolution's choices, and those of its FFT backend's transforms
+    assert len(saved) == 1 and saved[0] and set(saved[0].values()) <= {*BACKENDS, *FFTS.backends}
     clear_choices()
 
     def no_timing(run, device):

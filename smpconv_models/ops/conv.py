@@ -17,9 +17,10 @@ dispatcher (`dispatch`) or forced with SMPCONV_CONV_BACKEND or `use_backend`:
   step whose passes run faster on it (timed together, `conv.step`) keeps the spectra of x and of the kernel
   for the backward pass, which then transforms the output gradient once for both gradients (`FFTConvolution`).
   On the CPU the spectra's per-frequency products run on a C++ extension that reads them as rfft lays them out
-  (`spectral_cpu`), the signals are transformed by another (`fft_cpu`: x padded and the output cropped as they
-  are transformed, no layout copies), and the kernel's spectra and the weight gradient's taps of a small 2-D box
-  are products with DFT matrices rather than transforms of the whole period (`_box_dft_pays`).
+  (`spectral_cpu`), the signals are transformed by another where the dispatcher times it faster than PyTorch's
+  FFTs (`ffts`, `fft_cpu`: x padded and the output cropped as they are transformed, no layout copies), and the
+  kernel's spectra and the weight gradient's taps of a small 2-D box are products with DFT matrices rather than
+  transforms of the whole period (`_box_dft_pays`).
 
 Taps that never meet the input (a kernel longer than the sequence) are cropped first: the result is exactly
 the same. The output's dtype follows F.conv's under autocast (see `dispatch.compute_dtype`).
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from . import conv1d_cpu, fft_cpu, spectral_cpu
+from . import conv1d_cpu, ffts, spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
                        fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops, transforming)
 
@@ -110,26 +111,6 @@ def _products(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _transpose_copy(products.flatten(1)).view(*products.shape[1:], -1)
 
 
-def _zero_padded(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
-    """x [B, C, *N] at the start of zeros [B, C, *sizes], in float32 or wider. Only the zeros and x are written
-    (F.pad fills the whole period, then copies x over it), x converted as it is copied."""
-    padded = x.new_empty(*x.shape[:2], *sizes, dtype=fft_dtype(x.dtype))
-    leading = (slice(None), slice(None))
-    for n in x.shape[2:]:
-        padded[leading + (slice(n, None),)].zero_()
-        leading += (slice(0, n),)
-    padded[leading].copy_(x)
-    return padded
-
-
-def _spectra(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
-    """The spectra [B, C, F] of x [B, C, *N] zero-padded to `sizes`, in float32 or wider (padded first: faster than
-    rfftn's `s`)."""
-    if fft_cpu.available(x, sizes):
-        return fft_cpu.rfft(x, sizes)
-    return torch.fft.rfftn(_zero_padded(x, sizes), dim=_spatial(len(sizes))).flatten(2)
-
-
 def _conj_kernel_spectra(weight: torch.Tensor, pad: List[int], sizes: List[int]) -> torch.Tensor:
     """The conjugate spectra [O, C, F] of the kernel [O, C, *k] on the period, its tap `pad` at position 0: the taps
     from `pad` on, zeros, then the taps before `pad` (wrapped around), one concatenation per axis. Conjugate: the
@@ -146,23 +127,6 @@ def _conj_kernel_spectra(weight: torch.Tensor, pad: List[int], sizes: List[int])
     return torch.fft.rfftn(weight, dim=_spatial(len(pad))).flatten(2).conj()
 
 
-def _signals(spectra: torch.Tensor, sizes: List[int]) -> torch.Tensor:
-    """The signals [P, Q, *sizes] of the half spectra [P, Q, F]."""
-    half = list(sizes[:-1]) + [sizes[-1] // 2 + 1]
-    return torch.fft.irfftn(spectra.unflatten(-1, half), s=sizes, dim=_spatial(len(sizes)))
-
-
-def _cropped_signals(spectra: torch.Tensor, sizes: List[int], size: Sequence[int], dtype: torch.dtype
-                     ) -> torch.Tensor:
-    """The first `size` samples [P, Q, *size] of the signals of the half spectra [P, Q, F], in `dtype`: a tensor of
-    their own (a view would keep the whole period alive, and one returned by an autograd Function cannot be
-    changed in place)."""
-    if fft_cpu.available(spectra, sizes):
-        return fft_cpu.irfft(spectra, sizes, size).to(dtype)
-    cropped = _signals(spectra, sizes)[(...,) + tuple(slice(0, n) for n in size)]
-    return cropped.to(dtype, memory_format=torch.contiguous_format, copy=True)
-
-
 def _taps_of_lags(lags: torch.Tensor, kernel_size: Sequence[int], pad: Sequence[int]) -> torch.Tensor:
     """The taps [..., *k] of a correlation's lags over the period, tap j at lag j - pad: the last `pad` lags (the
     negative ones, wrapped around), then the first k - pad; the inverse of `_conj_kernel_spectra`'s wrap."""
@@ -176,13 +140,13 @@ def _taps_of_lags(lags: torch.Tensor, kernel_size: Sequence[int], pad: Sequence[
 def _forward_of_spectra(x_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
                         size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """y = irfft(X conj(W)) per frequency, cropped to x's `size`."""
-    return _cropped_signals(_products(x_spectra, conj_kernel_spectra.transpose(0, 1)), sizes, size, dtype)
+    return ffts.cropped_signals(_products(x_spectra, conj_kernel_spectra.transpose(0, 1)), sizes, size, dtype)
 
 
 def _grad_input_of_spectra(grad_spectra: torch.Tensor, conj_kernel_spectra: torch.Tensor, sizes: List[int],
                            size: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """dx = irfft(dY W) per frequency, the adjoint of the forward's product."""
-    return _cropped_signals(_products(grad_spectra, conj_kernel_spectra.conj()), sizes, size, dtype)
+    return ffts.cropped_signals(_products(grad_spectra, conj_kernel_spectra.conj()), sizes, size, dtype)
 
 
 def _grad_weight_of_spectra(grad_spectra: torch.Tensor, x_spectra: torch.Tensor, sizes: List[int],
@@ -192,7 +156,7 @@ def _grad_weight_of_spectra(grad_spectra: torch.Tensor, x_spectra: torch.Tensor,
     lag_spectra = _products(grad_spectra.transpose(0, 1).conj(), x_spectra)
     if _box_dft_pays(kernel_size, sizes, lag_spectra.device):
         return _taps_of_lag_spectra(lag_spectra, sizes, kernel_size, pad).to(dtype)
-    return _taps_of_lags(_signals(lag_spectra, sizes), kernel_size, pad).to(dtype)
+    return _taps_of_lags(ffts.signals(lag_spectra, sizes), kernel_size, pad).to(dtype)
 
 
 # A 2-D box of k0 x k1 taps needs only k0 x k1 of the period's values: the kernel's spectra and the weight
@@ -258,14 +222,15 @@ def _taps_of_lag_spectra(spectra: torch.Tensor, sizes: List[int], kernel_size: S
 
 def _fft_forward(x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
     sizes = fft_sizes(x.shape[2:], weight.shape[2:], pad)
-    return _forward_of_spectra(_spectra(x, sizes), _conj_kernel_spectra(weight, pad, sizes), sizes, x.shape[2:],
+    return _forward_of_spectra(ffts.spectra(x, sizes), _conj_kernel_spectra(weight, pad, sizes), sizes, x.shape[2:],
                                x.dtype)
 
 
 def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[int], pad: List[int]
                      ) -> torch.Tensor:
     sizes = fft_sizes(x.shape[2:], kernel_size, pad)
-    return _grad_weight_of_spectra(_spectra(grad_y, sizes), _spectra(x, sizes), sizes, kernel_size, pad, x.dtype)
+    return _grad_weight_of_spectra(ffts.spectra(grad_y, sizes), ffts.spectra(x, sizes), sizes, kernel_size, pad,
+                                   x.dtype)
 
 
 def _work(x_shape: Sequence[int], channels: int, kernel_size: Sequence[int], pad: Sequence[int]
@@ -432,7 +397,7 @@ class FFTConvolution(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, pad: List[int]) -> torch.Tensor:
         sizes = fft_sizes(x.shape[2:], weight.shape[2:], pad)
-        x_spectra, conj_kernel_spectra = _spectra(x, sizes), _conj_kernel_spectra(weight, pad, sizes)
+        x_spectra, conj_kernel_spectra = ffts.spectra(x, sizes), _conj_kernel_spectra(weight, pad, sizes)
         # the spectra only the gradients asked for need
         ctx.save_for_backward(x, weight, x_spectra if ctx.needs_input_grad[1] else None,
                               conj_kernel_spectra if ctx.needs_input_grad[0] else None)
@@ -445,7 +410,7 @@ class FFTConvolution(torch.autograd.Function):
         needs_x, needs_w = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # create_graph: gradients that can be differentiated again
             return *_gradients(grad_y, x, weight, ctx.pad, needs_x, needs_w), None
-        grad_spectra = _spectra(grad_y, ctx.sizes)
+        grad_spectra = ffts.spectra(grad_y, ctx.sizes)
         grad_x = grad_w = None
         if needs_x:
             grad_x = _grad_input_of_spectra(grad_spectra, conj_kernel_spectra, ctx.sizes, x.shape[2:], x.dtype)

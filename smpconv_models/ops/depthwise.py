@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import register_flop_formula
 
-from . import fft_cpu
+from . import ffts
 from .dispatch import (Backend, Operator, check_float, check_odd, compute_dtype, conv_grad_weight, fft_dtype,
                        fft_sizes, first_sample, memory_format, recording_graph, save_inputs, tap_flops, transforming)
 
@@ -76,21 +76,8 @@ def _place_kernel(weight: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def _spectrum(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """The spectrum of x [B, C, H, W] zero-padded to `size`, in float32 or wider. Copied to contiguous first: rfft2
-    reads channels_last through its strides slower than the copy and a contiguous transform take (2-core EPYC,
-    batch 32, smpconv_t's shapes: weight gradients 10-15% faster). On the CPU in float32, by the C++ FFTs
-    (`fft_cpu`: 2.1-2.3x as fast as rfft2 at smpconv_t's [8, 96 | 192 | 384, 56 | 28 | 14, ...] on an AVX2 EPYC)."""
-    if fft_cpu.available(x, size):
-        return fft_cpu.rfft(x, size).unflatten(-1, (size[0], size[1] // 2 + 1))
-    return torch.fft.rfft2(x.to(fft_dtype(x.dtype), memory_format=torch.contiguous_format), s=size)
-
-
-def _cropped_signals(spectra: torch.Tensor, size: Sequence[int], height: int, width: int) -> torch.Tensor:
-    """The first height x width samples of the signals of the half spectra [B, C, P0, F1] on the period `size` (on
-    the CPU in float32 by the C++ FFTs, 2.4-5.4x as fast as irfft2 and the crop at smpconv_t's shapes)."""
-    if fft_cpu.available(spectra, size):
-        return fft_cpu.irfft(spectra.flatten(-2), size, (height, width))
-    return torch.fft.irfft2(spectra, s=size)[..., :height, :width]
+    """The spectrum [B, C, P0, F1] of x [B, C, H, W] (either layout) zero-padded to `size`, in float32 or wider."""
+    return ffts.spectra(x, size).unflatten(-1, (size[0], size[1] // 2 + 1))
 
 
 def _fft_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -100,8 +87,7 @@ def _fft_forward(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     kernel = torch.fft.rfft2(_place_kernel(weight.to(fft_dtype(x.dtype)), size))
     # conj_physical, not a lazy conj() view: inside a compiled graph (torch 2.14) the conjugate bit of a view
     # made in a custom operator is dropped and the result silently wrong
-    y = _cropped_signals(spectrum * kernel.conj_physical(), size, height, width)
-    return y.to(x.dtype)
+    return ffts.cropped_signals((spectrum * kernel.conj_physical()).flatten(-2), size, (height, width), x.dtype)
 
 
 def _fft_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: Sequence[int]) -> torch.Tensor:

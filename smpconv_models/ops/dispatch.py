@@ -24,10 +24,13 @@ kernel's size, say), by timing the backends of the operator that support the inp
 is cached for the process, and used for batch sizes within a factor of two. Timing is bounded: every candidate
 runs on a smaller problem first (one sample of the batch, or a few channels of a single sample), and only those
 within 4x of the best run on the whole (once, and once more where two are close). PyTorch's own convolutions
-are always among the candidates, so a choice is never slower than PyTorch. A backend can be forced for one
-operator with its environment variable (SMPCONV_DWCONV_BACKEND for the depthwise convolution,
-SMPCONV_CONV_BACKEND for the long one, SMPCONV_RESIZE_BACKEND for the resizing one) or, in code, for all of them with `use_backend(name)`: every operator
-that has a backend of that name uses it, the others choose as usual.
+are always among the candidates, so a choice is never slower than PyTorch. An operator that another's backend
+calls (the FFT backends' transforms, `ffts`) takes its first backend that runs while that one is timed, and
+chooses its own at its first call outside of timing. A backend can be forced for one operator with its
+environment variable (SMPCONV_DWCONV_BACKEND for the depthwise convolution, SMPCONV_CONV_BACKEND for the long
+one, SMPCONV_RESIZE_BACKEND for the resizing one, SMPCONV_FFT_BACKEND for the FFT backends' transforms) or, in
+code, for all of them with `use_backend(name)`: every operator that has a backend of that name uses it, the
+others choose as usual.
 
 Backends round differently, so two processes that choose differently compute results that differ in the last
 bits: for bitwise-reproducible runs, force a backend, or carry the choices over (`choices()` is plain data,
@@ -206,6 +209,7 @@ class ChoiceKey(NamedTuple):
 
 
 _forced = threading.local()
+_timing = threading.local()  # depth: the `_fastest` calls under way on this thread
 _choices: Dict[ChoiceKey, str] = {}
 _OPERATORS: Dict[str, 'Operator'] = {}  # every declared operator, by the names of its passes
 
@@ -272,6 +276,10 @@ class Operator:
             _choices[key] = nearby
             return nearby
         candidates = [name for name, backend in self.backends.items() if backend.supports(x)]
+        if candidates and getattr(_timing, 'depth', 0):
+            # called by a backend of another operator being timed: the first that runs, neither timed nor kept,
+            # so that the other's timing holds no timing of this one's
+            return candidates[0]
         if work is not None:
             estimates = work()
             least = min(estimates[name] for name in candidates)
@@ -367,6 +375,16 @@ def _timings(calls: Mapping[str, Callable[[], torch.Tensor]], device: torch.devi
     return timings
 
 
+@contextmanager
+def _timing_backends() -> Iterator[None]:
+    """This thread times an operator's backends in this block (see `Operator.choose`)."""
+    _timing.depth = getattr(_timing, 'depth', 0) + 1
+    try:
+        yield
+    finally:
+        _timing.depth -= 1
+
+
 def _fastest(candidates: Sequence[str], run: Callable[[str, bool], Optional[Callable[[], torch.Tensor]]],
              device: torch.device) -> Tuple[Optional[str], Dict[str, str]]:
     """The fastest candidate, timed in a bounded time: each once on a smaller problem (`run(name, True)`, None
@@ -375,7 +393,7 @@ def _fastest(candidates: Sequence[str], run: Callable[[str, bool], Optional[Call
     failures: Dict[str, str] = {}
     if len(candidates) == 1:
         return candidates[0], failures
-    with torch.no_grad():
+    with torch.no_grad(), _timing_backends():
         screens = {name: run(name, True) for name in candidates}
         if all(call is not None for call in screens.values()):
             screened = _timings(screens, device, failures, warm_up=False)

@@ -5,7 +5,8 @@ column transforms, and its 1-D transforms need x padded and the inverse cropped 
 transform groups of 8 signals together, one per lane of a vector (1-D signals two to a lane), and read and write
 each signal once. On a 2-core AVX2 EPYC, the CIFAR-10 model's [64, 24 | 36 | 48, 32, 32] on periods of 36 x 36 and
 40 x 40: spectra 2.2-4.0x as fast as `torch.fft.rfftn` of the padded signals, the cropped inverse 3.4-3.7x as fast
-as `irfftn` and the crop; sMNIST's [64, 30, 784] on periods of 1080 and 1152: 1.6x and 1.4x.
+as `irfftn` and the crop; sMNIST's [64, 30, 784] on periods of 1080 and 1152: 1.6x and 1.4x. Where they are used is the dispatcher's
+choice (`ffts`).
 
 float32 only (complex64 spectra): the FFT backend computes float64 with PyTorch.
 """
@@ -20,19 +21,10 @@ __all__ = ['available', 'rfft', 'irfft']
 EXTENSION = NativeExtension('smpconv_fft_cpu', 'fft_cpu.cpp', 'the C++ FFTs')
 
 
-# The longest 1-D period transformed here. Beyond it a group's transforms spill out of the L2 cache, and MKL's, one
-# signal at a time, catch up: on a 2-core AVX2 EPYC (L2 512 KB a core), 30 channels, the cropped inverse at batch 16
-# and period 8192 1.06x as fast as irfft and the crop, at raw Speech Commands' period of 21600 1.07x at batch 8 but
-# 0.67x at batch 1, at batch 8 and period 32768 0.87x.
-MAX_1D_PERIOD = 8192
-
-
-def available(t: torch.Tensor, sizes: Sequence[int]) -> bool:
-    """Whether the transforms of t on the period `sizes` run here: a 2-D period, or a 1-D one of at most
-    `MAX_1D_PERIOD`; CPU signals that the FFT backend computes in float32 (float32 and the half precisions) or
-    complex64 spectra; and the extension built."""
-    return ((len(sizes) == 2 or len(sizes) == 1 and sizes[0] <= MAX_1D_PERIOD) and t.device.type == 'cpu'
-            and t.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.complex64)
+def available(t: torch.Tensor) -> bool:
+    """Whether the transforms of t run here: CPU signals that the FFT backend computes in float32 (float32 and the
+    half precisions) or complex64 spectra, and the extension built."""
+    return (t.device.type == 'cpu' and t.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.complex64)
             and EXTENSION.module() is not None)
 
 
