@@ -5,8 +5,8 @@ column transforms, and its 1-D transforms need x padded and the inverse cropped 
 transform groups of 8 signals together, one per lane of a vector (1-D signals two to a lane), and read and write
 each signal once. On a 2-core AVX2 EPYC, the CIFAR-10 model's [64, 24 | 36 | 48, 32, 32] on periods of 36 x 36 and
 40 x 40: spectra 2.2-4.0x as fast as `torch.fft.rfftn` of the padded signals, the cropped inverse 3.4-3.7x as fast
-as `irfftn` and the crop; sMNIST's [64, 30, 784] on periods of 1080 and 1152: 1.6x and 1.4x. Where they are used is the dispatcher's
-choice (`ffts`).
+as `irfftn` and the crop; sMNIST's [64, 30, 784] on periods of 1080 and 1152: 1.6x and 1.4x. Where they are used
+is the dispatcher's choice (`ffts`).
 
 float32 only (complex64 spectra): the FFT backend computes float64 with PyTorch.
 """
