@@ -14,6 +14,8 @@ transforms differs between CPUs; the dispatcher times the two where a model firs
 shows what it chooses between.
 """
 import argparse
+from functools import partial
+from typing import Callable
 
 import torch
 
@@ -47,6 +49,12 @@ def passes(shape, layout, kernel_size, pad):
                    'cropped inverse': lambda: ffts.cropped_signals(spectra, sizes, size, x.dtype)}
 
 
+def forced(backend: str, call: Callable[[], torch.Tensor]) -> None:
+    """`call()` on the FFTs' backend `backend`."""
+    with use_backend(backend):
+        call()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--repeats', type=int, default=15, help='timed calls of each (after 2 untimed)')
@@ -60,13 +68,8 @@ def main() -> None:
     for layer, (shape, layout, kernel_size, pad) in LAYERS.items():
         sizes, calls = passes(shape, layout, kernel_size, pad)
         for name, call in calls.items():
-            def on(backend: str):
-                def run():
-                    with use_backend(backend):
-                        call()
-                return run
-            medians = medians_in_turn({'cpp': (on('cpp'), args.repeats), 'torch': (on('torch'), args.repeats)},
-                                      device)
+            medians = medians_in_turn({backend: (partial(forced, backend, call), args.repeats)
+                                       for backend in ('cpp', 'torch')}, device)
             rows.append(dict(layer=layer, shape=shape, period=sizes, transform=name, cpp_s=medians['cpp'],
                              torch_s=medians['torch']))
             print(f'| {layer} {list(shape)} | {sizes} | {name} | {1e3 * medians["cpp"]:.2f} | '

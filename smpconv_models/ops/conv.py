@@ -35,7 +35,8 @@ from torch.utils.flop_counter import register_flop_formula
 
 from . import conv1d_cpu, ffts, spectral_cpu
 from .dispatch import (Backend, Operator, capturing_graph, check_float, check_odd, compute_dtype, conv_grad_weight,
-                       fft_dtype, fft_sizes, recording_graph, save_inputs, tap_flops, transforming)
+                       fft_dtype, fft_sizes, recording_graph, save_inputs, spatial_dims, tap_flops,
+                       transforming)
 
 __all__ = ['causal_conv1d', 'conv2d_same', 'conv_taps', 'CONV_BACKENDS']
 
@@ -74,10 +75,6 @@ def _torch_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, kernel_size: List[
 # product that needs them (`FFTConvolution`). The products per frequency run on the C++ extension on CPUs
 # (`spectral_cpu`), which reads that layout as it is; elsewhere a batched matrix product reads the spectra
 # frequency-major, [F, batch, channels], copied there and back around each product.
-
-def _spatial(ndim: int) -> Tuple[int, ...]:
-    return tuple(range(-ndim, 0))
-
 
 # PyTorch copies a large transposed matrix along its output's rows, reading the source a whole row apart for each
 # element; taken in chunks of the source's rows, the rows read stay in cache. On a 2-core EPYC: [10801, 960]
@@ -124,7 +121,7 @@ def _conj_kernel_spectra(weight: torch.Tensor, pad: List[int], sizes: List[int])
         zeros = list(weight.shape)
         zeros[dim] = size - taps
         weight = torch.cat([weight.narrow(dim, p, taps - p), weight.new_zeros(zeros), weight.narrow(dim, 0, p)], dim)
-    return torch.fft.rfftn(weight, dim=_spatial(len(pad))).flatten(2).conj()
+    return torch.fft.rfftn(weight, dim=spatial_dims(len(pad))).flatten(2).conj()
 
 
 def _taps_of_lags(lags: torch.Tensor, kernel_size: Sequence[int], pad: Sequence[int]) -> torch.Tensor:
@@ -251,7 +248,7 @@ def _work(x_shape: Sequence[int], channels: int, kernel_size: Sequence[int], pad
 
 def _transposed(weight: torch.Tensor) -> torch.Tensor:
     """The kernel of the input gradient: channels swapped, taps reversed."""
-    return weight.transpose(0, 1).flip(_spatial(weight.dim() - 2))
+    return weight.transpose(0, 1).flip(spatial_dims(weight.dim() - 2))
 
 
 def _opposite(kernel_size: Sequence[int], pad: Sequence[int]) -> List[int]:

@@ -51,8 +51,8 @@ import torch.fx
 
 __all__ = ['Backend', 'Operator', 'use_backend', 'choices', 'restore_choices', 'clear_choices', 'seconds',
            'recording_graph', 'transforming', 'torch_ops_only', 'capturing_graph', 'compute_dtype', 'check_float',
-           'check_odd', 'memory_format', 'fft_sizes', 'fft_dtype', 'conv_grad_weight', 'tap_flops', 'save_inputs',
-           'first_sample']
+           'check_odd', 'memory_format', 'fft_sizes', 'fft_dtype', 'spatial_dims', 'conv_grad_weight', 'tap_flops',
+           'save_inputs', 'first_sample']
 
 
 # ---- what the operators share -----------------------------------------------------------------------------
@@ -149,6 +149,11 @@ def fft_sizes(size: Sequence[int], kernel_size: Sequence[int], pad: Sequence[int
 def fft_dtype(dtype: torch.dtype) -> torch.dtype:
     """float32 or wider: half-precision FFTs lose too much."""
     return torch.promote_types(dtype, torch.float32)
+
+
+def spatial_dims(ndim: int) -> Tuple[int, ...]:
+    """The last `ndim` dimensions (a tensor's spatial axes, after [B, C]), as FFTs and flips take them."""
+    return tuple(range(-ndim, 0))
 
 
 def conv_grad_weight(grad_y: torch.Tensor, x: torch.Tensor, weight_shape: Sequence[int], padding: Sequence[int],

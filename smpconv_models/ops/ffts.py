@@ -7,18 +7,14 @@ Which is faster depends on the CPU as much as on the shape (`benchmarks/ffts.py`
 periods of 8192 1.1-1.7x as fast as PyTorch's (MKL) and the copies around them on a 2-core AVX2 EPYC, 0.69-0.94x
 as fast on a 2-core AVX-512 Xeon; the models' 2-D periods 1.3-3.5x as fast on both.
 """
-from typing import List, Sequence, Tuple
+from typing import List, Sequence
 
 import torch
 
 from . import fft_cpu
-from .dispatch import Backend, Operator, fft_dtype
+from .dispatch import Backend, Operator, fft_dtype, spatial_dims
 
 __all__ = ['spectra', 'cropped_signals', 'signals', 'FFTS']
-
-
-def _spatial(ndim: int) -> Tuple[int, ...]:
-    return tuple(range(-ndim, 0))
 
 
 def _zero_padded(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
@@ -38,12 +34,12 @@ def _zero_padded(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
 def signals(spectra: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
     """The signals [P, Q, *sizes] of the half spectra [P, Q, F] on the period `sizes`, by PyTorch's FFTs."""
     half = [*sizes[:-1], sizes[-1] // 2 + 1]
-    return torch.fft.irfftn(spectra.unflatten(-1, half), s=list(sizes), dim=_spatial(len(sizes)))
+    return torch.fft.irfftn(spectra.unflatten(-1, half), s=list(sizes), dim=spatial_dims(len(sizes)))
 
 
 def _torch_spectra(x: torch.Tensor, sizes: List[int]) -> torch.Tensor:
     # padded first: faster than rfftn's `s`, which pads with F.pad
-    return torch.fft.rfftn(_zero_padded(x, sizes), dim=_spatial(len(sizes))).flatten(2)
+    return torch.fft.rfftn(_zero_padded(x, sizes), dim=spatial_dims(len(sizes))).flatten(2)
 
 
 def _torch_cropped_signals(spectra: torch.Tensor, sizes: List[int], size: List[int], dtype: torch.dtype
