@@ -1,11 +1,17 @@
 """Issue 21: SMP layers convolve with the box of taps their points reach, with the same results and gradients as
-with the whole kernel (float64: to rounding), on every backend of the long convolution."""
+PyTorch's convolution with the whole kernel (float64: to rounding), on every backend of the long convolution."""
+from unittest import mock
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from smpconv_models import CKConv, SMPConv2d, smp
-from smpconv_models.ops import causal_conv1d, conv2d_same, conv_taps, depthwise_conv2d, use_backend
+from smpconv_models.layers import ckconv
+from smpconv_models.ops import conv_taps, ffts, use_backend
 from smpconv_models.ops.conv import CONV_BACKENDS
+from smpconv_models.ops.depthwise import BACKENDS as DEPTHWISE_BACKENDS
+from smpconv_models.ops.dispatch import fft_sizes
 from smpconv_models.smp import SMPKernel, _reached_span, kernel_grid, smp_kernel
 
 BACKENDS = list(CONV_BACKENDS)
@@ -31,25 +37,42 @@ def _conv(ndim: int, taps: int, radius: float, in_chs: int = 3, out_chs: int = 4
 
 
 def _whole_kernel(conv: CKConv, x: torch.Tensor) -> torch.Tensor:
-    """The layer's convolution with its whole kernel sampled."""
-    return (causal_conv1d if conv.ndim == 1 else conv2d_same)(x, conv.kernel(), conv.bias)
+    """The dense reference: PyTorch's convolution with the layer's whole kernel sampled (causal in 1D, 'same' in
+    2D), none of the package's operators in the way."""
+    kernel = conv.kernel()
+    if conv.ndim == 1:
+        return F.conv1d(F.pad(x, (kernel.shape[-1] - 1, 0)), kernel, conv.bias)
+    return F.conv2d(x, kernel, conv.bias, padding=[k // 2 for k in kernel.shape[2:]])
 
 
 def _parameters(conv: CKConv):
     return [conv.points.positions, conv.points.radii, conv.points.weights, conv.bias]
 
 
-def _assert_same_convolution(conv: CKConv, x: torch.Tensor) -> None:
-    """Output and gradients (input, positions, radii, values, bias) against the whole kernel's: the cropped taps
-    are zeros with zero gradients, so only the order of float64 sums differs."""
+def _the_box(conv: CKConv) -> list:
+    """The box the layer convolves with: around the current position (causal: the newest tap; 'same': the
+    centre)."""
+    keep = [k - 1 for k in conv.kernel_size] if conv.ndim == 1 else [k // 2 for k in conv.kernel_size]
+    return conv.points.nonzero_box(conv.kernel_size, keep)
+
+
+def _assert_same_convolution(conv: CKConv, x: torch.Tensor) -> list:
+    """Output and gradients (input, positions, radii, values, bias) against the dense reference's, the convolution
+    given the box's taps only: the cropped taps are zeros with zero gradients, so only the order of float64 sums
+    differs. Returns the box."""
     x = x.detach().requires_grad_()
     grad_y = torch.randn(x.shape[0], conv.points.weights.shape[0], *x.shape[2:], dtype=x.dtype)
-    y, expected = conv(x), _whole_kernel(conv, x)
+    with mock.patch.object(ckconv, 'conv_taps', wraps=conv_taps) as convolution:
+        y = conv(x)
+    box = _the_box(conv)
+    assert list(convolution.call_args.args[1].shape[2:]) == [stop - start for start, stop in box]
+    expected = _whole_kernel(conv, x)
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)
     grads = torch.autograd.grad(y, [x, *_parameters(conv)], grad_y)
     expected_grads = torch.autograd.grad(expected, [x, *_parameters(conv)], grad_y)
     for grad, want in zip(grads, expected_grads):
         torch.testing.assert_close(grad, want, rtol=1e-10, atol=1e-12)
+    return box
 
 
 @pytest.mark.parametrize('ndim, taps', [(1, 31), (1, 64), (2, 9), (2, 33)])
@@ -131,23 +154,70 @@ def test_a_1d_kernel_sampled_point_by_point_is_the_whole_grids(normalize, in_per
     assert half._sample_per_point(taps, half.radii, None) is None
 
 
+def _conv_with_box(ndim: int, taps: int, box: str) -> CKConv:
+    """A layer whose box is one tap (its points on the current position's, reaching no other), part of the
+    kernel, or the whole kernel."""
+    if box != 'one tap':
+        return _conv(ndim, taps, {'part': 0.1, 'whole': 1.}[box])
+    conv = _conv(ndim, taps, 1e-3)
+    with torch.no_grad():  # causal: the newest tap, at x = +1; 'same': the centre
+        conv.points.positions.fill_(0.).select(-1, 0).fill_(1. if ndim == 1 else 0.)
+    return conv
+
+
 @pytest.mark.parametrize('backend', BACKENDS)
 @pytest.mark.parametrize('taps, length', [(31, 40), (64, 64), (63, 20), (784, 100), (1, 9)])
-@pytest.mark.parametrize('radius', [1e-3, 0.1, 1.])
-def test_causal_layers_convolve_with_their_box_exactly(backend, taps, length, radius):
+@pytest.mark.parametrize('kind', ['one tap', 'part', 'whole'])
+def test_causal_layers_convolve_with_their_box_exactly(backend, taps, length, kind):
     """Odd and even kernel lengths, kernels longer than the input, boxes from one tap to the whole kernel."""
-    conv = _conv(1, taps, radius)
+    conv = _conv_with_box(1, taps, kind)
     with use_backend(backend):
-        _assert_same_convolution(conv, torch.randn(2, 3, length, dtype=torch.float64))
+        box = _assert_same_convolution(conv, torch.randn(2, 3, length, dtype=torch.float64))
+    if kind != 'part':
+        assert box == ([[taps - 1, taps]] if kind == 'one tap' else [[0, taps]])
 
 
 @pytest.mark.parametrize('backend', BACKENDS_2D)
 @pytest.mark.parametrize('taps, size', [(33, (16, 16)), (9, (12, 7)), (33, (5, 6))])
-@pytest.mark.parametrize('radius', [1e-3, 0.1, 1.])
-def test_same_layers_convolve_with_their_box_exactly(backend, taps, size, radius):
-    conv = _conv(2, taps, radius)
+@pytest.mark.parametrize('kind', ['one tap', 'part', 'whole'])
+def test_same_layers_convolve_with_their_box_exactly(backend, taps, size, kind):
+    conv = _conv_with_box(2, taps, kind)
     with use_backend(backend):
-        _assert_same_convolution(conv, torch.randn(2, 3, *size, dtype=torch.float64))
+        box = _assert_same_convolution(conv, torch.randn(2, 3, *size, dtype=torch.float64))
+    if kind != 'part':
+        assert box == ([[taps // 2, taps // 2 + 1]] if kind == 'one tap' else [[0, taps]]) * 2
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('taps, pad', [((7,), (0,)), ((7,), (6,)), ((6,), (2,)), ((5, 4), (0, 3)), ((3, 6), (1, 0))])
+def test_conv_taps_gradcheck(backend, taps, pad):
+    """Taps off the centre, before or after the current position, even counts: numerical gradients (float64)."""
+    if len(taps) == 2 and backend not in BACKENDS_2D:
+        pytest.skip(f'{backend} convolves 1D inputs only')
+    x = torch.randn(2, 3, *[9] * len(taps), dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(4, 3, *taps, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    with use_backend(backend):
+        assert torch.autograd.gradcheck(lambda *args: conv_taps(args[0], args[1], pad, args[2]), (x, weight, bias))
+
+
+def test_the_fft_period_follows_the_box():
+    """The FFT's period is the input's length plus the box's taps before the current one (rounded up to a fast
+    size): for points among the newest third of a kernel of 63 taps, well under the whole kernel's 64 + 62."""
+    conv = _conv(1, 63, 0.05)
+    with torch.no_grad():
+        conv.points.positions.uniform_(0.4, 1.)
+    x = torch.randn(2, 3, 64, dtype=torch.float64, requires_grad=True)
+
+    def periods(convolve):
+        with use_backend('fft'), mock.patch.object(ffts, 'spectra', wraps=ffts.spectra) as spectra:
+            convolve(x).sum().backward()
+        return {tuple(call.args[1]) for call in spectra.call_args_list}
+
+    [[start, stop]] = _the_box(conv)
+    assert start > 40
+    assert periods(conv) == {tuple(fft_sizes([64], [stop - start], [62 - start]))} != {(128,)}
+    assert periods(conv.convolve_whole_kernel) == {(128,)}
 
 
 def test_a_point_on_the_box_edge_gets_the_whole_kernel_gradient():
@@ -163,28 +233,76 @@ def test_a_point_on_the_box_edge_gets_the_whole_kernel_gradient():
     _assert_same_convolution(conv, torch.randn(2, 3, 12, dtype=torch.float64))
 
 
-def test_the_box_follows_the_points_between_steps():
-    conv = _conv(2, 33, 0.05)
-    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
-    before = conv.points.nonzero_box(conv.kernel_size, [16, 16])
-    with torch.no_grad():  # as an optimizer step would: points move out of the box and grow
-        conv.points.positions.add_(0.3)
-        conv.points.radii.mul_(3)
-    after = conv.points.nonzero_box(conv.kernel_size, [16, 16])
-    assert after != before
-    _assert_same_convolution(conv, x)
+def test_a_point_on_the_box_edge_gets_the_whole_kernel_gradient_in_2d():
+    """Points whose support ends exactly on a tap just outside the box along either axis (rows run from y = +1
+    down; x is the last axis)."""
+    conv = _conv(2, 9, 0.1)  # taps at -1, -0.75, ..., 1 along each axis
+    with torch.no_grad():
+        positions = [[-0.5, -0.5], [-0.5, 0.], [0., 0.5], [0.25, 0.], [0., 0.]]
+        conv.points.positions.copy_(torch.tensor(positions).view(1, 5, 2).expand_as(conv.points.positions))
+        conv.points.radii.copy_(torch.tensor([0.25, 0.25, 0.25, 0.125, 0.125]).expand_as(conv.points.radii))
+    # x = -0.5 +- 0.25 reaches column 2 only, y = +0.5 +- 0.25 row 2 and y = -0.5 row 6: columns 1 and rows 1 and
+    # 7, where those points' values are 0, lie just outside
+    assert _the_box(conv) == [[2, 7], [2, 6]]
+    _assert_same_convolution(conv, torch.randn(2, 3, 10, 11, dtype=torch.float64))
 
 
-def test_autocast_and_empty_batch():
-    conv = _conv(2, 33, 0.1).float()
-    x = torch.randn(2, 3, 16, 16)
+@pytest.mark.parametrize('backend', BACKENDS)
+@pytest.mark.parametrize('ndim, taps, size', [(1, 63, (50,)), (2, 33, (16, 16))])
+def test_the_box_follows_the_points_between_steps(backend, ndim, taps, size):
+    """Optimizer steps move the points out of their box and grow them: each step convolves with the new box."""
+    if ndim == 2 and backend not in BACKENDS_2D:
+        pytest.skip(f'{backend} convolves 1D inputs only')
+    conv = _conv(ndim, taps, 0.05)
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    optimizer = torch.optim.SGD(_parameters(conv), lr=1.)
+    boxes = []
+    with use_backend(backend):
+        for _ in range(3):
+            boxes.append(_assert_same_convolution(conv, x))
+            optimizer.zero_grad()
+            conv(x).square().mean().backward()
+            optimizer.step()
+            with torch.no_grad():  # and further: the points drift and grow, as they do early in training
+                conv.points.positions.add_(0.2)
+                conv.points.radii.mul_(1.5)
+    assert boxes[0] != boxes[1] != boxes[2]
+
+
+@pytest.mark.parametrize('ndim, taps, size', [(1, 63, (50,)), (2, 33, (16, 16))])
+def test_inference_follows_points_moved_in_place(ndim, taps, size):
+    """In eval mode without autograd the sampled kernel is kept between calls (tests/test_deploy.py), and the layer
+    still convolves with the box of the points as they are now, moved in place (through `.data`, as EMA helpers
+    move them)."""
+    conv = _conv(ndim, taps, 0.05).eval()
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        for _ in range(2):
+            before = _the_box(conv)
+            with torch.enable_grad():  # the reference sampled afresh, as the cache serves only without autograd
+                expected = _whole_kernel(conv, x)
+            torch.testing.assert_close(conv(x), expected, rtol=1e-10, atol=1e-12)
+            conv.points.positions.data.add_(0.2)
+            conv.points.radii.data.mul_(1.5)
+            assert _the_box(conv) != before
+
+
+@pytest.mark.parametrize('ndim, taps, size', [(1, 63, (50,)), (2, 33, (16, 16))])
+def test_autocast_and_empty_batch(ndim, taps, size):
+    conv = _conv(ndim, taps, 0.1).float()
+    x = torch.randn(2, 3, *size)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         y, expected = conv(x), _whole_kernel(conv, x)
     assert y.dtype == expected.dtype == torch.bfloat16
     # both round their inputs to bfloat16 (8 bits) and accumulate in float32; sums of up to 3 x 33 x 33 terms of
     # order 1, so a few bfloat16 units of the output's magnitude
     torch.testing.assert_close(y.float(), expected.float(), rtol=0, atol=4 * 2 ** -8 * expected.abs().max().item())
-    assert conv(torch.zeros(0, 3, 16, 16)).shape == (0, 4, 16, 16)
+    empty = torch.zeros(0, 3, *size, requires_grad=True)
+    y = conv(empty)
+    assert y.shape == (0, 4, *size)
+    y.sum().backward()
+    assert empty.grad.shape == empty.shape
+    assert all(not p.grad.any() for p in _parameters(conv))
 
 
 def test_a_kernel_sampled_in_its_box_is_the_whole_kernel_there():
@@ -198,10 +316,11 @@ def test_conv_taps_names_a_pad_outside_the_taps():
         conv_taps(torch.zeros(1, 2, 8), torch.zeros(3, 2, 5), [5])
 
 
+@pytest.mark.parametrize('backend', [name for name in DEPTHWISE_BACKENDS if name != 'triton'])  # Triton: GPUs
 @pytest.mark.parametrize('radius', [0.05, 0.3])
-def test_depthwise_layers_convolve_with_their_symmetric_box_exactly(radius):
-    """smpconv_t's layers crop to the box made symmetric about the centre: the same output and gradients as the
-    whole kernel (float64: to rounding)."""
+def test_depthwise_layers_convolve_with_their_symmetric_box_exactly(backend, radius):
+    """smpconv_t's layers crop to the box made symmetric about the centre: the same output and gradients as
+    PyTorch's convolution with the whole kernel (float64: to rounding), on every CPU backend."""
     conv = SMPConv2d(4, kernel_size=31, num_points=12, dtype=torch.float64)
     with torch.no_grad():
         conv.points.radii.fill_(radius)
@@ -210,7 +329,11 @@ def test_depthwise_layers_convolve_with_their_symmetric_box_exactly(radius):
     assert window[0] < 31 and window[1] < 31 and all(w % 2 for w in window)
     x = torch.randn(2, 4, 20, 24, dtype=torch.float64, requires_grad=True)
     params = [x, conv.points.positions, conv.points.radii, conv.points.weights]
-    y, expected = conv(x), depthwise_conv2d(x, conv.kernel())
+    with use_backend(backend), mock.patch.object(SMPConv2d, 'kernel', autospec=True,
+                                                 side_effect=SMPConv2d.kernel) as kernel:
+        y = conv(x)
+    assert list(kernel.call_args.args[1]) == window  # the convolution got the window's taps only
+    expected = F.conv2d(x, conv.kernel()[:, None], padding=15, groups=4)
     torch.testing.assert_close(y, expected, rtol=1e-10, atol=1e-12)
     grad_y = torch.randn_like(y)
     for grad, want in zip(torch.autograd.grad(y, params, grad_y), torch.autograd.grad(expected, params, grad_y)):
