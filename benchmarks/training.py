@@ -8,13 +8,17 @@ forward pass of a new shape, and where a step spends its time.
     python benchmarks/training.py --compile                # both models through torch.compile (inductor)
     python benchmarks/training.py --system-malloc          # glibc's default malloc, as before train_imagenet.py set it
     python benchmarks/training.py --whole-kernels          # and smpconv_t convolving with its whole kernels
+    python benchmarks/training.py --without-large-kernels  # and smpconv_t with its large-kernel pairs left out
 
 A training step is forward, cross-entropy, backward and an AdamW step (median of --steps steps after 2
 untimed ones, which include the depthwise dispatcher's timing; the models' steps taken in turn, one of each per
 round, so that a machine whose speed drifts moves them alike). `eval` is a no_grad forward pass at the
 largest batch (median, after a first call, which is reported apart: it includes choosing the depthwise
 backends for the new shapes, from an empty cache). smpconv_t convolves with the box of taps its points reach
-(issue 21); `smpconv_t, whole kernels` (--whole-kernels) with its whole kernels, as before.
+(issue 21); `smpconv_t, whole kernels` (--whole-kernels) with its whole kernels, as before;
+`smpconv_t, no large-kernel pairs` (--without-large-kernels) with each pair (the SMP convolution and the small
+depthwise one beside it) an identity: what the rest of the network costs, a floor that no depthwise convolution,
+however fast, takes smpconv_t under.
 """
 import argparse
 import statistics
@@ -26,19 +30,28 @@ import timm
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from smpconv_models import SMPConv2d
+from smpconv_models import SMPConv2d, SMPLargeKernelConv
 from smpconv_models.ops import clear_choices
 from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment, medians_in_turn, parse_args, report, seconds, training_step
 
 MODELS = ('smpconv_t', 'convnext_tiny')
 ADAMW = partial(torch.optim.AdamW, lr=1e-4)
-WHOLE_KERNELS = 'smpconv_t, whole kernels'
 
 
 def whole_kernels():
     """smpconv_t's SMP layers convolving with every tap that meets the image, zero or not."""
     return mock.patch.object(SMPConv2d, '_nonzero_window', lambda layer, window: window)
+
+
+def without_large_kernel_pairs():
+    """smpconv_t's large-kernel pairs as identities: the cost of everything else in the network."""
+    return mock.patch.object(SMPLargeKernelConv, 'forward', lambda layer, x: x)
+
+
+# smpconv_t measured otherwise: (option, what the table says of it, context that makes it so)
+VARIANTS = (('whole_kernels', 'whole kernels', whole_kernels),
+            ('without_large_kernels', 'no large-kernel pairs', without_large_kernel_pairs))
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -66,10 +79,12 @@ def main() -> None:
     parser.add_argument('--profile', action='store_true', help="print torch.profiler's operator table of a step")
     parser.add_argument('--whole-kernels', action='store_true',
                         help='also smpconv_t convolving with its whole kernels (before issue 21)')
+    parser.add_argument('--without-large-kernels', action='store_true',
+                        help='also smpconv_t with its large-kernel pairs as identities (a floor for its step)')
     args = parse_args(parser)
     # (label, model, context) of each model measured
-    models = [(MODELS[0], MODELS[0], nullcontext)] + (
-        [(WHOLE_KERNELS, MODELS[0], whole_kernels)] if args.whole_kernels else []) + [
+    models = [(MODELS[0], MODELS[0], nullcontext)] + [
+        (f'{MODELS[0]}, {what}', MODELS[0], context) for option, what, context in VARIANTS if getattr(args, option)] + [
         (MODELS[1], MODELS[1], nullcontext)]
     device = torch.device(args.device)
     freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
@@ -111,7 +126,8 @@ def main() -> None:
             continue
         base = next(r for r in rows if r['model'] == MODELS[1] and
                     (r['measure'], r['batch'], r['layout']) == (row['measure'], row['batch'], row['layout']))
-        measure = row['measure'] + (' (whole kernels)' if row['model'] == WHOLE_KERNELS else '')
+        variant = row['model'].partition(', ')[2]
+        measure = row['measure'] + (f' ({variant})' if variant else '')
         print(f"| {measure} | {row['batch']} | {row['layout']} | {row['seconds']:.3f} | "
               f"{base['seconds']:.3f} | {row['seconds'] / base['seconds']:.2f}x |")
     machine = environment(device, args.autocast)
