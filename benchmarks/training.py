@@ -9,6 +9,7 @@ forward pass of a new shape, and where a step spends its time.
     python benchmarks/training.py --system-malloc          # glibc's default malloc, as before train_imagenet.py set it
     python benchmarks/training.py --whole-kernels          # and smpconv_t convolving with its whole kernels
     python benchmarks/training.py --without-large-kernels  # and smpconv_t with its large-kernel pairs left out
+    python benchmarks/training.py --checkpoint RUN/model.safetensors  # smpconv_t with trained weights
 
 A training step is forward, cross-entropy, backward and an AdamW step (median of --steps steps after 2
 untimed ones, which include the depthwise dispatcher's timing; the models' steps taken in turn, one of each per
@@ -18,19 +19,21 @@ backends for the new shapes, from an empty cache). smpconv_t convolves with the 
 (issue 21); `smpconv_t, whole kernels` (--whole-kernels) with its whole kernels, as before;
 `smpconv_t, no large-kernel pairs` (--without-large-kernels) with each pair (the SMP convolution and the small
 depthwise one beside it) an identity: what the rest of the network costs, a floor that no depthwise convolution,
-however fast, takes smpconv_t under.
+however fast, takes smpconv_t under. smpconv_t is created with seed 0, or with the weights of --checkpoint (a
+run's, or the authors'), whose kernels' boxes are those its points have learned.
 """
 import argparse
 import statistics
 from contextlib import nullcontext
 from functools import partial
+from typing import Optional
 from unittest import mock
 
 import timm
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from smpconv_models import SMPConv2d, SMPLargeKernelConv
+from smpconv_models import SMPConv2d, SMPLargeKernelConv, create_from_checkpoint
 from smpconv_models.ops import clear_choices
 from smpconv_models.training import keep_freed_memory_for_reuse
 from timing import environment, medians_in_turn, parse_args, report, seconds, training_step
@@ -58,9 +61,15 @@ def autocast_context(device: torch.device, dtype: str):
     return nullcontext() if dtype == 'float32' else torch.autocast(device.type, dtype=getattr(torch, dtype))
 
 
-def make(name: str, device: torch.device, layout: torch.memory_format, compile_model: bool) -> torch.nn.Module:
+def make(name: str, device: torch.device, layout: torch.memory_format, compile_model: bool,
+         checkpoint: Optional[str]) -> torch.nn.Module:
+    """The model as created (seed 0), smpconv_t with `checkpoint`'s weights where one is given."""
     torch.manual_seed(0)
-    model = timm.create_model(name).to(device=device, memory_format=layout)
+    if checkpoint is not None and name == MODELS[0]:
+        model = create_from_checkpoint(checkpoint, name)
+    else:
+        model = timm.create_model(name)
+    model = model.to(device=device, memory_format=layout)
     return torch.compile(model) if compile_model else model
 
 
@@ -77,6 +86,8 @@ def main() -> None:
     parser.add_argument('--system-malloc', action='store_true',
                         help="glibc's default allocator settings, not those train_imagenet.py sets on the CPU")
     parser.add_argument('--profile', action='store_true', help="print torch.profiler's operator table of a step")
+    parser.add_argument('--checkpoint', default=None,
+                        help="smpconv_t's weights (a run's model.safetensors, the authors' checkpoint)")
     parser.add_argument('--whole-kernels', action='store_true',
                         help='also smpconv_t convolving with its whole kernels (before issue 21)')
     parser.add_argument('--without-large-kernels', action='store_true',
@@ -89,6 +100,7 @@ def main() -> None:
     device = torch.device(args.device)
     freed_memory_kept = device.type == 'cpu' and not args.system_malloc and keep_freed_memory_for_reuse()
     autocast = autocast_context(device, args.autocast)
+    create = partial(make, device=device, compile_model=args.compile, checkpoint=args.checkpoint)
     rows = []
 
     def record(measure, batch, layout, name, seconds):
@@ -100,8 +112,8 @@ def main() -> None:
         for batch in args.batch_sizes:
             x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
             clear_choices()
-            steps = {name: (training_step(make(model_name, device, layout, args.compile).train(), x, ADAMW, context,
-                                          autocast), args.steps)
+            steps = {name: (training_step(create(model_name, layout=layout).train(), x, ADAMW, context, autocast),
+                            args.steps)
                      for name, model_name, context in models}
             for name, step_s in medians_in_turn(steps, device).items():
                 record('training step', batch, layout_name, name, step_s)
@@ -113,7 +125,7 @@ def main() -> None:
         x = torch.randn(batch, 3, args.img_size, args.img_size, device=device).contiguous(memory_format=layout)
         for name, model_name, context in models:
             clear_choices()
-            model = make(model_name, device, layout, args.compile).eval()
+            model = create(model_name, layout=layout).eval()
             with torch.no_grad(), autocast, context():
                 first = seconds(lambda: model(x), device)
                 later = statistics.median(seconds(lambda: model(x), device) for _ in range(args.steps))
@@ -133,6 +145,7 @@ def main() -> None:
     machine = environment(device, args.autocast)
     if device.type == 'cpu':
         machine['malloc'] = 'freed memory kept for reuse' if freed_memory_kept else 'default'
+    machine['smpconv_t weights'] = args.checkpoint or 'as created (seed 0)'
     report(dict(environment=machine, rows=rows), args.output)
 
 
