@@ -35,3 +35,8 @@ python benchmarks/resize.py --device cuda --batch-size 64 --min-seconds 0.2 --ou
 # convolution, on the GPU.
 python benchmarks/ckconv.py --device cuda --steps 10 --authors-steps 3 --output "$out/ckconv_cuda.json" 2>&1 \
     | tee "$out/ckconv_cuda.md"
+
+# Training step (issues 13 and 21): smpconv_t against convnext_tiny, bf16 autocast, channels_last, and smpconv_t
+# without its large-kernel pairs (the floor no depthwise convolution takes its step under).
+python benchmarks/training.py --device cuda --autocast bfloat16 --batch-sizes 32 128 --layouts channels_last \
+    --steps 5 --without-large-kernels --output "$out/training_cuda.json" 2>&1 | tee "$out/training_cuda.md"
