@@ -20,7 +20,9 @@ backends for the new shapes, from an empty cache). smpconv_t convolves with the 
 `smpconv_t, no large-kernel pairs` (--without-large-kernels) with each pair (the SMP convolution and the small
 depthwise one beside it) an identity: what the rest of the network costs, a floor that no depthwise convolution,
 however fast, takes smpconv_t under. smpconv_t is created with seed 0, or with the weights of --checkpoint (a
-run's, or the authors'), whose kernels' boxes are those its points have learned.
+run's, or the authors'), whose kernels' boxes are those its points have learned, with the model arguments and
+classes the checkpoint records (layers whose sampling grid a checkpoint sets, where the authors' EMA weights
+averaged it away from the exact grid, convolve with their whole kernels: `SMPKernel.nonzero_box`).
 """
 import argparse
 import statistics
@@ -70,7 +72,10 @@ def make(name: str, device: torch.device, layout: torch.memory_format, compile_m
     else:
         model = timm.create_model(name)
     model = model.to(device=device, memory_format=layout)
-    return torch.compile(model) if compile_model else model
+    if not compile_model:
+        return model
+    torch.compiler.reset()  # each model and variant compiled afresh, none counting toward another's recompile limit
+    return torch.compile(model)
 
 
 def main() -> None:
