@@ -181,6 +181,36 @@ def test_channels_last_and_bfloat16_autocast(inputs):
     assert torch.nn.functional.cosine_similarity(low.float(), expected).min() > 0.99
 
 
+@pytest.mark.filterwarnings('ignore::torch.jit.TracerWarning')  # shape checks, constant at a traced size
+@pytest.mark.parametrize('name, shape', [('smpconv_nano', (2, 3, 96, 128)), ('smpconv_nano_cc', (2, 3, 96, 128)),
+                                         ('smpconv_tcn_smnist', (2, 1, 784)), ('smpconv_resnet_cifar10', (2, 3, 32, 32))])
+def test_jit_trace_records_pytorch_operations_that_follow_the_points(name, shape, tmp_path):
+    """torch.jit.trace, which docs/resizing.md suggests for saving a model, records every family (ImageNet, with
+    continuous resizing, sequence, CIFAR-10) with PyTorch's own operations (it cannot record the package's: their
+    size lists are not traced), so that the saved file loads and runs without the package; and with the kernels
+    sampled from the points inside the graph, not a box read from the points' values while tracing: after the
+    points spread, the traced model (which shares the model's parameters) computes what the model now does."""
+    torch.manual_seed(0)
+    model = random_batchnorm_statistics(timm.create_model(name, num_classes=10))  # logits that show the kernels
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x)
+        assert 'smpconv::' not in str(traced.inlined_graph)
+        torch.jit.save(traced, tmp_path / 'model.pt')
+        before = model(x)
+        for m in model.modules():
+            if isinstance(m, SMPKernel):
+                m.positions.mul_(3.)
+                m.radii.mul_(3.)
+        after = model(x)
+        # float32 logits (up to about 15 once the points have spread): the recorded whole kernels through PyTorch's
+        # convolutions and the model's boxes on the package's backends (the FFT, say) differ by the rounding of sums
+        # of up to 50,000 terms, a few float32 epsilons relative
+        torch.testing.assert_close(torch.jit.load(tmp_path / 'model.pt')(x), before, rtol=5e-5, atol=1e-5)
+        torch.testing.assert_close(traced(x), after, rtol=5e-5, atol=1e-5)
+    assert (after - before).abs().max() > 1e-3
+
+
 @pytest.mark.parametrize('fuse', [False, True])
 def test_onnx_export_runs_in_onnxruntime(fuse, inputs, tmp_path):
     model = timm.create_model('smpconv_nano', num_classes=10).eval()

@@ -383,8 +383,8 @@ def test_an_operator_called_while_another_is_timed_takes_its_first_backend_untim
 
 
 def test_graph_recorders_get_pytorch_convolutions():
-    """TorchScript and FX record PyTorch's own convolutions in place of the operators, so that what they save
-    runs without this package."""
+    """TorchScript, jit.trace and FX record PyTorch's own convolutions in place of the operators, so that what they
+    save runs without this package."""
     class Convolutions(torch.nn.Module):
         def forward(self, image: torch.Tensor, filters: torch.Tensor, kernel: torch.Tensor, sequence: torch.Tensor,
                     taps: torch.Tensor) -> List[torch.Tensor]:
@@ -394,8 +394,10 @@ def test_graph_recorders_get_pytorch_convolutions():
             torch.randn(2, 3, 12, dtype=torch.float64), torch.randn(4, 3, 7, dtype=torch.float64))
     expected = Convolutions()(*args)
     scripted = torch.jit.script(Convolutions())
+    jit_traced = torch.jit.trace(Convolutions(), args)
     traced = torch.fx.symbolic_trace(Convolutions())
-    assert 'smpconv::' not in str(scripted.inlined_graph) and 'smpconv' not in traced.code
-    for recorded in (scripted, traced):
+    assert 'smpconv::' not in str(scripted.inlined_graph) + str(jit_traced.inlined_graph)
+    assert 'smpconv' not in traced.code
+    for recorded in (scripted, jit_traced, traced):
         for got, want in zip(recorded(*args), expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

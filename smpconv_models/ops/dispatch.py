@@ -59,11 +59,11 @@ __all__ = ['Backend', 'Operator', 'use_backend', 'choices', 'restore_choices', '
 
 @torch.jit.unused  # TorchScript takes `torch.jit.is_scripting() or recording_graph()` as true, uncompiled
 def recording_graph() -> bool:
-    """Whether FX, torch.export or the ONNX exporter is recording the model: the operators' functions then give it
-    PyTorch's own convolution, as they do TorchScript, so that what they save runs anywhere, without this
-    package."""
-    return (torch.fx._symbolic_trace.is_fx_symbolic_tracing() or torch.compiler.is_exporting()
-            or torch.onnx.is_in_onnx_export())
+    """Whether jit.trace, FX, torch.export or the ONNX exporter is recording the model: the operators' functions
+    then give it PyTorch's own convolution, as they do TorchScript, so that what they save runs anywhere, without
+    this package (jit.trace cannot record the package's operators: their lists of sizes are not traced)."""
+    return (torch.jit.is_tracing() or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
+            or torch.compiler.is_exporting() or torch.onnx.is_in_onnx_export())
 
 
 @torch.jit.unused  # as recording_graph
@@ -84,10 +84,9 @@ def torch_ops_only() -> bool:
 
 
 def capturing_graph() -> bool:
-    """Whether jit.trace, torch.compile or FX is recording, or a transform is at work (`transforming`): what runs
-    must not depend on the values it sees (the points' positions, a backend's choice of the moment)."""
-    return (torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.fx._symbolic_trace.is_fx_symbolic_tracing() or transforming())
+    """Whether a graph is recorded (`recording_graph`) or compiled, or a transform is at work (`transforming`):
+    what runs must not depend on the values it sees (the points' positions, a backend's choice of the moment)."""
+    return recording_graph() or torch.compiler.is_compiling() or transforming()
 
 
 def compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
