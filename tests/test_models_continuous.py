@@ -8,6 +8,7 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 from timm.models import reparameterize_model
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import smpconv_models  # noqa: F401  registers the models
 from smpconv_models.layers.continuous_blocks import ContinuousConvNormAct
@@ -117,6 +118,23 @@ def test_an_image_too_small_is_a_one_line_error_naming_its_size():
     assert '\n' not in str(error.value)
     assert map_sizes(model, 31, 31)[-1] == (1, 1)
     assert map_sizes(create(img_size=64, dynamic_img_size=True), 20, 24) == TRAINED_MAPS
+
+
+@torch.no_grad()
+def test_compiled_a_graph_per_image_size_and_the_same_error_for_one_too_small():
+    """torch.compile takes an image size that changed between calls as a symbol, which the image-size check's floors
+    could not take (the second size failed to compile): a graph per size instead, as the continuous layers'
+    geometry makes anyway, each computing what the model does; a too-small image is still the one-line error."""
+    model = create(img_size=64)
+    counter = CompileCounterWithBackend('aot_eager')
+    compiled = torch.compile(model, backend=counter)
+    sizes = [(64, 64), (80, 96), (72, 64)]
+    for height, width in sizes:
+        x = torch.randn(2, 3, height, width)
+        torch.testing.assert_close(compiled(x), model(x), rtol=0, atol=1e-6)  # float32 logits of order 0.1-1
+    assert counter.frame_count == len(sizes)
+    with pytest.raises(ValueError, match=r'^a 20 x 24 image is smaller than this network accepts'):
+        compiled(torch.randn(1, 3, 20, 24))
 
 
 @pytest.mark.parametrize('kwargs, message', [

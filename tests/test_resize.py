@@ -11,6 +11,7 @@ from typing import Sequence, Tuple
 import pytest
 import torch
 import torch.nn.functional as F
+from torch._dynamo.testing import CompileCounterWithBackend
 
 import smpconv_models
 from smpconv_models.smp import RADIUS_MAX, RADIUS_MIN, smp_kernel
@@ -463,13 +464,26 @@ def test_bad_points_are_one_line_errors():
 
 
 @torch.no_grad()
-def test_compiles_in_one_graph():
-    """A layer that resizes by a fixed scale compiles without graph breaks (a scale that changes between calls of
-    one compiled function becomes symbolic, which the geometry does not take yet)."""
-    layer = _layer(4, 5, 6, dtype=torch.float32)
-    x = torch.randn(2, 4, 12, 13)
-    compiled = torch.compile(lambda t: layer(t, scale=0.73), fullgraph=True)
-    torch.testing.assert_close(compiled(x), layer(x, scale=0.73))
+@pytest.mark.parametrize('form', ['depthwise 2D', 'depthwise 1D', 'full 2D (CKConv.resize)'])
+def test_compiles_in_one_graph_per_input_size(form):
+    """A layer that resizes by a fixed scale compiles without graph breaks, a graph per input size, as
+    docs/resizing.md says: the geometry, plain Python over the sizes, specialises the graph on them even where
+    torch.compile would take a size that changed between calls as a symbol. A scale that changes between calls of
+    one compiled function becomes symbolic, which the geometry does not take yet."""
+    if form == 'depthwise 2D':
+        layer, shapes = _layer(4, 5, 6, dtype=torch.float32), [(2, 4, 12, 13), (2, 4, 16, 15), (2, 4, 9, 20)]
+    elif form == 'depthwise 1D':
+        layer, shapes = smpconv_models.SMPContinuousConv1d(3, 9, 6), [(2, 3, 40), (2, 3, 57), (2, 3, 33)]
+    else:
+        layer = smpconv_models.CKConv(3, 4, 5, 6, ndim=2, radius=0.5, position_std=0.4, bias=True).resize
+        shapes = [(2, 3, 12, 13), (2, 3, 16, 15), (2, 3, 9, 20)]
+    torch._dynamo.reset()  # the other forms' graphs of this lambda would count toward its recompile limit
+    counter = CompileCounterWithBackend('aot_eager')
+    compiled = torch.compile(lambda t: layer(t, scale=0.73), backend=counter, fullgraph=True)
+    for shape in shapes:
+        x = torch.randn(shape)
+        torch.testing.assert_close(compiled(x), layer(x, scale=0.73))
+    assert counter.frame_count == len(shapes)  # one graph per size, none with symbolic sizes
 
 
 def _direct_1d(layer, x: torch.Tensor, scale: float) -> torch.Tensor:

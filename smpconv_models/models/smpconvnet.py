@@ -178,6 +178,13 @@ class SMPConvStem(nn.Sequential):
         return math.floor(_stem_input(size) * scale)
 
 
+@torch.compiler.disable  # raised as it is where torch.compile traces the check
+def _raise_too_small(height: int, width: int, img_size: Tuple[int, int], smallest: List[int]) -> None:
+    raise ValueError(f'a {height} x {width} image is smaller than this network accepts, set up for {img_size[0]} x '
+                     f'{img_size[1]} images: at least {smallest[0]} x {smallest[1]} (or use set_input_size or '
+                     f'dynamic_img_size=True)')
+
+
 class SMPConvNet(SMPConvModel):
     """SMPConv ImageNet network: a RepLKNet whose large depthwise kernels come from self-moving points.
 
@@ -316,8 +323,13 @@ class SMPConvNet(SMPConvModel):
         self._traits = dict(getattr(self, '_traits', {}), img_size=self.stem.img_size)
 
     @torch.jit.unused
-    def _check_image_size(self, height: int, width: int) -> None:
+    def _check_image_size(self, x: torch.Tensor) -> None:
         """A one-line error for images whose maps the set resize factors would empty before the last stage."""
+        if torch.compiler.is_compiling():
+            # a graph per image size, as the resize layers' geometry makes anyway: torch.compile takes a size that
+            # changed between calls as a symbol, which the floors below cannot take
+            torch._dynamo.mark_static(x)
+        height, width = x.shape[-2], x.shape[-1]
 
         def last_map(n: int, axis: int) -> int:
             n = self.stem.map_size(n, axis)
@@ -328,14 +340,11 @@ class SMPConvNet(SMPConvModel):
         if min(last_map(n, axis) for axis, n in enumerate((height, width))) >= 1:
             return
         smallest = [next(n for n in range(1, 1 << 30) if last_map(n, axis) >= 1) for axis in range(2)]
-        size = self.stem.img_size
-        raise ValueError(f'a {height} x {width} image is smaller than this network accepts, set up for {size[0]} x '
-                         f'{size[1]} images: at least {smallest[0]} x {smallest[1]} (or use set_input_size or '
-                         f'dynamic_img_size=True)')
+        _raise_too_small(height, width, self.stem.img_size, smallest)
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         if self.stem.fixed_factor and not (torch.jit.is_scripting() or recording_graph()):
-            self._check_image_size(x.shape[-2], x.shape[-1])
+            self._check_image_size(x)
         return self.stem(_cpu_layout(x))
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
