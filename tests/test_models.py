@@ -101,6 +101,23 @@ def test_bad_arguments_are_named(kwargs, message):
         timm.create_model('smpconv_nano', device='meta', **kwargs)
 
 
+@pytest.mark.parametrize('name, bad, expected', [
+    ('smpconv_nano', (2, 4, 64, 64), r'SMPConvNet takes inputs \[B, 3, H, W\], got one of shape \(2, 4, 64, 64\)$'),
+    ('smpconv_nano_cc', (3, 64, 64), r'SMPConvNet takes inputs \[B, 3, H, W\], got one of shape \(3, 64, 64\)$'),
+    ('smpconv_resnet_cifar10', (2, 1, 32, 32), r'SMPConvResNet takes inputs \[B, 3, H, W\], got one of shape'),
+    ('smpconv_tcn_smnist', (2, 3, 784), r'SMPConvTCN takes inputs \[B, 1, N\], got one of shape \(2, 3, 784\)$'),
+    ('smpconv_tcn_speech_mfcc', (2, 1, 20, 161), r'SMPConvTCN takes inputs \[B, 20, N\], got one of shape'),
+])
+def test_an_input_of_the_wrong_channels_or_rank_is_a_one_line_error(name, bad, expected):
+    """Named as the network takes its input, not by whichever layer first fails on it (the sequence and CIFAR-10
+    models' first convolution named its box-cropped kernel: weight [30, 1, 273])."""
+    model = timm.create_model(name, num_classes=10).eval()
+    for call in (model, model.forward_features, model.forward_intermediates):
+        with pytest.raises(ValueError, match=expected) as error:
+            call(torch.randn(bad))
+        assert '\n' not in str(error.value)
+
+
 def test_an_empty_batch_gives_empty_logits():
     model = timm.create_model('smpconv_nano', num_classes=10).eval()
     with torch.no_grad():

@@ -7,6 +7,7 @@ import torch.nn as nn
 from timm.layers import get_device_dtype
 from timm.models._features import feature_take_indices
 
+from ..ops import torch_ops_only
 from ..smp import SMPKernel, project_radii
 
 __all__ = ['SMPConvModel', 'PAPER_RESULTS', 'paper_cfg']
@@ -54,6 +55,7 @@ class SMPConvModel(nn.Module):
     `stages_name` names), an optional final `norm` and a classifier `head` with a `reset()` and an `fc`."""
 
     stages_name = 'stages'
+    input_axes = 'H, W'  # the axes of an input after its batch and channels, as an error names them
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -149,7 +151,16 @@ class SMPConvModel(nn.Module):
         return x, intermediates
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.jit.is_scripting() or torch_ops_only()):
+            self._check_input(x)
         return self.stem(x)
+
+    @torch.jit.unused
+    def _check_input(self, x: torch.Tensor) -> None:
+        """A one-line error for an input of another rank or number of channels than the network takes."""
+        if x.dim() != 2 + len(self.input_axes.split(', ')) or x.shape[1] != self.in_chans:
+            raise ValueError(f'{type(self).__name__} takes inputs [B, {self.in_chans}, {self.input_axes}], got one of '
+                             f'shape {tuple(x.shape)}')
 
     def _final_norm(self, x: torch.Tensor) -> torch.Tensor:
         """The norm after the last stage, where the network has one."""

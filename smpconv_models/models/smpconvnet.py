@@ -28,7 +28,7 @@ from ..hub import HUB_ORG, pretrained_weights_error
 from ..layers.continuous_blocks import ContinuousConvNormAct
 from ..layers.imagenet import ConvFFNBlock, FusableConvNormAct, LargeKernelBlock
 from ..official import to_package_layout
-from ..ops import recording_graph
+from ..ops import recording_graph, torch_ops_only
 from ..ops.dispatch import transforming
 from ..ops.resize import Scale
 from ..smp import SMPKernel, points_for_kernel
@@ -343,6 +343,8 @@ class SMPConvNet(SMPConvModel):
         _raise_too_small(height, width, self.stem.img_size, smallest)
 
     def _forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        if not (torch.jit.is_scripting() or torch_ops_only()):
+            self._check_input(x)
         if self.stem.fixed_factor and not (torch.jit.is_scripting() or recording_graph()):
             self._check_image_size(x)
         return self.stem(_cpu_layout(x))

@@ -74,6 +74,8 @@ class SequenceHead(nn.Module):
 class SMPConvTCN(CKConvNet):
     """The authors' TCN for sequence classification, with SMP kernels as long as the sequence."""
 
+    input_axes = 'N'
+
     def __init__(
             self,
             in_chans: int = 1,
