@@ -126,6 +126,7 @@ def test_compiled_a_graph_per_image_size_and_the_same_error_for_one_too_small():
     could not take (the second size failed to compile): a graph per size instead, as the continuous layers'
     geometry makes anyway, each computing what the model does; a too-small image is still the one-line error."""
     model = create(img_size=64)
+    torch._dynamo.reset()  # other tests' graphs of SMPConvNet.forward would count toward its recompile limit
     counter = CompileCounterWithBackend('aot_eager')
     compiled = torch.compile(model, backend=counter)
     sizes = [(64, 64), (80, 96), (72, 64)]
