@@ -74,7 +74,7 @@ def whole_kernels(convolve=None):
     if convolve is None:
         with mock.patch.object(CKConv, '_convolve_nonzero_taps', CKConv.convolve_whole_kernel), \
                 mock.patch.object(long_convolution, '_convolve', long_convolution._forward), \
-                mock.patch.object(SMPKernel, '_sample_per_point', lambda *args: None):
+                mock.patch.object(SMPKernel, '_sampled_point_by_point', lambda self: False):
             yield
     else:
         with mock.patch.object(CKConv, '_convolve_nonzero_taps',

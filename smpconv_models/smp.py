@@ -20,6 +20,7 @@ import torch.fx
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .ops import sampling_cpu
 from .ops.dispatch import capturing_graph
 
 __all__ = ['RADIUS_MIN', 'RADIUS_MAX', 'round_to_odd', 'scaled_kernel_size', 'points_for_kernel', 'kernel_grid', 'smp_kernel', 'central_box', 'point_interpolation', 'SMPKernel', 'project_radii']
@@ -159,6 +160,40 @@ def _in_box(coords: torch.Tensor, box: List[List[int]]) -> torch.Tensor:
         if coords.shape[axis - ndim] > 1:
             coords = coords.narrow(axis - ndim, box[axis][0], box[axis][1] - box[axis][0])
     return coords
+
+
+class _SampledPointByPoint(torch.autograd.Function):
+    """`smp_kernel` of points per filter [F, P, d] on the exact grid, each point evaluated at the nodes it reaches by
+    the C++ sampler (ops/sampling_cpu.py), forward and backward. Second derivatives (create_graph) differentiate
+    `smp_kernel` itself."""
+
+    @staticmethod
+    def forward(ctx, positions: torch.Tensor, radii: torch.Tensor, weights: torch.Tensor, kernel_size: List[int],
+                box: Optional[List[List[int]]], normalize: bool) -> torch.Tensor:
+        coords = kernel_grid(kernel_size, device=positions.device, dtype=positions.dtype)
+        if box is not None:
+            coords = [_in_box(c, box) for c in coords]
+        nodes_x = coords[0].reshape(-1)
+        nodes_y = coords[1].reshape(-1) if len(coords) == 2 else nodes_x.new_zeros(1)
+        ctx.save_for_backward(positions, radii, weights, nodes_x, nodes_y)
+        ctx.kernel_size, ctx.box, ctx.normalize = kernel_size, box, normalize
+        per_input = weights if weights.dim() == 3 else weights[:, None]  # [F, I, P]
+        kernel = sampling_cpu.sample(positions, radii, per_input, nodes_x, nodes_y, normalize)
+        return kernel.view(*weights.shape[:-1], *[c.numel() for c in reversed(coords)])
+
+    @staticmethod
+    def backward(ctx, grad_kernel: torch.Tensor):
+        positions, radii, weights, nodes_x, nodes_y = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph: gradients that can be differentiated again
+            inputs = [t for t, needed in zip((positions, radii, weights), ctx.needs_input_grad) if needed]
+            kernel = smp_kernel(positions, radii, weights, ctx.kernel_size, ctx.normalize, box=ctx.box)
+            grads = iter(torch.autograd.grad(kernel, inputs, grad_kernel, create_graph=True))
+            return tuple(next(grads) if needed else None for needed in ctx.needs_input_grad[:3]) + (None,) * 3
+        per_input = weights if weights.dim() == 3 else weights[:, None]
+        grad_positions, grad_radii, grad_weights = sampling_cpu.grad(
+            grad_kernel.reshape(*per_input.shape[:2], nodes_y.numel(), nodes_x.numel()), positions, radii,
+            per_input, nodes_x, nodes_y, ctx.normalize)
+        return grad_positions, grad_radii, grad_weights.view_as(weights), None, None, None
 
 
 # FX records kernel generation as one call: its shape logic runs on concrete parameters.
@@ -325,48 +360,18 @@ class SMPKernel(nn.Module):
                 ) -> torch.Tensor:
         # The clamp keeps a loop that never projects from sampling with a non-positive radius.
         radii = self.radii.clamp(self.radius_min, self.radius_max)
-        if not torch.jit.is_scripting() and grid is None and len(size) == 1:
-            kernel = self._sample_per_point(size[0], radii, box)
-            if kernel is not None:
-                return kernel
+        if not torch.jit.is_scripting() and grid is None and self._sampled_point_by_point():
+            return _SampledPointByPoint.apply(self.positions, radii, self.weights, size, box, self.normalize)
         return smp_kernel(self.positions, radii, self.weights, size, normalize=self.normalize, grid=grid, box=box)
 
     @torch.jit.unused
-    def _sample_per_point(self, size: int, radii: torch.Tensor, box: Optional[List[List[int]]]
-                          ) -> Optional[torch.Tensor]:
-        """A 1D kernel of points per filter sampled point by point, at the few nodes each one reaches (the
-        sequence models' points reach 1-5 taps of 784 or 16,000), on a CPU: `smp_kernel`'s values, summed in
-        another order. None where its whole-grid products cost less; where a graph is recorded or a transform is at
-        work, which must not depend on the points' values (`capturing_graph`); on half-precision grids, whose nodes
-        rounding bunches together; and on GPUs, where the whole grid's work is cheap and its product is
-        reproducible (scatter-adds are atomic)."""
-        if capturing_graph() or self.positions.dim() != 3 or self.positions.device.type != 'cpu' or \
-                self.positions.dtype not in (torch.float32, torch.float64) or size < 2:
-            return None
-        start, stop = (0, size) if box is None else box[0]
-        nodes = kernel_grid([size], device=self.positions.device, dtype=self.positions.dtype)[0]
-        positions = self.positions[..., 0]  # [F, P]
-        with torch.no_grad():  # each point's nodes: the run its interval covers on the grid, with a node to spare
-            low, high = _interval_on_grid(nodes, positions, radii)
-            first = low.floor().long() - 1
-            width = int((high.ceil().long() + 1 - first).max()) + 1
-            if width * _PER_POINT_RATIO > stop - start:
-                return None
-            index = first[..., None] + torch.arange(width, device=first.device)  # [F, P, W]
-            inside = (index >= start) & (index < stop)
-            index = index.clamp(start, stop - 1)
-        # the sampler's expression at each of the point's nodes; zero at the nodes outside the box
-        interp = F.relu(1. - (positions[..., None] - nodes[index]).abs() / radii[..., None]) * inside
-        local = (index - start).flatten(1)  # [F, P * W]
-        if self.normalize:  # the points covering each node, counted per filter
-            coverage = torch.zeros(index.shape[0], stop - start, dtype=interp.dtype, device=interp.device)
-            coverage.scatter_add_(1, local, (interp > 0).flatten(1).to(interp.dtype))
-            interp = interp * (1. / (coverage.gather(1, local).view_as(interp) + 1e-6))
-        weights = self.weights if self.weights.dim() == 3 else self.weights.unsqueeze(1)  # [F, I, P]
-        contributions = (weights[..., None] * interp[:, None]).flatten(2)  # [F, I, P * W]
-        kernel = contributions.new_zeros(*weights.shape[:2], stop - start)
-        kernel = kernel.scatter_add(2, local[:, None].expand_as(contributions), contributions)
-        return kernel if self.weights.dim() == 3 else kernel[:, 0]
+    def _sampled_point_by_point(self) -> bool:
+        """Whether the kernel is sampled point by point, at the nodes each point reaches (the sequence models' points
+        reach 1-5 taps of 784 or 16,000, the CIFAR-10 model's a few of 33 x 33): points per filter on a CPU, where
+        no graph is recorded and no transform is at work, which must not depend on the points' values
+        (`capturing_graph`). On GPUs the whole grid's operations are cheap; the shared points of the ImageNet
+        models reach most of their kernels, where one matrix product samples every filter."""
+        return not capturing_graph() and sampling_cpu.available(self.positions)
 
     @torch.jit.unused
     def _serves_from_cache(self) -> bool:
@@ -423,10 +428,6 @@ class SMPKernel(nn.Module):
         return (f'num_filters={self.weights.shape[0]}, num_points={self.num_points}, '
                 f'kernel_size={self.kernel_size}, normalize={self.normalize}')
 
-
-# a 1D kernel is sampled point by point where each point's run of nodes is at most this fraction of the box's: the
-# whole grid's elementwise work is then several times the point by point products and scatter
-_PER_POINT_RATIO = 8
 
 # below this many point-node pairs, testing every node takes less than the ends' candidates (measured on 2 CPU
 # cores: smpconv_t's 240 points x 31 nodes, 0.3 ms a layer against 0.5 ms)

@@ -1,5 +1,7 @@
 """Issue 21: SMP layers convolve with the box of taps their points reach, with the same results and gradients as
 PyTorch's convolution with the whole kernel (float64: to rounding), on every backend of the long convolution."""
+import copy
+from functools import partial
 from unittest import mock
 
 import pytest
@@ -8,7 +10,7 @@ import torch.nn.functional as F
 
 from smpconv_models import CKConv, SMPConv2d, smp
 from smpconv_models.layers import ckconv
-from smpconv_models.ops import conv_taps, ffts, use_backend
+from smpconv_models.ops import conv_taps, ffts, sampling_cpu, use_backend
 from smpconv_models.ops.conv import CONV_BACKENDS
 from smpconv_models.ops.depthwise import BACKENDS as DEPTHWISE_BACKENDS
 from smpconv_models.ops.dispatch import fft_sizes
@@ -121,37 +123,76 @@ def test_the_reached_span_is_that_of_every_node_tested(monkeypatch, dtype, taps)
             assert _reached_span(nodes, positions, radii) == reached[:1] + reached[-1:], name
 
 
-@pytest.mark.parametrize('normalize', [True, False])
-@pytest.mark.parametrize('in_per_filter', [None, 3])
-@pytest.mark.parametrize('taps, radius', [(784, 0.002), (16000, 0.0002), (1001, 0.003), (101, 0.2)])
-def test_a_1d_kernel_sampled_point_by_point_is_the_whole_grids(normalize, in_per_filter, taps, radius):
-    """Points per filter on a 1D grid are sampled at the nodes each one reaches, where that is a small part of the
-    grid: the values and gradients of the whole grid's products (float64: to the rounding of sums in another
-    order), in any box, points off the grid or the box included."""
-    generator = torch.Generator().manual_seed(taps)
-    points = SMPKernel(4, 6, taps, ndim=1, in_per_filter=in_per_filter, shared_positions=False, normalize=normalize,
-                       init_radius=radius, radius_range=(1e-4, 1.), dtype=torch.float64)
+def _points_per_filter(size, in_per_filter, normalize, radius, seed) -> SMPKernel:
+    """float64 points per filter spread over and beyond the grid, two of them reaching across the edges of the boxes
+    of `_boxes`."""
+    generator = torch.Generator().manual_seed(seed)
+    points = SMPKernel(4, 6, size, ndim=len(size), in_per_filter=in_per_filter, shared_positions=False,
+                       normalize=normalize, init_radius=radius, radius_range=(1e-4, 1.), dtype=torch.float64)
     with torch.no_grad():
-        points.positions.copy_(torch.rand(4, 6, 1, generator=generator, dtype=torch.float64) * 2.2 - 1.1)
+        points.positions.copy_(torch.rand(points.positions.shape, generator=generator, dtype=torch.float64) * 2.2
+                               - 1.1)
         points.radii.mul_(torch.rand(4, 6, generator=generator, dtype=torch.float64) + 0.5)
         points.weights.normal_(generator=generator)
-        for point, node in enumerate((taps // 3, taps // 2)):  # runs across the edges of the boxes below
-            points.positions[:, point] = -1 + 2 * node / (taps - 1)
-            points.radii[:, point] = 3 * 2 / (taps - 1)
+        for point, fraction in enumerate((1 / 3, 1 / 2)):
+            for axis, k in enumerate(reversed(size)):  # coordinate 0 runs along the last axis; y points up
+                node = int(k * fraction)
+                points.positions[:, point, axis] = (-1 + 2 * node / max(k - 1, 1)) * (1 if axis == 0 else -1)
+            points.radii[:, point] = 3 * 2 / max(max(size) - 1, 1)
+        points.positions[0, 2] = 0.  # on a node (odd sizes): abs's gradient there is zero
+    return points
+
+
+def _boxes(size):
+    return (None, [[k // 3, k] for k in size], [[0, max(1, k // 2)] for k in size])
+
+
+@pytest.mark.parametrize('normalize', [True, False])
+@pytest.mark.parametrize('in_per_filter', [None, 3])
+@pytest.mark.parametrize('size, radius', [([784], 0.002), ([16000], 0.0002), ([1001], 0.003), ([101], 0.2),
+                                          ([1], 0.5), ([33, 33], 0.12), ([9, 4], 0.3), ([33, 1], 0.05)])
+def test_points_per_filter_sampled_point_by_point_are_the_whole_grids(normalize, in_per_filter, size, radius):
+    """Points per filter on a CPU are sampled at the nodes each one reaches (the C++ sampler): the values and
+    gradients of the whole grid's products (float64: to the rounding of sums in another order), in any box, points
+    off the grid or the box included, by either of the sampler's products."""
+    points = _points_per_filter(size, in_per_filter, normalize, radius, seed=sum(size))
     params = list(points.parameters())
-    for box in (None, [[taps // 3, taps]], [[0, max(1, taps // 2)]]):
+    generator = torch.Generator().manual_seed(1)
+    for box in _boxes(size):
         radii = points.radii.clamp(points.radius_min, points.radius_max)
-        expected = smp_kernel(points.positions, radii, points.weights, [taps], normalize=normalize, box=box)
-        kernel = points(None, box)
-        per_point = points._sample_per_point(taps, radii, box)
-        assert (per_point is not None) == (radius < 0.1)  # wide points: the whole grid's products cost less
-        torch.testing.assert_close(kernel, expected, rtol=0, atol=1e-13)  # float64 sums of a few O(1) terms
-        grad = torch.randn(kernel.shape, generator=generator, dtype=torch.float64)
-        for got, want in zip(torch.autograd.grad(kernel, params, grad), torch.autograd.grad(expected, params, grad)):
-            # float64 gradients summed over taps of values O(1) in another order
-            torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
-    half = points.to(torch.bfloat16)  # its grid's nodes bunch together: sampled over the whole grid
-    assert half._sample_per_point(taps, half.radii, None) is None
+        expected = smp_kernel(points.positions, radii, points.weights, size, normalize=normalize, box=box)
+        grad = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+        expected_grads = torch.autograd.grad(expected, params, grad)
+        for dense in (None, False, True):
+            with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
+                    mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
+                assert points._sampled_point_by_point()
+                kernel = points(None, box)
+                grads = torch.autograd.grad(kernel, params, grad)
+            torch.testing.assert_close(kernel, expected, rtol=0, atol=1e-13)  # float64 sums of a few O(1) terms
+            for got, want in zip(grads, expected_grads):
+                # float64 gradients summed over taps of values O(1) in another order
+                torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
+
+
+def test_points_per_filter_are_sampled_by_pytorch_where_they_must_be():
+    """Half precisions (whose rounding bunches a grid's nodes unevenly), graphs being recorded or compiled, and
+    transforms sample with PyTorch's operations; second derivatives are PyTorch's too."""
+    points = _points_per_filter([33, 33], 3, True, 0.12, seed=0)
+    assert points._sampled_point_by_point()
+    assert not copy.deepcopy(points).to(torch.bfloat16)._sampled_point_by_point()
+    with mock.patch.object(smp, 'capturing_graph', lambda: True):
+        assert not points._sampled_point_by_point()
+    # points off the nodes and the coverage fixed (no kink within finite differences' reach)
+    positions = (torch.rand(3, 4, 2, dtype=torch.float64) * 1.6 - 0.8).requires_grad_()
+    radii = (torch.rand(3, 4, dtype=torch.float64) * 0.2 + 0.3).requires_grad_()
+    weights = torch.randn(3, 2, 4, dtype=torch.float64, requires_grad=True)
+
+    def kernel(positions, radii, weights):
+        return smp._SampledPointByPoint.apply(positions, radii, weights, [9, 9], [[1, 8], [2, 9]], False)
+
+    # e.g. gradient penalties
+    assert torch.autograd.gradgradcheck(kernel, (positions, radii, weights), fast_mode=True)
 
 
 def _conv_with_box(ndim: int, taps: int, kind: str) -> CKConv:
