@@ -175,6 +175,23 @@ def test_points_per_filter_sampled_point_by_point_are_the_whole_grids(normalize,
                 torch.testing.assert_close(got, want, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize('dense', [False, True])
+def test_points_per_filter_are_sampled_in_their_dtype_under_autocast(dense):
+    """In an autocast region, either of the sampler's products gives float32 points a float32 kernel, the one it
+    gives outside, and its backward pass runs (the convolution casts the kernel as it casts any weight)."""
+    points = _points_per_filter([33, 33], 3, True, 0.12, seed=0).float()
+    with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
+            mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
+        kernel = points()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            autocast_kernel = points()
+        grad = torch.randn_like(kernel)
+        grads = torch.autograd.grad(kernel, list(points.parameters()), grad)
+        autocast_grads = torch.autograd.grad(autocast_kernel, list(points.parameters()), grad)
+    assert autocast_kernel.dtype == torch.float32 and torch.equal(autocast_kernel, kernel)
+    assert all(torch.equal(a, b) for a, b in zip(autocast_grads, grads))
+
+
 def test_points_per_filter_are_sampled_by_pytorch_where_they_must_be():
     """Half precisions (whose rounding bunches a grid's nodes unevenly), graphs being recorded or compiled, and
     transforms sample with PyTorch's operations; second derivatives are PyTorch's too."""

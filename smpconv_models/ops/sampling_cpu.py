@@ -32,8 +32,10 @@ def sample(positions: torch.Tensor, radii: torch.Tensor, weights: torch.Tensor, 
     """kernel [F, I, len(nodes_y), len(nodes_x)] of positions [F, P, d], radii [F, P] and weights [F, I, P]; for
     1-D points, nodes_y is one node at 0. `dense`: the values' products as one batched matrix product over the
     whole grid, or as sums over each point's nodes; None: whichever costs less for these points."""
-    return EXTENSION.module().sample(positions.contiguous(), radii.contiguous(), weights.contiguous(), nodes_x,
-                                     nodes_y, normalize, _mode(dense))
+    # in the points' dtype under autocast too, as either product: autocast would give the batched one its own dtype
+    with torch.autocast('cpu', enabled=False):
+        return EXTENSION.module().sample(positions.contiguous(), radii.contiguous(), weights.contiguous(), nodes_x,
+                                         nodes_y, normalize, _mode(dense))
 
 
 def grad(grad_kernel: torch.Tensor, positions: torch.Tensor, radii: torch.Tensor, weights: torch.Tensor,
