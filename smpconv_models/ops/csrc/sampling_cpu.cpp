@@ -115,14 +115,14 @@ class LayerPoints {
   // rectangle's first node) row by row, rows `row_stride` apart.
   void point_gradients(int64_t q, const T* grad_values, int64_t row_stride, T* grad_position, T& grad_radius) const {
     const T r = radii_[q];
-    const T* grad_scale = normalize_ ? &scale[q / points * grid.height * grid.width] : nullptr;
+    const T* node_scale = normalize_ ? &scale[q / points * grid.height * grid.width] : nullptr;  // its filter's c
     T grad_x = 0, grad_y = 0, grad_r = 0;
     for (int64_t y = y0[q]; y < y1[q]; ++y, grad_values += row_stride) {
       for (int64_t x = x0[q]; x < x1[q]; ++x) {
         const T d = distance(q, x, y);
         if (!(T(1) - d / r > T(0))) continue;  // relu's gradient: none where its input is not positive
         const T g = grad_values[x - x0[q]];
-        const T grad_v = normalize_ ? g * grad_scale[y * grid.width + x] : g;
+        const T grad_v = normalize_ ? g * node_scale[y * grid.width + x] : g;
         grad_r += grad_v * (d / r / r);
         const T grad_d = -grad_v / r;
         grad_x += grad_d * sign(px(q) - grid.x[x]);
