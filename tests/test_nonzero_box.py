@@ -176,6 +176,34 @@ def test_points_per_filter_sampled_point_by_point_are_the_whole_grids(normalize,
 
 
 @pytest.mark.parametrize('dense', [False, True])
+@pytest.mark.parametrize('ndim', [1, 2])
+def test_points_per_filter_that_are_not_finite_are_pytorchs(ndim, dense):
+    """A NaN or infinite position, radius or value, and a radius that is not positive, give the C++ sampler's kernel
+    and gradients the NaNs of PyTorch's sampler, where they are (its values elsewhere to rounding)."""
+    size = [9, 8][-ndim:]
+    positions = torch.rand(4, 5, ndim, dtype=torch.float64) * 2 - 1
+    radii = torch.rand(4, 5, dtype=torch.float64) * 0.2 + 0.2
+    weights = torch.randn(4, 3, 5, dtype=torch.float64)
+    positions[0, 0, -1] = float('nan')  # y only in 2-D: its x reaches a few nodes
+    positions[1, 1, 0] = float('inf')
+    radii[2, 2] = float('nan')
+    radii[3, 3] = -0.3
+    weights[3, 1, 4] = float('nan')
+    inputs = [t.requires_grad_() for t in (positions, radii, weights)]
+    box = [[1, k] for k in size]
+    with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
+            mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
+        kernel = smp._SampledPointByPoint.apply(*inputs, size, box, True)
+        expected = smp_kernel(*inputs, size, normalize=True, box=box)
+        grad = torch.randn(kernel.shape, dtype=torch.float64)
+        grads = torch.autograd.grad(kernel, inputs, grad)
+    expected_grads = torch.autograd.grad(expected, inputs, grad)
+    torch.testing.assert_close(kernel, expected, rtol=0, atol=1e-13, equal_nan=True)  # float64 sums, as above
+    for got, want in zip(grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-10, equal_nan=True)
+
+
+@pytest.mark.parametrize('dense', [False, True])
 def test_points_per_filter_are_sampled_in_their_dtype_under_autocast(dense):
     """In an autocast region, either of the sampler's products gives float32 points a float32 kernel, the one it
     gives outside, and its backward pass runs (the convolution casts the kernel as it casts any weight)."""
@@ -183,11 +211,11 @@ def test_points_per_filter_are_sampled_in_their_dtype_under_autocast(dense):
     with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
             mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
         kernel = points()
-        with torch.autocast('cpu', dtype=torch.bfloat16):
-            autocast_kernel = points()
         grad = torch.randn_like(kernel)
         grads = torch.autograd.grad(kernel, list(points.parameters()), grad)
-        autocast_grads = torch.autograd.grad(autocast_kernel, list(points.parameters()), grad)
+        with torch.autocast('cpu', dtype=torch.bfloat16):  # a backward pass inside the region too
+            autocast_kernel = points()
+            autocast_grads = torch.autograd.grad(autocast_kernel, list(points.parameters()), grad)
     assert autocast_kernel.dtype == torch.float32 and torch.equal(autocast_kernel, kernel)
     assert all(torch.equal(a, b) for a, b in zip(autocast_grads, grads))
 

@@ -42,8 +42,9 @@ def grad(grad_kernel: torch.Tensor, positions: torch.Tensor, radii: torch.Tensor
          nodes_x: torch.Tensor, nodes_y: torch.Tensor, normalize: bool, dense: Optional[bool] = None
          ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The adjoints of `sample` in positions, radii and weights for grad_kernel [F, I, len(nodes_y), len(nodes_x)]."""
-    return EXTENSION.module().grad(grad_kernel.contiguous(), positions.contiguous(), radii.contiguous(),
-                                   weights.contiguous(), nodes_x, nodes_y, normalize, _mode(dense))
+    with torch.autocast('cpu', enabled=False):  # as `sample`: a backward pass may run in an autocast region
+        return EXTENSION.module().grad(grad_kernel.contiguous(), positions.contiguous(), radii.contiguous(),
+                                       weights.contiguous(), nodes_x, nodes_y, normalize, _mode(dense))
 
 
 def _mode(dense: Optional[bool]) -> int:

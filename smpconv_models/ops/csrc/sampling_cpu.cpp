@@ -38,8 +38,8 @@ namespace {
 using at::Tensor;
 
 // The nodes [first, last) of the evenly spaced grid `nodes` (either way) within position -+ radius, with a node to
-// spare either side: the only ones whose distance to the point can be under its radius. The whole grid where that
-// is not a finite interval (a NaN point, whose value is NaN at every node).
+// spare either side: the only ones whose distance to the point can be under its radius (the whole grid where that
+// is not a finite interval).
 template <typename T>
 void reach(const T* nodes, int64_t count, T position, T radius, int64_t& first, int64_t& last) {
   first = 0;
@@ -73,15 +73,20 @@ struct Grid {
 template <typename T>
 class LayerPoints {
  public:
-  LayerPoints(const Tensor& positions, const Tensor& radii, const Grid<T>& grid, bool normalize)
+  LayerPoints(const Tensor& positions, const Tensor& radii, const Tensor& weights, const Grid<T>& grid,
+              bool normalize)
       : grid(grid), filters(positions.size(0)), points(positions.size(1)), ndim_(positions.size(2)),
         normalize_(normalize), positions_(positions.data_ptr<T>()), radii_(radii.data_ptr<T>()) {
     const int64_t count = filters * points;
     y0.resize(count), y1.resize(count), x0.resize(count), x1.resize(count), start.resize(count + 1);
     start[0] = 0;
     for (int64_t q = 0; q < count; ++q) {
-      reach(grid.x, grid.width, px(q), radii_[q], x0[q], x1[q]);
-      reach(grid.y, grid.height, py(q), radii_[q], y0[q], y1[q]);
+      if (reaches_every_node(q, weights)) {
+        y0[q] = x0[q] = 0, y1[q] = grid.height, x1[q] = grid.width;
+      } else {
+        reach(grid.x, grid.width, px(q), radii_[q], x0[q], x1[q]);
+        reach(grid.y, grid.height, py(q), radii_[q], y0[q], y1[q]);
+      }
       start[q + 1] = start[q] + (y1[q] - y0[q]) * (x1[q] - x0[q]);
     }
     values.resize(start[count]);
@@ -102,7 +107,7 @@ class LayerPoints {
     T* out = dense.data_ptr<T>();
     at::parallel_for(0, filters * points, 1, [&](int64_t begin, int64_t end) {
       for (int64_t q = begin; q < end; ++q) {
-        const T* value = &values[start[q]];
+        const T* value = values.data() + start[q];
         for (int64_t y = y0[q]; y < y1[q]; ++y) {
           for (int64_t x = x0[q]; x < x1[q]; ++x) out[q * nodes + y * grid.width + x] = *value++;
         }
@@ -120,9 +125,8 @@ class LayerPoints {
     for (int64_t y = y0[q]; y < y1[q]; ++y, grad_values += row_stride) {
       for (int64_t x = x0[q]; x < x1[q]; ++x) {
         const T d = distance(q, x, y);
-        if (!(T(1) - d / r > T(0))) continue;  // relu's gradient: none where its input is not positive
-        const T g = grad_values[x - x0[q]];
-        const T grad_v = normalize_ ? g * node_scale[y * grid.width + x] : g;
+        const T g = normalize_ ? grad_values[x - x0[q]] * node_scale[y * grid.width + x] : grad_values[x - x0[q]];
+        const T grad_v = T(1) - d / r <= T(0) ? T(0) : g;  // relu's gradient, as PyTorch's: NaN passes
         grad_r += grad_v * (d / r / r);
         const T grad_d = -grad_v / r;
         grad_x += grad_d * sign(px(q) - grid.x[x]);
@@ -142,7 +146,7 @@ class LayerPoints {
  private:
   void evaluate(int64_t f) {
     for (int64_t q = f * points; q < (f + 1) * points; ++q) {
-      T* value = &values[start[q]];
+      T* value = values.data() + start[q];
       for (int64_t y = y0[q]; y < y1[q]; ++y) {
         for (int64_t x = x0[q]; x < x1[q]; ++x) {
           const T v = T(1) - distance(q, x, y) / radii_[q];
@@ -161,11 +165,24 @@ class LayerPoints {
   template <typename Visit>
   void for_each_value(int64_t f, Visit visit) {
     for (int64_t q = f * points; q < (f + 1) * points; ++q) {
-      T* value = &values[start[q]];
+      T* value = values.data() + start[q];
       for (int64_t y = y0[q]; y < y1[q]; ++y) {
         for (int64_t x = x0[q]; x < x1[q]; ++x) visit(y * grid.width + x, *value++);
       }
     }
+  }
+
+  // Whether point q's terms are nonzero or NaN at every node, as PyTorch's sampler computes them: a position or a
+  // value that is not finite (a NaN or infinite value times the zeros of the other nodes is NaN), a radius that is not
+  // positive (its relu is positive at every node).
+  bool reaches_every_node(int64_t q, const Tensor& weights) const {
+    if (!std::isfinite(px(q)) || !std::isfinite(py(q)) || !(radii_[q] > T(0))) return true;
+    const int64_t inputs = weights.size(1), f = q / points, p = q % points;
+    const T* w = weights.data_ptr<T>() + f * inputs * points + p;
+    for (int64_t i = 0; i < inputs; ++i) {
+      if (!std::isfinite(w[i * points])) return true;
+    }
+    return false;
   }
 
   T px(int64_t q) const { return positions_[q * ndim_]; }
@@ -184,6 +201,7 @@ class LayerPoints {
 
 void check(const Tensor& positions, const Tensor& radii, const Tensor& weights, const Tensor& nodes_x,
            const Tensor& nodes_y) {
+  TORCH_CHECK(positions.device().is_cpu(), "sample takes CPU tensors, got positions on ", positions.device());
   TORCH_CHECK(positions.dim() == 3 && (positions.size(2) == 1 || positions.size(2) == 2),
               "sample takes positions [F, P, 1 or 2], got ", positions.sizes());
   TORCH_CHECK(radii.sizes() == positions.sizes().slice(0, 2), "sample takes radii [F, P], got ", radii.sizes(),
@@ -194,8 +212,8 @@ void check(const Tensor& positions, const Tensor& radii, const Tensor& weights, 
               "sample takes nodes along x and along y (one for 1-D kernels), got ", nodes_x.sizes(), " and ",
               nodes_y.sizes());
   for (const Tensor* t : {&positions, &radii, &weights, &nodes_x, &nodes_y}) {
-    TORCH_CHECK(t->scalar_type() == positions.scalar_type() && t->is_contiguous(),
-                "sample takes contiguous tensors of one dtype");
+    TORCH_CHECK(t->scalar_type() == positions.scalar_type() && t->is_contiguous() && t->device() == positions.device(),
+                "sample takes contiguous tensors of one dtype and device");
   }
 }
 
@@ -213,8 +231,8 @@ Tensor sample(const Tensor& positions, const Tensor& radii, const Tensor& weight
   Tensor kernel;
   AT_DISPATCH_FLOATING_TYPES(positions.scalar_type(), "sample", [&] {
     using T = scalar_t;
-    const LayerPoints<T> layer(positions, radii, Grid<T>{nodes_x.data_ptr<T>(), width, nodes_y.data_ptr<T>(), height},
-                               normalize);
+    const Grid<T> grid{nodes_x.data_ptr<T>(), width, nodes_y.data_ptr<T>(), height};
+    const LayerPoints<T> layer(positions, radii, weights, grid, normalize);
     if (use_dense(layer, dense)) {
       kernel = at::bmm(weights, layer.dense_values(weights.options())).view({filters, inputs, height, width});
       return;
@@ -228,7 +246,7 @@ Tensor sample(const Tensor& positions, const Tensor& radii, const Tensor& weight
           const T* w = w_all + (f * inputs + i) * points;
           T* out = kernel_all + (f * inputs + i) * height * width;
           for (int64_t p = 0, q = f * points; p < points; ++p, ++q) {
-            const T* value = &layer.values[layer.start[q]];
+            const T* value = layer.values.data() + layer.start[q];
             for (int64_t y = layer.y0[q]; y < layer.y1[q]; ++y) {
               T* row = out + y * width;
               for (int64_t x = layer.x0[q]; x < layer.x1[q]; ++x) row[x] += w[p] * *value++;
@@ -255,8 +273,8 @@ std::tuple<Tensor, Tensor, Tensor> grad(const Tensor& grad_kernel, const Tensor&
   Tensor grad_positions = at::zeros_like(positions), grad_radii = at::zeros_like(radii), grad_weights;
   AT_DISPATCH_FLOATING_TYPES(positions.scalar_type(), "grad", [&] {
     using T = scalar_t;
-    const LayerPoints<T> layer(positions, radii, Grid<T>{nodes_x.data_ptr<T>(), width, nodes_y.data_ptr<T>(), height},
-                               normalize);
+    const Grid<T> grid{nodes_x.data_ptr<T>(), width, nodes_y.data_ptr<T>(), height};
+    const LayerPoints<T> layer(positions, radii, weights, grid, normalize);
     T* grad_position = grad_positions.data_ptr<T>();
     T* grad_radius = grad_radii.data_ptr<T>();
     if (use_dense(layer, dense)) {
@@ -285,8 +303,8 @@ std::tuple<Tensor, Tensor, Tensor> grad(const Tensor& grad_kernel, const Tensor&
           T* grad_w = grad_w_all + (f * inputs + i) * points;
           const T* grad_out = grad_kernel.data_ptr<T>() + (f * inputs + i) * height * width;
           for (int64_t p = 0, q = f * points; p < points; ++p, ++q) {
-            const T* value = &layer.values[layer.start[q]];
-            T* grad_value = &grad_values[layer.start[q] - first];
+            const T* value = layer.values.data() + layer.start[q];
+            T* grad_value = grad_values.data() + (layer.start[q] - first);
             T sum = 0;
             for (int64_t y = layer.y0[q]; y < layer.y1[q]; ++y) {
               const T* row = grad_out + y * width;
@@ -299,7 +317,7 @@ std::tuple<Tensor, Tensor, Tensor> grad(const Tensor& grad_kernel, const Tensor&
           }
         }
         for (int64_t q = f * points; q < (f + 1) * points; ++q) {
-          layer.point_gradients(q, &grad_values[layer.start[q] - first], layer.x1[q] - layer.x0[q],
+          layer.point_gradients(q, grad_values.data() + (layer.start[q] - first), layer.x1[q] - layer.x0[q],
                                 grad_position + q * ndim, grad_radius[q]);
         }
       }
