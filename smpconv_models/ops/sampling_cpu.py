@@ -7,7 +7,8 @@ the sequence and CIFAR-10 models' kernels, each point evaluated only at the node
 `sample` gives the kernel, `grad` its adjoints in the positions, radii and weights, for float32 and float64, by sums
 over the nodes each point reaches (each summed by one thread: the same bits on any number of threads) or, where the
 points reach much of the grid, one batched matrix product. The nodes must be evenly spaced (a grid's linspace, or a
-single node).
+single node). Where the extension cannot be built (no compiler, say), `available` warns once and answers False, and
+`SMPKernel` samples with PyTorch's operations over the whole box.
 """
 from typing import Optional, Tuple
 
