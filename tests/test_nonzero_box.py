@@ -1,6 +1,7 @@
 """Issue 21: SMP layers convolve with the box of taps their points reach, with the same results and gradients as
 PyTorch's convolution with the whole kernel (float64: to rounding), on every backend of the long convolution."""
 import copy
+from contextlib import contextmanager
 from functools import partial
 from unittest import mock
 
@@ -143,6 +144,14 @@ def _points_per_filter(size, in_per_filter, normalize, radius, seed) -> SMPKerne
     return points
 
 
+@contextmanager
+def _products(dense):
+    """The C++ sampler's products as `dense` asks (None: its own choice), forward and backward."""
+    with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
+            mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
+        yield
+
+
 def _boxes(size):
     return (None, [[k // 3, k] for k in size], [[0, max(1, k // 2)] for k in size])
 
@@ -164,8 +173,7 @@ def test_points_per_filter_sampled_point_by_point_are_the_whole_grids(normalize,
         grad = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
         expected_grads = torch.autograd.grad(expected, params, grad)
         for dense in (None, False, True):
-            with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
-                    mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
+            with _products(dense):
                 assert points._sampled_point_by_point()
                 kernel = points(None, box)
                 grads = torch.autograd.grad(kernel, params, grad)
@@ -191,8 +199,7 @@ def test_points_per_filter_that_are_not_finite_are_pytorchs(ndim, dense):
     weights[3, 1, 4] = float('nan')
     inputs = [t.requires_grad_() for t in (positions, radii, weights)]
     box = [[1, k] for k in size]
-    with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
-            mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
+    with _products(dense):
         kernel = smp._SampledPointByPoint.apply(*inputs, size, box, True)
         expected = smp_kernel(*inputs, size, normalize=True, box=box)
         grad = torch.randn(kernel.shape, dtype=torch.float64)
@@ -208,8 +215,7 @@ def test_points_per_filter_are_sampled_in_their_dtype_under_autocast(dense):
     """In an autocast region, either of the sampler's products gives float32 points a float32 kernel, the one it
     gives outside, and its backward pass runs (the convolution casts the kernel as it casts any weight)."""
     points = _points_per_filter([33, 33], 3, True, 0.12, seed=0).float()
-    with mock.patch.object(sampling_cpu, 'sample', partial(sampling_cpu.sample, dense=dense)), \
-            mock.patch.object(sampling_cpu, 'grad', partial(sampling_cpu.grad, dense=dense)):
+    with _products(dense):
         kernel = points()
         grad = torch.randn_like(kernel)
         grads = torch.autograd.grad(kernel, list(points.parameters()), grad)

@@ -145,29 +145,24 @@ class LayerPoints {
 
  private:
   void evaluate(int64_t f) {
-    for (int64_t q = f * points; q < (f + 1) * points; ++q) {
-      T* value = values.data() + start[q];
-      for (int64_t y = y0[q]; y < y1[q]; ++y) {
-        for (int64_t x = x0[q]; x < x1[q]; ++x) {
-          const T v = T(1) - distance(q, x, y) / radii_[q];
-          *value++ = v <= T(0) ? T(0) : v;  // relu, NaN kept
-        }
-      }
-    }
+    for_each_value(f, [&](int64_t q, int64_t y, int64_t x, T& value) {
+      const T v = T(1) - distance(q, x, y) / radii_[q];
+      value = v <= T(0) ? T(0) : v;  // relu, NaN kept
+    });
     if (!normalize_) return;
     T* coverage = &scale[f * grid.height * grid.width];
-    for_each_value(f, [&](int64_t node, T& v) { coverage[node] += T(v > T(0)); });
+    for_each_value(f, [&](int64_t, int64_t y, int64_t x, T& v) { coverage[y * grid.width + x] += T(v > T(0)); });
     for (int64_t node = 0; node < grid.height * grid.width; ++node) coverage[node] = T(1) / (coverage[node] + T(1e-6));
-    for_each_value(f, [&](int64_t node, T& v) { v *= coverage[node]; });
+    for_each_value(f, [&](int64_t, int64_t y, int64_t x, T& v) { v *= coverage[y * grid.width + x]; });
   }
 
-  // visit(node, value) for each of filter f's points' values
+  // visit(point, row, column, value) for each of filter f's points' values
   template <typename Visit>
   void for_each_value(int64_t f, Visit visit) {
     for (int64_t q = f * points; q < (f + 1) * points; ++q) {
       T* value = values.data() + start[q];
       for (int64_t y = y0[q]; y < y1[q]; ++y) {
-        for (int64_t x = x0[q]; x < x1[q]; ++x) visit(y * grid.width + x, *value++);
+        for (int64_t x = x0[q]; x < x1[q]; ++x) visit(q, y, x, *value++);
       }
     }
   }
