@@ -41,7 +41,7 @@ and the others make the bank and run the pass of theirs. The continuous layers r
 import functools
 import importlib
 import math
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -129,7 +129,18 @@ def _support(radius: float, causal: bool) -> Tuple[float, float]:
     return (-2 * radius, 0.) if causal else (-radius, radius)
 
 
-@functools.lru_cache(maxsize=256)
+def _cached_outside_compile(function: Callable) -> Callable:
+    """`function` with an LRU cache, bypassed while torch.compile traces it: Dynamo cannot keep such a cache, and
+    warns (of "silent incorrectness") at every cached function it traces through."""
+    cached = functools.lru_cache(maxsize=256)(function)
+
+    @functools.wraps(function)
+    def call(*args, **kwargs):
+        return function(*args, **kwargs) if torch.compiler.is_compiling() else cached(*args, **kwargs)
+    return call
+
+
+@_cached_outside_compile
 def axis_geometry(in_size: int, out_size: int, scale: float, kernel_size: int, causal: bool = False) -> AxisGeometry:
     """The taps of every output of an axis of `in_size` inputs resized by `scale` to `out_size` outputs, for a
     kernel of `kernel_size` taps at scale 1 (`causal`: each output sees the inputs up to its centre)."""
