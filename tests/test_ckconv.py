@@ -246,6 +246,28 @@ def test_same_convolution_is_exact(backend, size, taps):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-9)
 
 
+def test_compiled_at_another_image_size_the_kernel_is_cropped_by_guards():
+    """Under torch.compile an image size that changed between calls is a symbol. The taps that meet the image are
+    decided by comparisons, which guard the graph, not by the symbol's min and max: Inductor could not order the
+    strides of a kernel cropped by those (the CIFAR-10 model compiled for training failed at its second image
+    size). Each graph computes the definition, for images larger and smaller than the kernel's reach."""
+    graphs = []
+
+    def record(graph: torch.fx.GraphModule, example_inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    weight = torch.randn(4, 3, 9, 9, dtype=torch.float64)
+    torch._dynamo.reset()  # a graph of this code compiled by another test would change which sizes are symbols
+    compiled = torch.compile(lambda t: conv2d_same(t, weight), backend=record)
+    for size in (16, 20, 24, 3):
+        x = torch.randn(2, 3, size, size, dtype=torch.float64)
+        torch.testing.assert_close(compiled(x), F.conv2d(x, weight, padding=4), rtol=0, atol=1e-12)
+    crops = [node for graph in graphs for node in graph.graph.nodes if node.target in (torch.sym_min, torch.sym_max)]
+    assert crops == []
+    assert len(graphs) == 3  # 20 compiles with a symbolic size, which 24 reuses; 3 crops the kernel
+
+
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_first_and_second_derivatives_and_the_operator_checks(backend):
     generator = torch.Generator().manual_seed(0)

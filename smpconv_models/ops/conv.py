@@ -446,8 +446,12 @@ def _grad_weight_flops(grad_y_shape, x_shape, kernel_size, pad, *args, out_shape
 # ---- the functions ----------------------------------------------------------------------------------------
 
 def useful_taps(kernel_size: Sequence[int], pad: Sequence[int], size: Sequence[int]) -> List[Tuple[int, int]]:
-    """Per axis, the taps [start, stop) that meet an input of `size`: tap j reaches t - p + j for some t."""
-    return [(max(0, p - n + 1), min(k, p + n)) for k, p, n in zip(kernel_size, pad, size)]
+    """Per axis, the taps [start, stop) that meet an input of `size`: tap j reaches t - p + j for some t.
+
+    Comparisons, not min and max: under torch.compile a size that changed between calls is a symbol, and taps
+    cropped by its min and max have strides that Inductor cannot order, where a comparison guards the graph on
+    its outcome (every size past the kernel's reach gives the whole kernel)."""
+    return [(p - n + 1 if n <= p else 0, p + n if p + n < k else k) for k, p, n in zip(kernel_size, pad, size)]
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], ndim: int, name: str) -> None:
